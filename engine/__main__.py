@@ -1,0 +1,5 @@
+import sys
+
+from autostrat.cli import main
+
+sys.exit(main())

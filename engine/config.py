@@ -1,0 +1,148 @@
+"""Settings: one dataclass holds everything resolved from defaults, autostrat.toml and flags.
+
+Precedence, lowest first: the defaults below, `autostrat.toml` in the working directory (sections
+[data], [split], [backtest], [search], [llm]), then command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autostrat.errors import ConfigError
+
+CONFIG_FILE = "autostrat.toml"
+
+
+@dataclass
+class DataSettings:
+    spec: str = "synthetic"  # a ticker, a CSV path, or synthetic[:seed=N,bars=N,start=DATE]
+    data_dir: str = "data"  # where prepared tickers are read from and cached to
+    start: str = "2000-01-01"  # first date requested when a ticker is downloaded
+    min_bars: int = 100  # fewer bars than this is a data error
+
+
+@dataclass
+class SplitSettings:
+    train_end: str = "2018-12-31"
+    validation_start: str = "2019-01-01"
+    validation_end: str = "2022-12-31"
+    test_start: str = "2023-01-01"  # the sealed period; ignored when two_way is set
+    two_way: bool = False  # the seed's split: train ..train_end, validation validation_start..end
+
+
+@dataclass
+class BacktestSettings:
+    fill: str = "next_open"  # next_open | close
+    commission_bps: float = 1.0  # per side
+    slippage_bps: float = 1.0  # per side
+    initial_capital: float = 10_000.0
+
+
+@dataclass
+class SearchSettings:
+    proposer: str = ""  # llm | mutate; empty: llm when one is configured, else mutate
+    objective: str = "validation.total_return"
+    iterations: int = 50
+    population: int = 3
+    max_fails: int = 5
+    seed: int = 0
+    repair_attempts: int = 2
+    max_total_tokens: int = 0  # 0: no limit
+    learnings_budget_chars: int = 6000
+    runs_dir: str = "runs"
+
+
+@dataclass
+class LlmSettings:
+    model: str = ""  # empty: OPENAI_MODEL, else gpt-4o-mini
+    base_url: str = ""  # empty: OPENAI_BASE_URL
+    temperature: float = 0.7
+    max_tokens: int = 2048
+    timeout: float = 120.0
+    max_retries: int = 5
+    constrain: str = "off"
+
+
+@dataclass
+class Settings:
+    """All resolved settings. `Settings.load()` reads autostrat.toml; `override()` applies flags."""
+
+    data: DataSettings = field(default_factory=DataSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    backtest: BacktestSettings = field(default_factory=BacktestSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    llm: LlmSettings = field(default_factory=LlmSettings)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "Settings":
+        """Defaults, overlaid with autostrat.toml (or `path`) when it exists."""
+        settings = cls()
+        file = Path(path) if path else Path.cwd() / CONFIG_FILE
+        if path and not file.exists():
+            raise ConfigError(f"{file}: config file not found")
+        if file.exists():
+            try:
+                raw = tomllib.loads(file.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+            settings.apply(raw, source=str(file))
+        return settings
+
+    def apply(self, raw: dict[str, Any], source: str = "settings") -> None:
+        """Overlay a {section: {key: value}} mapping, checking names and types."""
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for section, values in raw.items():
+            if section not in sections:
+                raise ConfigError(f"{source}: unknown section [{section}]{_suggest(section, sections)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{section}] must be a table of settings")
+            target = sections[section]
+            for key, value in values.items():
+                self.set(f"{section}.{key}", value, source=source)
+
+    def set(self, dotted: str, value: Any, source: str = "flag") -> None:
+        """Set one setting by `section.key`, converting to the field's type."""
+        section, _, key = dotted.partition(".")
+        target = getattr(self, section, None)
+        if target is None or not dataclasses.is_dataclass(target):
+            raise ConfigError(f"{source}: unknown setting {dotted}")
+        names = {f.name: f for f in dataclasses.fields(target)}
+        if key not in names:
+            raise ConfigError(f"{source}: unknown setting {section}.{key}{_suggest(key, names)}")
+        setattr(target, key, _convert(value, type(getattr(target, key)), f"{source}: {section}.{key}"))
+
+    def override(self, **dotted_values: Any) -> "Settings":
+        """Apply command-line flags given as section__key=value; None means "not given"."""
+        for name, value in dotted_values.items():
+            if value is not None:
+                self.set(name.replace("__", "."), value)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict, for config.json in a run folder."""
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, kind: type, where: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}") from None
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,140 @@
+"""The built-in registry: the one table of the language's functions.
+
+Each entry gives the name, the argument kinds, the result type, the lookback rule (leading NaN
+bars for NaN-free input, as a function of the window arguments) and a one-line doc. The checker,
+the compiler, grammar/LANGUAGE.md and the prompts' language reference are all generated from it.
+
+Argument kinds:
+  x  a number series (any number expression)
+  c  a boolean series (a condition)
+  n  a window: an integer literal or an integer param, 1..max_lookback
+  k  a number constant: a literal or a param
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NUM = "number"
+BOOL = "boolean"
+SERIES = ("open", "high", "low", "close", "volume")
+MAX_LOOKBACK = 2520  # ten years of daily bars
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """One built-in function of the language."""
+
+    name: str
+    params: tuple[str, ...]  # argument names as documented, e.g. ("x", "n")
+    kinds: tuple[str, ...]  # x c n k, one per argument
+    result: str  # NUM or BOOL
+    warmup: str  # leading NaN bars for NaN-free input, a formula in the window names ("n-1")
+    group: str
+    doc: str
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({', '.join(self.params)})"
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        """Positions of window arguments."""
+        return tuple(i for i, k in enumerate(self.kinds) if k == "n")
+
+
+def _kinds(params: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for p in params:
+        if p in ("x", "y", "lo", "hi"):
+            out.append("x")
+        elif p == "c":
+            out.append("c")
+        elif p == "k":
+            out.append("k")
+        else:  # n, m, fast, slow, signal
+            out.append("n")
+    return tuple(out)
+
+
+_TABLE: list[tuple[str, str, str, str, str]] = [
+    # group, signature, result, warm-up formula, doc
+    ("averages", "sma(x, n)", NUM, "n-1", "simple moving average of the last n values"),
+    ("averages", "ema(x, n)", NUM, "n-1", "exponential moving average, alpha 2/(n+1), seeded with the SMA of the first n values"),
+    ("averages", "wma(x, n)", NUM, "n-1", "linearly weighted moving average, weights 1..n with the newest weighted n"),
+    ("averages", "rma(x, n)", NUM, "n-1", "Wilder's moving average, alpha 1/n, seeded with the SMA of the first n values"),
+    ("statistics", "stdev(x, n)", NUM, "n-1", "population standard deviation (ddof 0) of the last n values"),
+    ("statistics", "zscore(x, n)", NUM, "n-1", "(x - sma(x, n)) / stdev(x, n); NaN when the deviation is 0"),
+    ("statistics", "highest(x, n)", NUM, "n-1", "highest of the last n values, the current bar included"),
+    ("statistics", "lowest(x, n)", NUM, "n-1", "lowest of the last n values, the current bar included"),
+    ("statistics", "sum(x, n)", NUM, "n-1", "sum of the last n values"),
+    ("statistics", "percent_rank(x, n)", NUM, "n", "100 x the share of the previous n values that are <= x (0..100)"),
+    ("statistics", "slope(x, n)", NUM, "n-1", "least-squares slope of the last n values per bar"),
+    ("statistics", "corr(x, y, n)", NUM, "n-1", "Pearson correlation of x and y over the last n bars"),
+    ("statistics", "bars_since_high(x, n)", NUM, "n-1", "bars since the highest of the last n values (0: this bar; ties: the latest)"),
+    ("statistics", "bars_since_low(x, n)", NUM, "n-1", "bars since the lowest of the last n values (0: this bar; ties: the latest)"),
+    ("change", "change(x, n)", NUM, "n", "x - x[n]"),
+    ("change", "roc(x, n)", NUM, "n", "x / x[n] - 1, a fraction (0.05 is +5%)"),
+    ("oscillators", "rsi(x, n)", NUM, "n", "Wilder's relative strength index, 0..100"),
+    ("oscillators", "stoch_k(n)", NUM, "n-1", "stochastic %K: 100 (close - lowest low) / (highest high - lowest low) over n bars"),
+    ("oscillators", "stoch_d(n, m)", NUM, "n+m-2", "stochastic %D: sma(stoch_k(n), m)"),
+    ("oscillators", "williams_r(n)", NUM, "n-1", "Williams %R: -100 (highest high - close) / (highest high - lowest low), -100..0"),
+    ("oscillators", "cci(n)", NUM, "n-1", "commodity channel index of the typical price (h+l+c)/3, constant 0.015"),
+    ("oscillators", "mfi(n)", NUM, "n", "money flow index of the typical price and volume, 0..100"),
+    ("oscillators", "macd(x, fast, slow)", NUM, "max(fast,slow)-1", "ema(x, fast) - ema(x, slow)"),
+    ("oscillators", "macd_signal(x, fast, slow, signal)", NUM, "max(fast,slow)+signal-2", "ema(macd(x, fast, slow), signal)"),
+    ("oscillators", "macd_hist(x, fast, slow, signal)", NUM, "max(fast,slow)+signal-2", "macd - macd_signal"),
+    ("volatility", "tr()", NUM, "1", "true range: max(high - low, |high - close[1]|, |low - close[1]|)"),
+    ("volatility", "atr(n)", NUM, "n", "average true range: rma(tr(), n)"),
+    ("volatility", "bb_upper(x, n, k)", NUM, "n-1", "upper Bollinger band: sma(x, n) + k stdev(x, n)"),
+    ("volatility", "bb_lower(x, n, k)", NUM, "n-1", "lower Bollinger band: sma(x, n) - k stdev(x, n)"),
+    ("volatility", "keltner_upper(n, k)", NUM, "n", "upper Keltner channel: ema(close, n) + k atr(n)"),
+    ("volatility", "keltner_lower(n, k)", NUM, "n", "lower Keltner channel: ema(close, n) - k atr(n)"),
+    ("volume", "obv()", NUM, "0", "on-balance volume: running sum of volume signed by the close's change, from 0"),
+    ("volume", "vwap(n)", NUM, "n-1", "rolling volume-weighted typical price over n bars"),
+    ("trend", "adx(n)", NUM, "2*n-1", "Wilder's average directional index, 0..100"),
+    ("trend", "plus_di(n)", NUM, "n", "Wilder's +DI, 0..100"),
+    ("trend", "minus_di(n)", NUM, "n", "Wilder's -DI, 0..100"),
+    ("math", "abs(x)", NUM, "0", "absolute value"),
+    ("math", "log(x)", NUM, "0", "natural logarithm; NaN for x <= 0"),
+    ("math", "sqrt(x)", NUM, "0", "square root; NaN for x < 0"),
+    ("math", "exp(x)", NUM, "0", "e to the x"),
+    ("math", "sign(x)", NUM, "0", "-1, 0 or 1"),
+    ("math", "min(x, y)", NUM, "0", "the smaller of x and y, bar by bar"),
+    ("math", "max(x, y)", NUM, "0", "the larger of x and y, bar by bar"),
+    ("math", "clip(x, lo, hi)", NUM, "0", "min(max(x, lo), hi)"),
+    ("math", "if_else(c, x, y)", NUM, "0", "x where the condition c holds, else y"),
+    ("events", "cross_above(x, y)", BOOL, "1", "x > y on this bar and x[1] <= y[1]"),
+    ("events", "cross_below(x, y)", BOOL, "1", "x < y on this bar and x[1] >= y[1]"),
+    ("events", "bars_since(c)", NUM, "0", "bars since c was last true (0 on a bar where it is); NaN before it first is"),
+]
+
+
+def _build() -> dict[str, Builtin]:
+    table = {}
+    for group, sig, result, warmup, doc in _TABLE:
+        name, _, rest = sig.partition("(")
+        params = tuple(p.strip() for p in rest.rstrip(")").split(",") if p.strip())
+        table[name] = Builtin(name, params, _kinds(params), result, warmup, group, doc)
+    return table
+
+
+BUILTINS: dict[str, Builtin] = _build()
+GROUPS = ("averages", "statistics", "change", "oscillators", "volatility", "volume", "trend", "math", "events")
+
+# Words a strategy may not bind as names.
+KEYWORDS = frozenset(
+    "strategy param in when and or not true false buy sell short cover "
+    "stop_loss take_profit trailing_stop max_hold".split()
+)
+
+
+def lookback(builtin: Builtin, windows: dict[str, float]) -> int:
+    """Leading NaN bars a call adds, given its window argument values by name."""
+    # The formulas are this module's own constants (+ - * max and window names), never user text.
+    return int(eval(builtin.warmup, {"__builtins__": {}, "max": max}, {k: int(v) for k, v in windows.items()}))
+
+
+def is_reserved(name: str) -> bool:
+    """Keywords, price series and built-in function names cannot be bound."""
+    return name in KEYWORDS or name in SERIES or name in BUILTINS
