@@ -1,0 +1,200 @@
+"""The interpreter: one numba dispatch loop over the tape, a column at a time.
+
+Each instruction runs its kernel over the whole series (dispatch costs once per instruction, not
+once per bar). Registers are the rows of one 2-D float64 array; rows 0..4 hold open, high, low,
+close and volume. The opcode constants come from autostrat.opcodes (numba reads them as
+compile-time constants); every opcode has one branch here, grouped as the registry groups them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from autostrat.kernels import (
+    abs_nb, add_nb, adx_nb, and_nb, atr_nb, bars_since_nb, bb_lower_nb, bb_upper_nb, clip_nb,
+    cross_above_nb, cross_below_nb, div_nb, eq_nb, exp_nb, fill_nb, ge_nb, gt_nb, if_else_nb,
+    keltner_lower_nb, keltner_upper_nb, lag_nb, le_nb, log_nb, lt_nb, max_nb, min_nb, minus_di_nb,
+    mul_nb, ne_nb, neg_nb, not_nb, obv_nb, or_nb, plus_di_nb, sign_nb, sqrt_nb, sub_nb, tr_nb,
+    vwap_nb,
+)
+from autostrat.kernels_ta import (
+    bars_since_high_nb, bars_since_low_nb, cci_nb, change_nb, corr_nb, ema_nb, highest_nb,
+    lowest_nb, macd_hist_nb, macd_nb, macd_signal_nb, mfi_nb, percent_rank_nb, rma_nb, roc_nb,
+    rsi_nb, slope_nb, sma_nb, stdev_nb, stoch_d_nb, stoch_k_nb, sum_nb, williams_r_nb, wma_nb,
+    zscore_nb,
+)
+from autostrat.opcodes import Op
+
+
+@njit(cache=True)
+def run_tape_nb(code, consts, n_regs, open_, high, low, close, volume):
+    """Run a tape over one market's arrays; return the register file (n_regs, n_bars)."""
+    n = close.shape[0]
+    regs = np.empty((n_regs, n))
+    regs[0, :] = open_
+    regs[1, :] = high
+    regs[2, :] = low
+    regs[3, :] = close
+    regs[4, :] = volume
+    H = regs[1]
+    L = regs[2]
+    Cl = regs[3]
+    V = regs[4]
+    for i in range(code.shape[0]):
+        op = code[i, 0]
+        d = regs[code[i, 1]]
+        a = regs[code[i, 2]]
+        b = regs[code[i, 3]]
+        c = regs[code[i, 4]]
+        n1 = code[i, 5]
+        n2 = code[i, 6]
+        n3 = code[i, 7]
+        k = consts[code[i, 8]] if consts.shape[0] > 0 else 0.0
+        # ---- constants, lag and operators
+        if op == Op.fill:
+            fill_nb(k, d)
+        elif op == Op.lag:
+            lag_nb(a, n1, d)
+        elif op == Op.neg:
+            neg_nb(a, d)
+        elif op == Op.not_:
+            not_nb(a, d)
+        elif op == Op.add:
+            add_nb(a, b, d)
+        elif op == Op.sub:
+            sub_nb(a, b, d)
+        elif op == Op.mul:
+            mul_nb(a, b, d)
+        elif op == Op.div:
+            div_nb(a, b, d)
+        elif op == Op.lt:
+            lt_nb(a, b, d)
+        elif op == Op.le:
+            le_nb(a, b, d)
+        elif op == Op.gt:
+            gt_nb(a, b, d)
+        elif op == Op.ge:
+            ge_nb(a, b, d)
+        elif op == Op.eq:
+            eq_nb(a, b, d)
+        elif op == Op.ne:
+            ne_nb(a, b, d)
+        elif op == Op.and_:
+            and_nb(a, b, d)
+        elif op == Op.or_:
+            or_nb(a, b, d)
+        # ---- averages
+        elif op == Op.sma:
+            sma_nb(a, n1, d)
+        elif op == Op.ema:
+            ema_nb(a, n1, d)
+        elif op == Op.wma:
+            wma_nb(a, n1, d)
+        elif op == Op.rma:
+            rma_nb(a, n1, d)
+        # ---- statistics
+        elif op == Op.stdev:
+            stdev_nb(a, n1, d)
+        elif op == Op.zscore:
+            zscore_nb(a, n1, d)
+        elif op == Op.highest:
+            highest_nb(a, n1, d)
+        elif op == Op.lowest:
+            lowest_nb(a, n1, d)
+        elif op == Op.sum:
+            sum_nb(a, n1, d)
+        elif op == Op.percent_rank:
+            percent_rank_nb(a, n1, d)
+        elif op == Op.slope:
+            slope_nb(a, n1, d)
+        elif op == Op.corr:
+            corr_nb(a, b, n1, d)
+        elif op == Op.bars_since_high:
+            bars_since_high_nb(a, n1, d)
+        elif op == Op.bars_since_low:
+            bars_since_low_nb(a, n1, d)
+        # ---- change
+        elif op == Op.change:
+            change_nb(a, n1, d)
+        elif op == Op.roc:
+            roc_nb(a, n1, d)
+        # ---- oscillators
+        elif op == Op.rsi:
+            rsi_nb(a, n1, d)
+        elif op == Op.stoch_k:
+            stoch_k_nb(H, L, Cl, n1, d)
+        elif op == Op.stoch_d:
+            stoch_d_nb(H, L, Cl, n1, n2, d)
+        elif op == Op.williams_r:
+            williams_r_nb(H, L, Cl, n1, d)
+        elif op == Op.cci:
+            cci_nb(H, L, Cl, n1, d)
+        elif op == Op.mfi:
+            mfi_nb(H, L, Cl, V, n1, d)
+        elif op == Op.macd:
+            macd_nb(a, n1, n2, d)
+        elif op == Op.macd_signal:
+            macd_signal_nb(a, n1, n2, n3, d)
+        elif op == Op.macd_hist:
+            macd_hist_nb(a, n1, n2, n3, d)
+        # ---- volatility
+        elif op == Op.tr:
+            tr_nb(H, L, Cl, d)
+        elif op == Op.atr:
+            atr_nb(H, L, Cl, n1, d)
+        elif op == Op.bb_upper:
+            bb_upper_nb(a, n1, k, d)
+        elif op == Op.bb_lower:
+            bb_lower_nb(a, n1, k, d)
+        elif op == Op.keltner_upper:
+            keltner_upper_nb(H, L, Cl, n1, k, d)
+        elif op == Op.keltner_lower:
+            keltner_lower_nb(H, L, Cl, n1, k, d)
+        # ---- volume
+        elif op == Op.obv:
+            obv_nb(Cl, V, d)
+        elif op == Op.vwap:
+            vwap_nb(H, L, Cl, V, n1, d)
+        # ---- trend
+        elif op == Op.adx:
+            adx_nb(H, L, Cl, n1, d)
+        elif op == Op.plus_di:
+            plus_di_nb(H, L, Cl, n1, d)
+        elif op == Op.minus_di:
+            minus_di_nb(H, L, Cl, n1, d)
+        # ---- math
+        elif op == Op.abs:
+            abs_nb(a, d)
+        elif op == Op.log:
+            log_nb(a, d)
+        elif op == Op.sqrt:
+            sqrt_nb(a, d)
+        elif op == Op.exp:
+            exp_nb(a, d)
+        elif op == Op.sign:
+            sign_nb(a, d)
+        elif op == Op.min:
+            min_nb(a, b, d)
+        elif op == Op.max:
+            max_nb(a, b, d)
+        elif op == Op.clip:
+            clip_nb(a, b, c, d)
+        elif op == Op.if_else:
+            if_else_nb(a, b, c, d)
+        # ---- events
+        elif op == Op.cross_above:
+            cross_above_nb(a, b, d)
+        elif op == Op.cross_below:
+            cross_below_nb(a, b, d)
+        elif op == Op.bars_since:
+            bars_since_nb(a, d)
+        else:
+            raise ValueError("unknown opcode")
+    return regs
+
+
+def run_tape(tape, market) -> np.ndarray:
+    """Evaluate a tape on a market (anything with open/high/low/close/volume arrays)."""
+    return run_tape_nb(tape.code, tape.consts, tape.n_regs, market.open, market.high, market.low,
+                       market.close, market.volume)
