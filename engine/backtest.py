@@ -178,3 +178,17 @@ def _compiled(typed: TypedProgram) -> Tape:
             _TAPES.pop(next(iter(_TAPES)))
         hit = _TAPES[id(typed)] = (typed, compile(typed))
     return hit[1]
+
+
+def buy_and_hold(market: Market, spans: dict[str, tuple[int, int]], settings: Settings | None = None):
+    """Buy and hold on the same periods: in at the first close, out at the last, no costs."""
+    s = resolve_settings(settings, dict(fill="close", commission_bps=0.0, slippage_bps=0.0))
+    ones = np.ones(len(market))
+    out = {}
+    for period, (a, b) in spans.items():
+        sim = simulate(market, ones, np.zeros(len(market)), settings=s, start=a, stop=b)
+        from autostrat.stats import metrics
+
+        out[period] = metrics(sim.equity, sim.position, sim.trades_array, market.close, a, b,
+                              s.backtest.initial_capital)
+    return out

@@ -19,6 +19,7 @@ from autostrat.errors import EXIT_INTERNAL, EXIT_USAGE, AutostratError
 _COMMAND_MODULES = [
     "autostrat.cli.data_cmds",
     "autostrat.cli.lang_cmds",
+    "autostrat.cli.disasm_cmd",
     "autostrat.cli.engine_cmds",
     "autostrat.cli.search_cmds",
 ]

@@ -1,0 +1,172 @@
+"""Engine commands: backtest, bulk, sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
+from autostrat.bulk import evaluate_many, parse_grid, sweep
+from autostrat.cli.common import add_data_options, add_split_options, load_market_from_args, settings_from_args
+from autostrat.errors import EXIT_OK, AutostratError
+from autostrat.stats import METRIC_NAMES
+
+_PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "avg_trade_return", "exposure",
+            "buy_hold_return", "excess_return"}
+_SHOWN = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "num_trades",
+          "win_rate", "profit_factor", "avg_trade_return", "exposure", "turnover", "final_equity")
+
+
+def fmt_metric(name: str, value) -> str:
+    """A metric for a table: percentages for fractions, 2-4 significant places otherwise."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if name in _PERCENT:
+        return f"{value:.2%}"
+    if name == "num_trades":
+        return f"{int(value)}"
+    if name == "final_equity":
+        return f"{value:,.2f}"
+    return f"{value:.3f}"
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _add_backtest_options(p) -> None:
+    p.add_argument("--fill", choices=("next_open", "close"), help="order fill: next bar's open (default) or this bar's close")
+    p.add_argument("--commission-bps", type=float, help="commission per side in basis points (default 1)")
+    p.add_argument("--slippage-bps", type=float, help="slippage per side in basis points (default 1)")
+    p.add_argument("--capital", type=float, dest="initial_capital", help="initial capital (default 10000)")
+
+
+def _settings(args):
+    s = settings_from_args(args)
+    s.override(backtest__fill=args.fill, backtest__commission_bps=args.commission_bps,
+               backtest__slippage_bps=args.slippage_bps, backtest__initial_capital=args.initial_capital)
+    return s
+
+
+def cmd_backtest(args) -> int:
+    s = _settings(args)
+    market = load_market_from_args(args, s)
+    periods = ALL_PERIODS if args.test else SEARCH_PERIODS
+    result = backtest(args.file, market, s, periods=periods)
+    hold = buy_and_hold(market, result.spans, s)
+    if args.json:
+        print(json.dumps(_json_safe(result.metrics), indent=2))
+        return EXIT_OK
+    bt = s.backtest
+    print(f"{result.name or args.file}")
+    print(f"data: {market.name} ({len(market)} bars, {market.dates[0]} .. {market.dates[-1]}); fill {bt.fill}; "
+          f"costs {bt.commission_bps:g} + {bt.slippage_bps:g} bps per side; warm-up {result.typed.warmup} bars")
+    header = f"{'':<18}" + "".join(f"{(p + ' (sealed)' if p == 'test' else p):>26}" for p in result.spans)
+    sub = f"{'':<18}" + "".join(f"{'strategy':>14}{'buy&hold':>12}" for _ in result.spans)
+    print(header)
+    print(sub)
+    for m in _SHOWN:
+        row = f"{m:<18}"
+        for p in result.spans:
+            row += f"{fmt_metric(m, result.metrics[p][m]):>14}{fmt_metric(m, hold[p][m]):>12}"
+        print(row)
+    if not args.test:
+        print("(the test period is sealed: add --test to show it, and know that every look spends it)")
+    return EXIT_OK
+
+
+def _objective(args, s) -> str:
+    obj = args.objective or s.search.objective
+    period, _, metric = obj.partition(".")
+    if period not in ("train", "validation") or metric not in METRIC_NAMES:
+        raise AutostratError(f"objective {obj!r}: write PERIOD.METRIC with PERIOD train or validation and "
+                             f"METRIC one of {', '.join(METRIC_NAMES)}")
+    return obj
+
+
+def _print_ranked(frame, objective: str, top: int, first_cols: list[str]) -> None:
+    metric = objective.split(".")[1]
+    ranked = frame.sort_values(objective, ascending=False, na_position="last").head(top)
+    cols = list(dict.fromkeys(first_cols + [
+        f"train.{metric}", f"validation.{metric}", "train.total_return", "validation.total_return",
+        "validation.sharpe", "validation.max_drawdown", "validation.num_trades", "validation.buy_hold_return"]))
+
+    def cell(col, value) -> str:
+        if isinstance(value, str):
+            return value
+        if col in first_cols:
+            return f"{value:g}"
+        return fmt_metric(col.split(".")[-1], value)
+
+    rows = [[cell(c, row[c]) for c in cols] for _, row in ranked.iterrows()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
+    print("rank  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
+    for rank, r in enumerate(rows, 1):
+        print(f"{rank:>4}  " + "  ".join(f"{v:>{w}}" for v, w in zip(r, widths)))
+
+
+def cmd_bulk(args) -> int:
+    s = _settings(args)
+    objective = _objective(args, s)
+    market = load_market_from_args(args, s)
+    frame = evaluate_many(args.files, market, s, chunk_size=args.chunk_size)
+    frame.insert(0, "file", [str(f) for f in args.files])
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {len(frame)} rows to {args.out}")
+    _print_ranked(frame, objective, args.top, ["file"])
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    s = _settings(args)
+    objective = _objective(args, s)
+    market = load_market_from_args(args, s)
+    grid = parse_grid(args.param)
+    frame = sweep(args.file, grid, market, s, chunk_size=args.chunk_size)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {len(frame)} rows to {args.out}")
+    print(f"{len(frame)} combinations of {', '.join(grid)} on {market.name}; best {args.top} by {objective}:")
+    _print_ranked(frame, objective, args.top, list(grid))
+    return EXIT_OK
+
+
+def register(sub) -> None:
+    p = sub.add_parser("backtest", help="backtest one strategy, period by period, against buy and hold",
+                       description="Backtest a strategy on train and validation (and the sealed test "
+                       "period with --test). Prints a table per period, strategy beside buy and hold, "
+                       "or the metrics as JSON.")
+    p.add_argument("file", metavar="FILE", help="strategy file (.strat)")
+    add_data_options(p)
+    add_split_options(p)
+    _add_backtest_options(p)
+    p.add_argument("--test", action="store_true", help="also show the sealed test period")
+    p.add_argument("--json", action="store_true", help="print the metrics per period as JSON")
+    p.set_defaults(handler=cmd_backtest)
+
+    for name, helptext in (("bulk", "evaluate many strategy files at once and rank them"),
+                           ("sweep", "evaluate a grid of a strategy's params in bulk")):
+        p = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ". Identical "
+                           "sub-expressions are computed once for the whole batch and strategies are "
+                           "simulated in parallel on all cores.")
+        if name == "bulk":
+            p.add_argument("files", nargs="+", metavar="FILE", help="strategy files (.strat)")
+        else:
+            p.add_argument("file", metavar="FILE", help="strategy file with params")
+            p.add_argument("--param", action="append", required=True, metavar="NAME=START:STOP:STEP",
+                           help="a param's values: START:STOP:STEP (inclusive) or V1,V2,...; repeat per param")
+        add_data_options(p)
+        add_split_options(p)
+        _add_backtest_options(p)
+        p.add_argument("--objective", help="rank by PERIOD.METRIC (default search.objective, validation.total_return)")
+        p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+        p.add_argument("--out", metavar="CSV", help="write every row to a CSV file")
+        p.add_argument("--chunk-size", type=int, default=256, help="programs per compiled batch (bounds memory)")
+        p.set_defaults(handler=cmd_bulk if name == "bulk" else cmd_sweep)
