@@ -24,10 +24,11 @@ from autostrat.check import TypedProgram, check
 from autostrat.compile import RULE_ORDER, Tape, compile
 from autostrat.config import Settings
 from autostrat.data import Market, load_market, periods as split_periods
-from autostrat.errors import AutostratError
+from autostrat.errors import AutostratError, ConfigError
 from autostrat.evaluate import evaluate_tape, metrics_dicts
 from autostrat.parse import parse
-from autostrat.simulate import SimResult, simulate
+from autostrat.simulate import FILLS, SimResult, simulate
+from autostrat.stats import metrics
 from autostrat.vm import run_tape
 
 SEARCH_PERIODS = ("train", "validation")
@@ -64,6 +65,13 @@ def resolve_settings(settings: Settings | None, overrides: dict) -> Settings:
     for key, value in overrides.items():
         if value is not None:
             s.set(f"backtest.{key}", value, source="backtest()")
+    bt = s.backtest
+    if bt.fill not in FILLS:
+        raise ConfigError(f"backtest.fill must be one of {', '.join(FILLS)}, got {bt.fill!r}")
+    if not (bt.commission_bps >= 0 and bt.slippage_bps >= 0):
+        raise ConfigError("backtest.commission_bps and backtest.slippage_bps must be >= 0")
+    if not bt.initial_capital > 0:
+        raise ConfigError(f"backtest.initial_capital must be > 0, got {bt.initial_capital!r}")
     return s
 
 
@@ -187,8 +195,6 @@ def buy_and_hold(market: Market, spans: dict[str, tuple[int, int]], settings: Se
     out = {}
     for period, (a, b) in spans.items():
         sim = simulate(market, ones, np.zeros(len(market)), settings=s, start=a, stop=b)
-        from autostrat.stats import metrics
-
         out[period] = metrics(sim.equity, sim.position, sim.trades_array, market.close, a, b,
                               s.backtest.initial_capital)
     return out

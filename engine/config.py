@@ -7,6 +7,7 @@ Precedence, lowest first: the defaults below, `autostrat.toml` in the working di
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import tomllib
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class LlmSettings:
     max_tokens: int = 2048
     timeout: float = 120.0
     max_retries: int = 5
+    retry_backoff: float = 1.0  # seconds before the first retry; doubles on each further retry
+    retry_backoff_max: float = 60.0  # the longest wait between retries (Retry-After included)
     constrain: str = "off"
 
 
@@ -83,34 +86,36 @@ class Settings:
         """Defaults, overlaid with autostrat.toml (or `path`) when it exists."""
         settings = cls()
         file = Path(path) if path else Path.cwd() / CONFIG_FILE
-        if path and not file.exists():
+        if path and not file.is_file():
             raise ConfigError(f"{file}: config file not found")
-        if file.exists():
+        if file.is_file():
             try:
                 raw = tomllib.loads(file.read_text(encoding="utf-8"))
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{file}: cannot read the config file ({exc})") from None
             settings.apply(raw, source=str(file))
         return settings
 
     def apply(self, raw: dict[str, Any], source: str = "settings") -> None:
         """Overlay a {section: {key: value}} mapping, checking names and types."""
-        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        sections = [f.name for f in dataclasses.fields(self)]
         for section, values in raw.items():
             if section not in sections:
                 raise ConfigError(f"{source}: unknown section [{section}]{_suggest(section, sections)}")
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [{section}] must be a table of settings")
-            target = sections[section]
             for key, value in values.items():
                 self.set(f"{section}.{key}", value, source=source)
 
     def set(self, dotted: str, value: Any, source: str = "flag") -> None:
         """Set one setting by `section.key`, converting to the field's type."""
         section, _, key = dotted.partition(".")
-        target = getattr(self, section, None)
-        if target is None or not dataclasses.is_dataclass(target):
-            raise ConfigError(f"{source}: unknown setting {dotted}")
+        sections = [f.name for f in dataclasses.fields(self)]
+        if section not in sections:  # not getattr alone: "__class__.x" would reach the class itself
+            raise ConfigError(f"{source}: unknown setting {dotted}{_suggest(section, sections)}")
+        target = getattr(self, section)
         names = {f.name: f for f in dataclasses.fields(target)}
         if key not in names:
             raise ConfigError(f"{source}: unknown setting {section}.{key}{_suggest(key, names)}")
@@ -135,6 +140,16 @@ def _convert(value: Any, kind: type, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind is str:
+        # TOML reads an unquoted 2018-12-31 as a date; the settings keep dates as ISO text.
+        if isinstance(value, (datetime.date, datetime.time)):
+            return value.isoformat()
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be text (a quoted string), got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        # bool is an int in Python: without this, `iterations = true` would quietly become 1.
+        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
     try:
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
