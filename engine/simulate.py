@@ -1,0 +1,386 @@
+"""The trade simulator: signal arrays in, equity curve, positions and trades out.
+
+`simulate_nb` is the numba kernel (arrays and scalars only); `simulate` is the thin Python wrapper
+that takes a market and settings and returns a `SimResult` with a readable trade table.
+
+Simulation rules (each is enforced by the commented step of `simulate_nb` named in brackets):
+
+- One call trades one period, bars [start, stop), starting flat with `initial_capital`. Signals
+  come from the whole history (indicators are causal); signals before `start` or before `warmup`
+  are ignored. [loop bounds, step 5]
+- A rule is evaluated at the close of bar t. A signal value is on when it is > 0 (NaN is off).
+  Fill `next_open` (fill_close=False): the order fills at open[t+1]; a signal on the last bar of
+  the period cannot fill and is ignored. Fill `close` (fill_close=True): the order fills at
+  close[t]; this reproduces the seed harness exactly. [steps 1 and 5]
+- Flat: enter long when long_entry[t] and not long_exit[t]; otherwise enter short when
+  short_entry[t] and not short_exit[t]. Long: exit when long_exit[t]. Short: exit when
+  short_exit[t]. After a rule exit the same bar's entry rules are checked again, so a long exit plus
+  a short entry reverses. The entry rules are also checked when a stop, target, max_hold or
+  liquidation exit left the position flat earlier in the same bar. [step 5]
+- All equity in, fractional shares. With E the equity before the entry, c the commission and s the
+  slippage (per side, fractions):
+  long entry at P: fill = P(1+s), shares = E(1-c)/fill; long exit at P: fill = P(1-s),
+  cash = shares*fill*(1-c).
+  short entry at P: fill = P(1-s), shares = E(1-c)/fill, Ea = E(1-c); equity while short at
+  close C = Ea + shares*(fill - C); short exit at P: xfill = P(1+s),
+  cash = Ea + shares*(fill - xfill) - c*shares*xfill. [_enter_nb, _close_nb]
+- Cash after any exit is clamped at 0. A short whose equity marked at a close is <= 0 (the price
+  about doubled) is closed at that close with reason "liquidation"; with no equity left no new
+  position is opened. [step 4, _close_nb]
+- stop_loss / take_profit / trailing_stop (fractions, NaN = off) are checked against each bar's
+  open/low/high from the bar after the entry bar (the bar whose open or close the entry filled at).
+  Long: stop = entry_fill(1-stop_loss); trailing = peak(1-trailing_stop) with peak =
+  max(entry_fill, highest high of the bars after the entry bar up to the previous bar), so there is
+  no intrabar look-ahead; the higher of the two is the active stop and names the reason (a tie is a
+  stop_loss). Target = entry_fill(1+take_profit). In time order: an open at or through the stop
+  fills at the open (gap); else an open at or through the target fills at the open; else a low at
+  or through the stop fills at the stop; else a high at or through the target fills at the target.
+  So when a stop and the target are both inside one bar, the stop is assumed first. Shorts mirror:
+  stop above, target below, trough = lowest low. These fills take slippage and commission like any
+  exit. [step 2]
+- max_hold N (bars; < 1 = off): exit at the close of bar entry_bar + N. [step 3]
+- Order within bar b: fills of orders from b-1's close (next_open), then intrabar stops and
+  targets, then max_hold at the close, then liquidation, then the rules at b's close. [steps 1-5]
+- A position still open after the last bar's rules is closed at that bar's close with reason
+  "end", paying exit costs. `position` on that bar keeps the side held into the close: the close-out
+  is bookkeeping, not a decision. [step 6]
+- Equity is marked at every close: cash when flat, shares*close when long, the short formula above
+  when short. [step 6]
+
+Trade rows (float64[n_trades, 8]): entry_bar, exit_bar (absolute bar indices), entry_price and
+exit_price (fill prices, slippage included), side (+1/-1), return (net of all costs: equity after
+the exit / equity before the entry - 1), exit_reason (index into EXIT_REASONS), bars_held
+(exit_bar - entry_bar).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numba import njit
+
+from autostrat.config import BacktestSettings, Settings
+from autostrat.errors import ConfigError
+
+EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "max_hold", "end",
+                "liquidation")
+TRADE_COLUMNS = ("entry_bar", "exit_bar", "entry_price", "exit_price", "side", "return",
+                 "exit_reason", "bars_held")
+
+# Reason codes as plain ints: numba treats module globals as compile-time constants.
+SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, MAX_HOLD, END, LIQUIDATION = range(7)
+FILLS = ("next_open", "close")
+
+
+@njit(cache=True, inline="always")
+def _enter_nb(side, price, equity, commission, slippage):
+    """(entry_fill, shares, equity_after_commission) of an all-in entry at `price`."""
+    fill = price * (1.0 + slippage) if side == 1 else price * (1.0 - slippage)
+    invested = equity * (1.0 - commission)
+    return fill, invested / fill, invested
+
+
+@njit(cache=True, inline="always")  # inlined: one compile instead of one per literal argument
+def _close_nb(trades, n_trades, b, price, reason, side, shares, entry_fill, invested,
+              equity_before, entry_bar, commission, slippage):
+    """Close the whole position at `price` on bar b, append its trade row; returns the new
+    trade count and the cash, clamped at 0."""
+    if side == 1:
+        fill = price * (1.0 - slippage)
+        cash = shares * fill * (1.0 - commission)
+    else:
+        fill = price * (1.0 + slippage)
+        cash = invested + shares * (entry_fill - fill) - commission * shares * fill
+    cash = max(cash, 0.0)
+    trades[n_trades, 0] = entry_bar
+    trades[n_trades, 1] = b
+    trades[n_trades, 2] = entry_fill
+    trades[n_trades, 3] = fill
+    trades[n_trades, 4] = side
+    trades[n_trades, 5] = cash / equity_before - 1.0
+    trades[n_trades, 6] = reason
+    trades[n_trades, 7] = b - entry_bar
+    return n_trades + 1, cash
+
+
+@njit(cache=True)
+def simulate_nb(open_, high, low, close, long_entry, long_exit, short_entry, short_exit,
+                start, stop, warmup, fill_close, commission, slippage,
+                stop_loss, take_profit, trailing_stop, max_hold, initial_capital):
+    """Trade bars [start, stop) from the signal arrays; returns (equity, position, trades).
+
+    Price and signal arrays (float64, C-contiguous) cover the whole history; warmup is the first
+    bar whose signals count; fill_close picks `close` over `next_open`; commission and slippage
+    are per-side fractions; stop_loss, take_profit, trailing_stop are fractions (NaN = off);
+    max_hold is in bars (< 1 = off). The rules are in the module docstring; the step numbers
+    below refer to them.
+    """
+    n = stop - start
+    equity = np.empty(n, dtype=np.float64)
+    position = np.zeros(n, dtype=np.int8)
+    trades = np.empty((n + 1, 8), dtype=np.float64)  # at most one entry per bar
+    n_trades = 0
+
+    cash = initial_capital
+    side = 0
+    shares = 0.0
+    entry_fill = 0.0
+    invested = 0.0  # equity after the entry commission (the short's collateral)
+    equity_before = 0.0
+    entry_bar = -1
+    extreme = 0.0  # peak (long) or trough (short) for the trailing stop
+    pend_exit = False
+    pend_side = 0
+    use_sl = not math.isnan(stop_loss)
+    use_tp = not math.isnan(take_profit)
+    use_ts = not math.isnan(trailing_stop)
+
+    for b in range(start, stop):
+        # Step 1: orders decided at the previous close fill at this open (next_open only).
+        if not fill_close:
+            if pend_exit and side != 0:
+                n_trades, cash = _close_nb(trades, n_trades, b, open_[b], SIGNAL, side, shares,
+                                           entry_fill, invested, equity_before, entry_bar,
+                                           commission, slippage)
+                side = 0
+            if pend_side != 0 and side == 0 and cash > 0.0:
+                side = pend_side
+                equity_before = cash
+                entry_fill, shares, invested = _enter_nb(side, open_[b], cash, commission, slippage)
+                entry_bar = b
+                extreme = entry_fill
+                cash = 0.0
+            pend_exit = False
+            pend_side = 0
+
+        # Step 2: intrabar stops and targets, from the bar after the entry bar.
+        exit_price = math.nan
+        reason = -1
+        if side != 0 and b > entry_bar and (use_sl or use_tp or use_ts):
+            if side == 1:
+                stop_level = -math.inf
+                stop_reason = STOP_LOSS
+                if use_sl:
+                    stop_level = entry_fill * (1.0 - stop_loss)
+                if use_ts and extreme * (1.0 - trailing_stop) > stop_level:
+                    stop_level = extreme * (1.0 - trailing_stop)
+                    stop_reason = TRAILING_STOP
+                target = entry_fill * (1.0 + take_profit) if use_tp else math.inf
+                if open_[b] <= stop_level:
+                    exit_price, reason = open_[b], stop_reason
+                elif open_[b] >= target:
+                    exit_price, reason = open_[b], TAKE_PROFIT
+                elif low[b] <= stop_level:
+                    exit_price, reason = stop_level, stop_reason
+                elif high[b] >= target:
+                    exit_price, reason = target, TAKE_PROFIT
+                else:  # the peak takes this bar's high only after the bar was checked
+                    extreme = max(extreme, high[b])
+            else:
+                stop_level = math.inf
+                stop_reason = STOP_LOSS
+                if use_sl:
+                    stop_level = entry_fill * (1.0 + stop_loss)
+                if use_ts and extreme * (1.0 + trailing_stop) < stop_level:
+                    stop_level = extreme * (1.0 + trailing_stop)
+                    stop_reason = TRAILING_STOP
+                target = entry_fill * (1.0 - take_profit) if use_tp else -math.inf
+                if open_[b] >= stop_level:
+                    exit_price, reason = open_[b], stop_reason
+                elif open_[b] <= target:
+                    exit_price, reason = open_[b], TAKE_PROFIT
+                elif high[b] >= stop_level:
+                    exit_price, reason = stop_level, stop_reason
+                elif low[b] <= target:
+                    exit_price, reason = target, TAKE_PROFIT
+                else:
+                    extreme = min(extreme, low[b])
+
+        # Step 3: max_hold at the close.
+        if reason < 0 and side != 0 and max_hold >= 1 and b - entry_bar >= max_hold:
+            exit_price, reason = close[b], MAX_HOLD
+
+        # Step 4: a short whose equity at this close is gone is closed here.
+        if reason < 0 and side == -1 and invested + shares * (entry_fill - close[b]) <= 0.0:
+            exit_price, reason = close[b], LIQUIDATION
+
+        if reason >= 0:
+            n_trades, cash = _close_nb(trades, n_trades, b, exit_price, reason, side, shares,
+                                       entry_fill, invested, equity_before, entry_bar,
+                                       commission, slippage)
+            side = 0
+
+        # Step 5: the rules at this close.
+        if b >= warmup:
+            want_exit = (side == 1 and long_exit[b] > 0.0) or (side == -1 and short_exit[b] > 0.0)
+            new_side = 0
+            if side == 0 or want_exit:
+                if long_entry[b] > 0.0 and not long_exit[b] > 0.0:
+                    new_side = 1
+                elif short_entry[b] > 0.0 and not short_exit[b] > 0.0:
+                    new_side = -1
+            if fill_close:
+                if want_exit:
+                    n_trades, cash = _close_nb(trades, n_trades, b, close[b], SIGNAL, side,
+                                               shares, entry_fill, invested, equity_before,
+                                               entry_bar, commission, slippage)
+                    side = 0
+                if new_side != 0 and side == 0 and cash > 0.0:
+                    side = new_side
+                    equity_before = cash
+                    entry_fill, shares, invested = _enter_nb(side, close[b], cash, commission,
+                                                             slippage)
+                    entry_bar = b
+                    extreme = entry_fill
+                    cash = 0.0
+            elif b + 1 < stop:  # an order from the last bar's close has no open to fill at
+                pend_exit = want_exit
+                pend_side = new_side
+
+        # Step 6: mark to the close; the last bar closes out what is still open.
+        position[b - start] = side
+        if side != 0 and b == stop - 1:
+            n_trades, cash = _close_nb(trades, n_trades, b, close[b], END, side, shares,
+                                       entry_fill, invested, equity_before, entry_bar,
+                                       commission, slippage)
+            side = 0
+        if side == 0:
+            equity[b - start] = cash
+        elif side == 1:
+            equity[b - start] = shares * close[b]
+        else:
+            equity[b - start] = invested + shares * (entry_fill - close[b])
+
+    return equity, position, trades[:n_trades].copy()
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """One period's simulation: arrays cover bars [start, stop) of the history."""
+
+    equity: np.ndarray  # float64, marked at every close of the period
+    position: np.ndarray  # int8, -1/0/1 held at each close
+    trades: pd.DataFrame  # one row per round trip, readable columns (see TRADE_COLUMNS)
+    trades_array: np.ndarray  # the kernel's float64[n, 8] rows, what stats.metrics_nb reads
+    start: int
+    stop: int
+    initial_capital: float
+
+
+def simulate(market: Any, long_entry, long_exit, short_entry=None, short_exit=None, *,
+             settings: Settings | BacktestSettings | None = None, start: int = 0,
+             stop: int | None = None, warmup: int = 0, stop_loss: float | None = None,
+             take_profit: float | None = None, trailing_stop: float | None = None,
+             max_hold: int | None = None) -> SimResult:
+    """Trade bars [start, stop) of `market` on the given signal arrays (full history, 0/1).
+
+    `market` is a DataFrame or mapping with open/high/low/close columns (any case), or an object
+    with those attributes. Fill and costs come from `settings` (defaults when None); the exits
+    (fractions, e.g. 0.08 for 8%; max_hold in bars) come from the strategy. Missing short rules
+    mean long only.
+    """
+    bt = settings.backtest if isinstance(settings, Settings) else settings or BacktestSettings()
+    if bt.fill not in FILLS:
+        raise ConfigError(f"backtest.fill must be one of {', '.join(FILLS)}, got {bt.fill!r}")
+    for name in ("commission_bps", "slippage_bps"):
+        if not getattr(bt, name) >= 0:
+            raise ConfigError(f"backtest.{name} must be >= 0, got {getattr(bt, name)!r}")
+    if not bt.initial_capital > 0:
+        raise ConfigError(f"backtest.initial_capital must be > 0, got {bt.initial_capital!r}")
+
+    open_, high, low, close = _ohlc(market)
+    n = len(close)
+    stop = n if stop is None else stop
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"period [{start}, {stop}) is not inside the {n} bars of the market; "
+                         "pass 0 <= start < stop <= number of bars")
+    zeros = np.zeros(n)
+    signals = [_signal(x, n, name) for x, name in
+               ((long_entry, "long_entry"), (long_exit, "long_exit"))]
+    signals += [zeros if x is None else _signal(x, n, name) for x, name in
+                ((short_entry, "short_entry"), (short_exit, "short_exit"))]
+    exits = [_fraction(v, name) for v, name in
+             ((stop_loss, "stop_loss"), (take_profit, "take_profit"),
+              (trailing_stop, "trailing_stop"))]
+    if max_hold is not None and max_hold != -1 and not (max_hold >= 1 and int(max_hold) == max_hold):
+        raise ValueError(f"max_hold must be a whole number of bars >= 1 (or None for no limit), "
+                         f"got {max_hold!r}")
+
+    equity, position, rows = simulate_nb(
+        open_, high, low, close, *signals, int(start), int(stop), int(warmup),
+        bt.fill == "close", bt.commission_bps / 1e4, bt.slippage_bps / 1e4, *exits,
+        -1 if max_hold is None else int(max_hold), float(bt.initial_capital))
+    return SimResult(equity, position, trade_table(rows, _dates(market)), rows, int(start),
+                     int(stop), float(bt.initial_capital))
+
+
+def trade_table(rows: np.ndarray, dates: pd.Index | None = None) -> pd.DataFrame:
+    """The kernel's trade rows as a DataFrame: side long/short, exit_reason by name, and
+    entry_date/exit_date when the bars' dates are given."""
+    table = pd.DataFrame(rows.reshape(-1, 8), columns=list(TRADE_COLUMNS))
+    for col in ("entry_bar", "exit_bar", "bars_held"):
+        table[col] = table[col].astype(np.int64)
+    table["side"] = np.where(table["side"] > 0, "long", "short")
+    table["exit_reason"] = [EXIT_REASONS[int(code)] for code in rows.reshape(-1, 8)[:, 6]]
+    if dates is not None:
+        table.insert(1, "entry_date", dates[table["entry_bar"].to_numpy()])
+        table.insert(3, "exit_date", dates[table["exit_bar"].to_numpy()])
+    return table
+
+
+def _ohlc(market: Any) -> tuple[np.ndarray, ...]:
+    if isinstance(market, pd.DataFrame) or isinstance(market, dict):
+        lower = {str(k).lower(): k for k in market.keys()}
+        missing = [c for c in ("open", "high", "low", "close") if c not in lower]
+        if missing:
+            raise ValueError(f"market data has no {', '.join(missing)} column; "
+                             f"columns found: {', '.join(map(str, market.keys()))}")
+        cols = [market[lower[c]] for c in ("open", "high", "low", "close")]
+    else:
+        try:
+            cols = [getattr(market, c) for c in ("open", "high", "low", "close")]
+        except AttributeError:
+            raise TypeError("market must be a DataFrame, a dict of arrays or an object with "
+                            "open/high/low/close arrays") from None
+    arrays = tuple(as_kernel_array(c) for c in cols)
+    if len({len(a) for a in arrays}) != 1:
+        raise ValueError("open, high, low and close must have the same length")
+    return arrays
+
+
+def as_kernel_array(values: Any, dtype=np.float64) -> np.ndarray:
+    """A C-contiguous, writable array of `dtype`: the one array type the kernels are compiled for
+    (pandas hands out read-only views, which numba would compile a second time)."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=dtype))
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _signal(values: Any, n: int, name: str) -> np.ndarray:
+    arr = as_kernel_array(values)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} has shape {arr.shape}; it must cover the whole history "
+                         f"({n} bars), one value per bar")
+    return arr
+
+
+def _fraction(value: float | None, name: str) -> float:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive fraction (0.08 for 8%), got {value!r}")
+    return float(value)
+
+
+def _dates(market: Any) -> pd.DatetimeIndex | None:
+    # A DataFrame's DatetimeIndex, or a Market's datetime64 `dates` array.
+    for attr in ("index", "dates"):
+        found = getattr(market, attr, None)
+        if isinstance(found, pd.DatetimeIndex):
+            return found
+        if isinstance(found, np.ndarray) and np.issubdtype(found.dtype, np.datetime64):
+            return pd.DatetimeIndex(found)
+    return None

@@ -1,0 +1,87 @@
+"""Bulk evaluation and sweeps: the same numbers as one-by-one backtests, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autostrat.backtest import backtest
+from autostrat.bulk import evaluate_many, parse_grid, sweep, sweep_programs
+from autostrat.errors import AutostratError
+from autostrat.resources import examples_dir, example_path
+from autostrat.stats import METRIC_NAMES
+from autostrat.synthetic import synthetic_market
+
+EXAMPLES = sorted(examples_dir().glob("*.strat"))
+
+
+@pytest.fixture(scope="module")
+def market():
+    return synthetic_market(seed=5, bars=6750)
+
+
+def _assert_same(row, metrics):
+    for period, values in metrics.items():
+        for m in METRIC_NAMES:
+            a, b = row[f"{period}.{m}"], values[m]
+            assert (np.isnan(a) and np.isnan(b)) or a == b, (period, m, a, b)
+
+
+def test_bulk_equals_one_by_one_exactly(market):
+    frame = evaluate_many(EXAMPLES, market, chunk_size=3)
+    assert len(frame) == len(EXAMPLES)
+    for path, (_, row) in zip(EXAMPLES, frame.iterrows()):
+        _assert_same(row, backtest(path, market).metrics)
+
+
+def test_chunk_size_does_not_change_results(market):
+    a = evaluate_many(EXAMPLES, market, chunk_size=1)
+    b = evaluate_many(EXAMPLES, market, chunk_size=256)
+    assert a.equals(b)
+
+
+def test_sweep_rows_equal_single_backtests(market):
+    grid = {"fast": [10, 20, 30], "slow": [50, 100]}
+    frame = sweep(example_path("sma_cross"), grid, market)
+    assert len(frame) == 6
+    text = example_path("sma_cross").read_text()
+    for _, row in frame.iterrows():
+        variant = text.replace("param fast = 20", f"param fast = {int(row['fast'])}").replace(
+            "param slow = 50", f"param slow = {int(row['slow'])}")
+        _assert_same(row, backtest(variant, market).metrics)
+
+
+def test_sweep_shares_subexpressions():
+    from autostrat.compile import compile_many
+
+    from autostrat.opcodes import CODE
+
+    fast, slow = list(range(5, 55, 5)), [50, 100, 150]
+    typed, _ = sweep_programs(example_path("sma_cross"), {"fast": fast, "slow": slow})
+    tape = compile_many(typed)
+    sma_count = sum(1 for row in tape.code if row[0] == CODE["sma"])
+    assert len(typed) == 30
+    assert sma_count == len(set(fast) | set(slow))  # one per distinct window (50 is shared), not per strategy
+
+
+def test_parse_grid():
+    assert parse_grid(["fast=5:20:5"]) == {"fast": [5, 10, 15, 20]}
+    assert parse_grid(["k=1,2.5,3"]) == {"k": [1, 2.5, 3]}
+    assert parse_grid(["stop=2%:4%:1%"])["stop"] == pytest.approx([0.02, 0.03, 0.04])
+    assert parse_grid(["n=7"]) == {"n": [7]}
+    for bad in ["fast", "fast=", "fast=5:1:1", "fast=1:5:0", "fast=a:b"]:
+        with pytest.raises(AutostratError, match="NAME="):
+            parse_grid([bad])
+
+
+def test_sweep_errors(market):
+    with pytest.raises(AutostratError, match="no param 'nope'.*fast, slow"):
+        sweep(example_path("sma_cross"), {"nope": [1]}, market)
+    with pytest.raises(AutostratError, match="no valid parameter combination"):
+        sweep(example_path("sma_cross"), {"fast": [0]}, market)
+
+
+def test_sweep_widens_ranges_and_skips_invalid():
+    typed, combos = sweep_programs(example_path("sma_cross"), {"fast": [0, 3, 300]})
+    assert [c["fast"] for c in combos] == [3, 300]  # a window of 0 is not a strategy
+    assert typed[1].param_values["fast"] == 300

@@ -1,0 +1,31 @@
+"""The wheel ships the grammar, the prompts and the example strategies inside the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_holds_grammar_prompts_and_examples(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    if proc.returncode != 0 and "No module named" in proc.stderr:  # setuptools absent: isolated build
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+                              capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next(tmp_path.glob("autostrat-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "autostrat/grammar/strategy.lark" in names
+    assert "autostrat/grammar/LANGUAGE.md" in names
+    assert "autostrat/prompts/program.md" in names
+    examples = {n for n in names if n.startswith("autostrat/grammar/examples/") and n.endswith(".strat")}
+    assert len(examples) >= 9 and "autostrat/grammar/examples/sma_cross.strat" in examples
+    assert "autostrat/cli/__init__.py" in names and "autostrat/vm.py" in names
+    assert not any(n.startswith(("tests/", "engine/")) for n in names)
