@@ -10,30 +10,20 @@ The names a notebook user needs are re-exported here.
 
 __version__ = "0.1.0"
 
-# Re-exports resolve on first use (PEP 562), so `autostrat --help` does not pay for numba.
-_EXPORTS = {
-    "Result": "backtest", "backtest": "backtest", "load_strategy": "backtest",
-    "evaluate_many": "bulk", "sweep": "bulk",
-    "TypedProgram": "check", "check": "check",
-    "Tape": "compile", "compile": "compile", "compile_many": "compile",
-    "Settings": "config",
-    "Market": "data", "load_market": "data",
-    "AutostratError": "errors", "DataError": "errors", "StrategyError": "errors",
-    "canonical_hash": "fmt", "fmt": "fmt",
-    "parse": "parse",
-}
-__all__ = sorted(_EXPORTS)
+# Several re-exported functions share their module's name (parse, check, compile, fmt, backtest):
+# importing them here binds the function, which a later `import autostrat.parse` leaves alone.
+from autostrat.backtest import Result, backtest, load_strategy  # noqa: E402
+from autostrat.bulk import evaluate_many, sweep  # noqa: E402
+from autostrat.check import TypedProgram, check  # noqa: E402
+from autostrat.compile import Tape, compile, compile_many  # noqa: E402,A004
+from autostrat.config import Settings  # noqa: E402
+from autostrat.data import Market, load_market  # noqa: E402
+from autostrat.errors import AutostratError, DataError, StrategyError  # noqa: E402
+from autostrat.fmt import canonical_hash, fmt  # noqa: E402
+from autostrat.parse import parse  # noqa: E402
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(f"autostrat.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'autostrat' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = [
+    "AutostratError", "DataError", "Market", "Result", "Settings", "StrategyError", "Tape",
+    "TypedProgram", "backtest", "canonical_hash", "check", "compile", "compile_many",
+    "evaluate_many", "fmt", "load_market", "load_strategy", "parse", "sweep",
+]

@@ -11,20 +11,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from autostrat.kernels import (
-    abs_nb, add_nb, adx_nb, and_nb, atr_nb, bars_since_nb, bb_lower_nb, bb_upper_nb, clip_nb,
-    cross_above_nb, cross_below_nb, div_nb, eq_nb, exp_nb, fill_nb, ge_nb, gt_nb, if_else_nb,
-    keltner_lower_nb, keltner_upper_nb, lag_nb, le_nb, log_nb, lt_nb, max_nb, min_nb, minus_di_nb,
-    mul_nb, ne_nb, neg_nb, not_nb, obv_nb, or_nb, plus_di_nb, sign_nb, sqrt_nb, sub_nb, tr_nb,
-    vwap_nb,
-)
-from autostrat.kernels_ta import (
-    bars_since_high_nb, bars_since_low_nb, cci_nb, change_nb, corr_nb, ema_nb, highest_nb,
-    lowest_nb, macd_hist_nb, macd_nb, macd_signal_nb, mfi_nb, percent_rank_nb, rma_nb, roc_nb,
-    rsi_nb, slope_nb, sma_nb, stdev_nb, stoch_d_nb, stoch_k_nb, sum_nb, williams_r_nb, wma_nb,
-    zscore_nb,
-)
-from autostrat.opcodes import Op
+from autostrat.kernels import KERNELS
+from autostrat.opcodes import NAMES, Op
+
+# Every kernel under its `<name>_nb` name in this module's globals, where numba resolves the calls
+# of the dispatch loop below (kernels live in autostrat.kernels and autostrat.kernels_ta).
+globals().update({f"{name}_nb": KERNELS[name] for name in NAMES})
 
 
 @njit(cache=True)
