@@ -10,6 +10,10 @@ The names a notebook user needs are re-exported here.
 
 __version__ = "0.1.0"
 
+from autostrat import _numba_cache  # noqa: E402  (before anything imports numba)
+
+_numba_cache.configure()
+
 # Several re-exported functions share their module's name (parse, check, compile, fmt, backtest):
 # importing them here binds the function, which a later `import autostrat.parse` leaves alone.
 from autostrat.backtest import Result, backtest, load_strategy  # noqa: E402
