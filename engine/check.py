@@ -35,6 +35,7 @@ class TypedProgram:
 
     @property
     def name(self) -> str:
+        """The strategy's name, or empty."""
         return self.program.name
 
 
@@ -49,11 +50,12 @@ class _Checker:
         self.types: dict[str, str] = {}
         self.bound_at: dict[str, int] = {}
         self.lookbacks: dict[str, int] = {}
+        self.binding: str | None = None  # the name whose definition is being checked
 
     # --- reporting ---------------------------------------------------------------------------
     def error(self, span: N.Span, message: str, hint: str = "") -> None:
         line = span.line
-        src = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        src = self.lines[line - 1].rstrip("\r") if 0 < line <= len(self.lines) else ""
         self.diags.append(Diagnostic(message, line, span.column, hint, self.program.path, src))
 
     def _suggest(self, name: str, options) -> str:
@@ -96,7 +98,9 @@ class _Checker:
                     self.error(stmt.span, f"second `{stmt.kind}` exit; a strategy has at most one of each")
                     continue
                 exits[stmt.kind] = self.exit(stmt)
-        end = N.Span(max(len(self.lines), 1), 1)
+        # A missing rule has no place in the text: point below the last line, where it would go.
+        content = [i for i, text in enumerate(self.lines, 1) if text.strip()]
+        end = N.Span(content[-1] + 1 if content else 1, 1)
         for kind in ("buy", "sell"):
             if kind not in rules:
                 self.error(end, f"missing `{kind} when` rule",
@@ -145,7 +149,9 @@ class _Checker:
 
     def assign(self, a: N.Assign) -> None:
         before = len(self.diags)
+        self.binding = a.name
         kind = self.expr(a.expr)
+        self.binding = None
         clean = len(self.diags) == before
         if self.bind(a.name, a.span):
             self.bindings[a.name] = a.expr
@@ -153,23 +159,26 @@ class _Checker:
             self.lookbacks[a.name] = self.lookback(a.expr) if clean else 0
 
     def exit(self, e: N.Exit) -> float:
-        v = e.value
+        # Errors point at the exit's own value (the literal, or the param's name), not at the
+        # param's declaration; the message names the param.
+        v, where, what = e.value, e.value.span, ""
         if isinstance(v, N.Name):
             if v.id not in self.params:
                 hint = self._suggest(v.id, self.params) or f"declare it first: param {v.id} = 8% in 2%..20%"
-                self.error(v.span, f"{e.kind} takes a number or a param; '{v.id}' is not a param", hint)
+                self.error(where, f"{e.kind} takes a number or a param; '{v.id}' is not a param", hint)
                 return 0.0
+            what = f" (param {v.id})"
             v = self.params[v.id].value
         if e.kind == "max_hold":
             if v.percent or not float(v.literal).is_integer() or not 1 <= v.literal <= 100_000:
-                self.error(v.span or e.span, f"max_hold takes a whole number of bars from 1 to 100000, got {_num(v)}")
+                self.error(where, f"max_hold takes a whole number of bars from 1 to 100000, got {_num(v)}{what}")
             return float(v.value)
         top = 10.0 if e.kind == "take_profit" else 1.0
         if not 0 < v.value <= top:
             hint = f"write a percentage, e.g. {e.kind} 8%"
             if v.value > top and not v.percent:
                 hint = f"{_num(v)} means {v.value:.0%}; write {_num(v)}% for {v.literal:g} percent"
-            self.error(v.span or e.span, f"{e.kind} {_num(v)} is out of range (more than 0, at most {top:.0%})", hint)
+            self.error(where, f"{e.kind} {_num(v)}{what} is out of range (more than 0, at most {top:.0%})", hint)
         return float(v.value)
 
     # --- expressions -------------------------------------------------------------------------
@@ -216,11 +225,19 @@ class _Checker:
             b = BUILTINS[e.id]
             self.error(e.span, f"'{e.id}' is a function; call it: {b.signature}")
             return _UNKNOWN
+        if e.id in KEYWORDS:
+            self.error(e.span, f"'{e.id}' is a keyword, not a value", "did a word go missing before or after it?")
+            return _UNKNOWN
         later = [s for s in self.program.statements if getattr(s, "name", None) == e.id
                  and isinstance(s, (N.Assign, N.Param))]
-        if later:
+        if later and self.binding == e.id:
+            self.error(e.span, f"'{e.id}' is used in its own definition",
+                       "a name is bound once; use a lag of an existing series, e.g. close[1], or a new name")
+        elif later:
             self.error(e.span, f"'{e.id}' is used before it is bound (on line {later[0].span.line})",
                        "move its definition above this line")
+        elif e.id.lower() in KEYWORDS or e.id.lower() in SERIES:
+            self.error(e.span, f"unknown name '{e.id}'", f"names are case-sensitive: write '{e.id.lower()}'")
         else:
             hint = self._suggest(e.id, set(SERIES) | set(self.types)) or (
                 "the price series are open high low close volume; bind other names first: name = expr")
@@ -286,6 +303,11 @@ class _Checker:
             self.error(arg.span, f"window {pname} of {func} is {_num(arg)}; it must be a whole number of bars "
                        f"from 1 to {limit}")
             return None
+        if isinstance(arg, N.Unary) and arg.op == "-" and isinstance(arg.operand, N.Num):
+            self.error(arg.span, f"window {pname} of {func} is -{_num(arg.operand)}; it must be from 1 to {limit}")
+            return None
+        if isinstance(arg, N.Name) and arg.id not in self.params and self._reported(arg):
+            return None
         if isinstance(arg, N.Name) and arg.id in self.params:
             p = self.params[arg.id]
             if not p.is_int:
@@ -312,10 +334,18 @@ class _Checker:
             return -arg.operand.value
         if isinstance(arg, N.Name) and arg.id in self.params:
             return self.params[arg.id].value.value
+        if isinstance(arg, N.Name) and self._reported(arg):
+            return None
         self.error(arg.span, f"argument {pname} of {func} must be a number constant (a literal or a param)",
                    f"e.g. {func}(close, 20, 2)")
         self._type(arg)
         return None
+
+    def _reported(self, arg: N.Name) -> bool:
+        """Type a name that cannot be a constant; True when that reported it (unknown, unbound)."""
+        before = len(self.diags)
+        self._type(arg)
+        return len(self.diags) > before
 
     # --- warm-up -----------------------------------------------------------------------------
     def lookback(self, e: N.Expr) -> int:

@@ -37,7 +37,7 @@ def _prec(e: N.Expr) -> int:
 def number(n: N.Num) -> str:
     """A number literal in its shortest form that reads back to the same value."""
     lit = n.literal
-    if float(lit).is_integer() and abs(lit) < 1e15:
+    if float(lit).is_integer() and abs(lit) < 1e16:  # parsed literals are at most 1e15
         text = str(int(lit))
     else:
         text = repr(float(lit))
@@ -123,6 +123,11 @@ def fmt(program: N.Program) -> str:
 # --- canonical hash ---------------------------------------------------------------------------
 
 
+def _value(v: float) -> str:
+    # -0 and 0 evaluate alike (x/0 and x/-0 are both NaN), so they hash alike.
+    return repr(float(v) + 0.0)
+
+
 def canonical_hash(program: N.Program) -> str:
     """A hex digest that is equal exactly when two programs evaluate the same rules and exits."""
     params = {s.name: s.value.value for s in program.statements if isinstance(s, N.Param)}
@@ -134,18 +139,18 @@ def canonical_hash(program: N.Program) -> str:
         if key in memo:
             return memo[key]
         if isinstance(e, N.Num):
-            text = f"n{e.value!r}"
+            text = f"n{_value(e.value)}"
         elif isinstance(e, N.Bool):
             text = f"b{int(e.value)}"
         elif isinstance(e, N.Name):
             if e.id in params:
-                text = f"n{float(params[e.id])!r}"
+                text = f"n{_value(params[e.id])}"
             elif e.id in bound:
                 return bound[e.id]
             else:
                 text = f"s{e.id}"
         elif isinstance(e, N.Unary) and e.op == "-" and isinstance(e.operand, N.Num):
-            text = f"n{-e.operand.value!r}"
+            text = f"n{_value(-e.operand.value)}"
         elif isinstance(e, N.Unary):
             text = f"u{e.op}({h(e.operand)})"
         elif isinstance(e, N.Binary):
@@ -166,5 +171,5 @@ def canonical_hash(program: N.Program) -> str:
             parts.append(f"{s.kind}:{h(s.expr)}")
         elif isinstance(s, N.Exit):
             value = params.get(s.value.id, s.value.id) if isinstance(s.value, N.Name) else s.value.value
-            parts.append(f"{s.kind}:{value!r}")
+            parts.append(f"{s.kind}:{_value(value) if isinstance(value, float) else value}")
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:20]

@@ -253,12 +253,15 @@ class Program:
         return self.end_comments
 
     def rules(self) -> dict[str, Rule]:
+        """The rule statements by kind (buy, sell, short, cover)."""
         return {s.kind: s for s in self.statements if isinstance(s, Rule)}
 
     def params(self) -> dict[str, Param]:
+        """The param statements by name."""
         return {s.name: s for s in self.statements if isinstance(s, Param)}
 
     def exits(self) -> dict[str, Exit]:
+        """The exit statements by kind."""
         return {s.kind: s for s in self.statements if isinstance(s, Exit)}
 
 

@@ -28,6 +28,21 @@ MAX_NODES = 2000
 MAX_NUMBER = 1e15
 
 
+def _too_many(count: int) -> str:
+    return f"strategy has {count} statements; the limit is {MAX_STATEMENTS}"
+
+
+def _too_deep(depth: int) -> str:
+    return f"expression nested {depth} levels deep; the limit is {MAX_DEPTH}"
+
+
+_TOO_MANY_HINT = "keep strategies small: a few params, names, rules and exits"
+_TOO_DEEP_HINT = ("each operator, call and lag adds a level, and so does each term of a chain like a + b + c: "
+                  "split the expression into named parts, `a = ...` on its own line, then use `a`")
+_TOO_BIG = f"expression has more than {MAX_NODES} parts"
+_TOO_BIG_HINT = "a strategy expression this large is not meant to be written; simplify it"
+
+
 class _Fail(Exception):
     """Raised inside the transformer; turned into a StrategyError with the source line."""
 
@@ -54,12 +69,10 @@ def _span_of(items) -> N.Span:
 def _limit(node):
     if node.depth > MAX_DEPTH:
         s = node.span
-        raise _Fail(f"expression nested {node.depth} levels deep; the limit is {MAX_DEPTH}", s.line, s.column,
-                    "split it into named parts: `a = ...` on its own line, then use `a`")
+        raise _Fail(_too_deep(node.depth), s.line, s.column, _TOO_DEEP_HINT)
     if node.size > MAX_NODES:
         s = node.span
-        raise _Fail(f"expression has more than {MAX_NODES} parts", s.line, s.column,
-                    "a strategy expression this large is not meant to be written; simplify it")
+        raise _Fail(_TOO_BIG, s.line, s.column, _TOO_BIG_HINT)
     return node
 
 
@@ -95,19 +108,22 @@ class _Build(Transformer):
     def pos(self, c):
         return _number(c[0])
 
-    def neg_num(self, c):
-        num = _number(c[0])
-        return N.Num(-num.literal, num.percent, span=num.span)
+    def neg_num(self, c):  # c is the `-` token and the number
+        num = _number(c[-1])
+        return N.Num(-num.literal, num.percent, span=_span_of(c))
 
     # expressions
+    def paren(self, c):
+        return dataclasses.replace(c[1], span=_span_of(c))
+
     def number(self, c):
         return _number(c[0])
 
     def true(self, c):
-        return N.Bool(True)
+        return N.Bool(True, span=_span_of(c))
 
     def false(self, c):
-        return N.Bool(False)
+        return N.Bool(False, span=_span_of(c))
 
     def name(self, c):
         return N.Name(str(c[0]), span=_span_of(c))
@@ -119,8 +135,9 @@ class _Build(Transformer):
     def lag(self, c):
         expr, tok = c
         text = str(tok)
-        if text.endswith("%") or not re.fullmatch(r"\d+", text):
+        if text.endswith("%") or not re.fullmatch(r"[0-9]+", text):
             raise _Fail(f"lag [{text}] must be a whole number of bars, like x[1]", tok.line, tok.column)
+        _number(tok)  # the magnitude limit, before int() meets thousands of digits
         return _limit(N.Lag(expr, int(text), span=_span_of(c)))
 
     def negative_lag(self, c):
@@ -128,11 +145,12 @@ class _Build(Transformer):
         raise _Fail(f"negative lag [-{tok}] would read a later bar", tok.line, tok.column - 1,
                     "strategies can only look back: x[1] is the previous bar's value")
 
+    # The grammar keeps the operator token (`!` rules), so the span starts at the `-` or `not`.
     def negate(self, c):
-        return _limit(N.Unary("-", c[0], span=_span_of(c)))
+        return _limit(N.Unary("-", c[-1], span=_span_of(c)))
 
     def not_(self, c):
-        return _limit(N.Unary("not", c[0], span=_span_of(c)))
+        return _limit(N.Unary("not", c[-1], span=_span_of(c)))
 
     def binary(self, c):
         return _limit(N.Binary(str(c[1]), c[0], c[2], span=_span_of(c)))
@@ -160,6 +178,8 @@ def parse(text: str, path: str | None = None) -> N.Program:
     path = path or "<strategy>"
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
+    if text.startswith("\ufeff"):  # a byte-order mark some editors write; not part of the text
+        text = text[1:]
     size = len(text.encode("utf-8", errors="replace"))
     lines = text.split("\n")
     if size > MAX_SOURCE_BYTES:
@@ -174,10 +194,9 @@ def parse(text: str, path: str | None = None) -> N.Program:
         raise _error(path, lines, f.message, f.line, f.column, f.hint) from None
     except UnexpectedInput as exc:
         raise _explain(exc, path, lines) from None
-    if len(statements) > MAX_STATEMENTS:
+    if len(statements) > MAX_STATEMENTS:  # normally caught by _prescan, which counts lines
         s = statements[MAX_STATEMENTS].span
-        raise _error(path, lines, f"strategy has {len(statements)} statements; the limit is {MAX_STATEMENTS}",
-                     s.line, s.column, "keep strategies small: a few params, names, rules and exits")
+        raise _error(path, lines, _too_many(len(statements)), s.line, s.column, _TOO_MANY_HINT)
     return _attach_comments(statements, comments, lines, path, text)
 
 
@@ -228,22 +247,39 @@ def _with_layout(stmt, comments, trailing):
 
 
 def _error(path, lines, message, line, column, hint="") -> StrategyError:
-    source_line = lines[line - 1] if 0 < line <= len(lines) else ""
+    source_line = lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
     return StrategyError(Diagnostic(message, line, column, hint, path, source_line))
 
 
 def _code_of(line: str) -> str:
-    """The line with strings and comments blanked, columns kept."""
-    line = re.sub(r'"[^"\n]*"', lambda m: " " * len(m.group()), line)
+    """The line with string contents and the comment blanked, columns and quote marks kept."""
+    line = _STRING.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', line)
     return line.split("#", 1)[0]
 
 
-_PYTHON = re.compile(r"^\s*(def|import|from|return|class|for|while|elif|else|try|except|with|lambda|print)\b")
+_STRING = re.compile(r'"[^"\n]*"')
+# A Python keyword opening a line, unless the line binds it as a name (`from = ...` is allowed).
+_PYTHON = re.compile(r"^\s*(def|import|from|return|class|for|while|elif|else|try|except|with|lambda|print)\b"
+                     r"(?!\s*=(?!=))")
+# A name or number in the source is at most one AST node (statement keywords aside), so a line with
+# more of them than an expression may have nodes is over the limit before anything is parsed.
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_STATEMENT_WORDS_MAX = 2  # `buy when`
+# A run of k prefix operators nests an expression at least k deep; the parser would shift every one
+# of them before building a node, so a long run is refused here.
+_PREFIX_RUN = re.compile(r"(?:(?<![A-Za-z0-9_])not(?![A-Za-z0-9_])\s*|-\s*){%d,}" % (MAX_DEPTH + 1))
 
 
 def _prescan(text: str, lines: list[str], path: str) -> None:
-    """Named errors for slips a model makes, found before the parser gives a generic message."""
-    for i, raw in enumerate(lines, 1):
+    """Named errors for slips a model makes, found before the parser gives a generic message, and
+    the limits that must fail fast: statements, nesting and expression size are checked on the text."""
+    code_lines = [i for i, raw in enumerate(lines, 1) if (s := raw.lstrip()) and s[0] != "#"]
+    if len(code_lines) > MAX_STATEMENTS:  # statements are one per line
+        i = code_lines[MAX_STATEMENTS]
+        raw = lines[i - 1]
+        raise _error(path, lines, _too_many(len(code_lines)), i, len(raw) - len(raw.lstrip()) + 1, _TOO_MANY_HINT)
+    for i in code_lines:
+        raw = lines[i - 1]
         if raw.lstrip().startswith("```"):
             raise _error(path, lines, "markdown fence left in the strategy", i, raw.index("`") + 1,
                          "send only the strategy text: remove the ``` lines")
@@ -254,7 +290,7 @@ def _prescan(text: str, lines: list[str], path: str) -> None:
             word = m.group(1) if m else "if"
             raise _error(path, lines, f"this is Python (`{word}`), not the strategy language", i, col,
                          "write statements: `name = expr`, `buy when <condition>`, `sell when <condition>`")
-        m = re.search(r"\b[A-Za-z_]\w*\s*\[\s*['\"]", raw.split("#", 1)[0])
+        m = re.search(r"\b[A-Za-z_]\w*\s*\[\s*['\"]", code)
         if m:
             raise _error(path, lines, "dataframe indexing like df['close'] is not part of the language", i,
                          m.start() + 1, "use the series names directly: open high low close volume")
@@ -280,6 +316,13 @@ def _prescan(text: str, lines: list[str], path: str) -> None:
         if opened:
             raise _error(path, lines, "unbalanced parentheses: this '(' is never closed", i, opened[-1],
                          "add the missing ')' (a statement must fit on one line)")
+        m = _PREFIX_RUN.search(code)
+        if m:
+            raise _error(path, lines, f"operators `-` and `not` nested more than {MAX_DEPTH} deep", i,
+                         m.start() + 1, "split the expression into named parts")
+        words = _WORD.findall(code)
+        if len(words) > MAX_NODES + _STATEMENT_WORDS_MAX:
+            raise _error(path, lines, _TOO_BIG, i, len(raw) - len(raw.lstrip()) + 1, _TOO_BIG_HINT)
 
 
 _FRIENDLY = {
@@ -289,8 +332,13 @@ _FRIENDLY = {
 }
 
 
+# Expected tokens are listed values first, in the order a reader thinks of them.
+_FIRST = ["NAME", "NUMBER", "TRUE", "FALSE", "LPAR", "MINUS", "NOT"]
+
+
 def _expected(exc, parser) -> str:
-    names = sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
+    names = sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [],
+                   key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n))
     shown = []
     for name in names:
         if name in _FRIENDLY:
@@ -307,11 +355,16 @@ _STATEMENT_WORDS = ["strategy", "param", "buy", "sell", "short", "cover", "stop_
                     "trailing_stop", "max_hold"]
 
 
+_NO_POWER = "'%s' is not an operator; there is no power operator"
+_NO_POWER_HINT = "write x * x for a square, or exp(k * log(x)) for x to the power k"
+
+
 def _explain(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError:
     parser = _parser()
     line, col = exc.line if exc.line > 0 else len(lines), exc.column if exc.column > 0 else 1
     raw = lines[line - 1] if 0 < line <= len(lines) else ""
     rest = raw[col - 1 :]
+    before = raw[: col - 1].rstrip()
     if isinstance(exc, UnexpectedCharacters):
         for op, word in (("&&", "and"), ("||", "or"), ("&", "and"), ("|", "or")):
             if rest.startswith(op):
@@ -320,31 +373,68 @@ def _explain(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError
         if rest.startswith("!"):
             return _error(path, lines, "'!' is not an operator; write 'not'", line, col,
                           "negate a condition with not, e.g. not (close > open)")
+        if rest.startswith(".") and raw[col - 2 : col - 1] == ".":
+            return _error(path, lines, "a range is written LO..HI, with two dots", line, col - 2,
+                          "e.g. param n = 20 in 5..100")
         if rest.startswith(".") and rest[1:2].isdigit():
             return _error(path, lines, "a number needs a digit before the point", line, col, "write 0.5, not .5")
+        if rest.startswith(".") and (rest[1:2].isalpha() or rest[1:2] == "_"):
+            return _error(path, lines, "attribute access like df.close is not part of the language", line, col,
+                          "use the series names directly: open high low close volume")
+        if rest.startswith("^"):
+            return _error(path, lines, _NO_POWER % "^", line, col, _NO_POWER_HINT)
+        if rest.startswith("%"):
+            if before[-1:].isdigit():
+                return _error(path, lines, "the % sign goes right after the number", line, col,
+                              f"write {before.split()[-1]}%, with no space")
+            return _error(path, lines, "'%' is not an operator; it only marks a percentage, like 5%", line, col,
+                          "there is no remainder operator")
+        if rest.startswith("'"):
+            return _error(path, lines, "single quotes are not part of the language", line, col,
+                          'a strategy name is written in double quotes: strategy "my idea"')
         ch = rest[:1] or "end of line"
         return _error(path, lines, f"unexpected character {ch!r}", line, col,
                       f"expected {_expected(exc, parser)}" if _expected(exc, parser) else "")
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
         expected = set(exc.expected)
+        words = before.split()
         if tok.type == "EQUAL":
-            return _error(path, lines, "'=' binds a name; to compare two values write '=='", line, col,
-                          "e.g. buy when close == open")
-        if "EQUAL" in expected and len(expected) == 1:
-            word = raw[: col - 1].split()[0] if raw[: col - 1].split() else ""
-            near = difflib.get_close_matches(word, _STATEMENT_WORDS, n=1)
+            for op, right in (("=>", ">="), ("=<", "<=")):
+                if rest.startswith(op):
+                    return _error(path, lines, f"'{op}' is not an operator; write '{right}'", line, col)
+            if "COMPARE" in expected:
+                return _error(path, lines, "'=' binds a name; to compare two values write '=='", line, col,
+                              "e.g. buy when close == open")
+            if len(words) == 1 and words[0] in _STATEMENT_WORDS:
+                return _error(path, lines, f"'{words[0]}' starts a statement; it cannot be bound as a name", line,
+                              len(raw) - len(raw.lstrip()) + 1,
+                              f"choose another name, e.g. {words[0]}_level")
+            if before.endswith("=") and len(words) == 2:
+                return _error(path, lines, "'==' compares two values; to bind a name write one '='", line, col - 1,
+                              f"e.g. {words[0]} = close - open; a condition belongs in a rule: buy when ...")
+        if "EQUAL" in expected and len(expected) == 1 and len(words) == 1 and words[0] != "param":
+            near = difflib.get_close_matches(words[0], _STATEMENT_WORDS, n=1)
             hint = f"did you mean '{near[0]}'?" if near else (
                 "a line is `strategy \"...\"`, `param NAME = N`, `NAME = expr`, `buy when ...`, `sell when ...` or an exit")
-            return _error(path, lines, f"unknown statement starting with '{word}'", line, 1, hint)
-        prev = raw[: col - 1].rstrip()
-        if prev.endswith("[") or (tok.type == "RSQB" and prev.endswith("[")):
+            return _error(path, lines, f"unknown statement starting with '{words[0]}'", line,
+                          len(raw) - len(raw.lstrip()) + 1, hint)
+        if before.endswith("["):
             return _error(path, lines, "a lag must be a whole number literal, like x[1]", line, col,
                           "the number of bars back cannot be a name or an expression")
+        if tok.type == "COMPARE" and before.endswith("<") and str(tok) == ">":
+            return _error(path, lines, "'<>' is not an operator; write '!='", line, col - 1)
         if tok.type == "COMPARE":
             return _error(path, lines, "comparisons cannot be chained", line, col,
                           "write a < b and b < c")
+        if tok.type == "MUL_OP" and str(tok) == "*" and before.endswith("*"):
+            return _error(path, lines, _NO_POWER % "**", line, col - 1, _NO_POWER_HINT)
+        if tok.type == "NAME" and str(tok).lower() in ("and", "or", "not"):
+            return _error(path, lines, f"unexpected '{tok}'", line, col,
+                          f"keywords are lower case: write '{str(tok).lower()}'")
         if tok.type in ("_NL", "$END"):
+            if tok.type == "$END":  # lark places it at the last token; the end of that line is meant
+                col = len(raw.rstrip()) + 1
             return _error(path, lines, "the statement ends too early", line, col,
                           f"expected {_expected(exc, parser)}")
         return _error(path, lines, f"unexpected {tok.type.lower() if tok.type.isupper() and len(tok) == 0 else repr(str(tok))}",

@@ -28,7 +28,8 @@ parentheses, and lag x[n] (n bars ago; n a whole-number literal; there is no way
 Types: number series and conditions (boolean series). Rules need conditions, arithmetic needs
 numbers. Windows (n, m, fast, slow, signal) are integer literals or integer params, 1..{MAX_LOOKBACK}.
 Timing: a rule sees bar t's close and earlier bars; orders fill at the next bar's open (or at the
-close, by setting). Warm-up values are NaN; x/0 is NaN; any comparison with NaN is false."""
+close, by setting). Warm-up values are NaN; x/0 is NaN; any comparison with NaN is false; rules
+are ignored until the longest lookback of the rules has passed."""
 
 
 def builtin_lines() -> list[str]:
@@ -59,7 +60,8 @@ def builtins_markdown() -> str:
             if b.group != group:
                 continue
             result = "condition" if b.result == "boolean" else "number"
-            out.append(f"| `{b.signature}` | {result} | {b.warmup} | {b.doc} |")
+            doc = b.doc.replace("|", "\\|")  # |x| would end the table cell
+            out.append(f"| `{b.signature}` | {result} | {b.warmup} | {doc} |")
         out.append("")
     out.append(END)
     return "\n".join(out)

@@ -18,7 +18,8 @@ def read_source(path: str) -> str:
         return sys.stdin.read()
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        # Bytes, not text mode: text mode would turn CRLF into LF and hide it from `fmt --check`.
+        return p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise AutostratError(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
@@ -28,6 +29,7 @@ def read_source(path: str) -> str:
 
 
 def cmd_check(args) -> int:
+    """`autostrat check FILE...`: 0 when every file parses and checks, 1 otherwise."""
     bad = 0
     for path in args.files:
         try:
@@ -46,6 +48,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_fmt(args) -> int:
+    """`autostrat fmt [--check] FILE...`: rewrite (or list) files not in the canonical layout."""
     changed, failed = [], 0
     for path in args.files:
         try:
@@ -55,7 +58,7 @@ def cmd_fmt(args) -> int:
             print(exc.format(), file=sys.stderr)
             failed += 1
             continue
-        if path == "-":
+        if path == "-" and not args.check:
             sys.stdout.write(out)
             continue
         if out != source:
@@ -71,8 +74,12 @@ def cmd_fmt(args) -> int:
 
 
 def cmd_reference(args) -> int:
+    """`autostrat reference [--markdown | --update FILE]`."""
     if args.update:
-        changed = update_language_md(args.update)
+        try:
+            changed = update_language_md(args.update)
+        except (OSError, ValueError) as exc:  # a missing file, or a file without the markers
+            raise AutostratError(f"{args.update}: cannot update the reference: {exc}") from None
         print(f"{args.update}: {'updated' if changed else 'already up to date'}")
     elif args.markdown:
         print(builtins_markdown())
