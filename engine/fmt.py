@@ -155,6 +155,8 @@ def canonical_hash(program: N.Program) -> str:
             text = f"u{e.op}({h(e.operand)})"
         elif isinstance(e, N.Binary):
             text = f"{e.op}({h(e.left)},{h(e.right)})"
+        elif isinstance(e, N.Lag) and e.n == 0:  # x[0] is x
+            return h(e.expr)
         elif isinstance(e, N.Lag):
             text = f"lag{e.n}({h(e.expr)})"
         else:
