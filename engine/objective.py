@@ -1,0 +1,150 @@
+"""What the search measures: the objective, and the evaluation of one candidate on train and validation.
+
+The objective is `PERIOD.METRIC` with PERIOD train or validation and METRIC one of
+autostrat.stats.METRIC_NAMES; the search maximises it and ranks NaN below every number. The test
+period is sealed: an objective cannot name it, and `Evaluator` never computes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from autostrat.backtest import SEARCH_PERIODS, period_spans
+from autostrat.check import TypedProgram
+from autostrat.compile import compile
+from autostrat.config import Settings
+from autostrat.data import Market
+from autostrat.errors import ConfigError
+from autostrat.evaluate import evaluate_tape, metrics_dicts
+from autostrat.simulate import simulate_nb
+from autostrat.stats import METRIC_NAMES
+from autostrat.vm import run_tape
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric of one search period, maximised."""
+
+    period: str
+    metric: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Objective":
+        """`validation.total_return` -> Objective; a clear ConfigError for anything else."""
+        period, dot, metric = str(text).strip().partition(".")
+        if period == "test":
+            raise ConfigError(
+                f"objective {text!r}: the test period is sealed; the search never sees it (it is "
+                "evaluated once, after the search). Use train.METRIC or validation.METRIC, e.g. "
+                "validation.total_return")
+        if not dot or period not in SEARCH_PERIODS:
+            raise ConfigError(f"objective {text!r}: write PERIOD.METRIC with PERIOD train or validation, "
+                              "e.g. validation.total_return")
+        if metric not in METRIC_NAMES:
+            near = difflib.get_close_matches(metric, METRIC_NAMES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"objective {text!r}: unknown metric {metric!r}{hint}; metrics are "
+                              f"{', '.join(METRIC_NAMES)}")
+        return cls(period, metric)
+
+    def __str__(self) -> str:
+        return f"{self.period}.{self.metric}"
+
+    def value(self, metrics: dict[str, dict[str, float]] | None) -> float:
+        """The objective's value in {period: {metric: value}}; NaN when missing."""
+        try:
+            return float(metrics[self.period][self.metric])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            return math.nan
+
+
+def rank_key(value: float) -> tuple[bool, float]:
+    """Sort key, larger is better: every number beats NaN."""
+    return (False, 0.0) if value is None or math.isnan(value) else (True, float(value))
+
+
+def beats(a: float, b: float) -> bool:
+    """True when objective value `a` is strictly better than `b` (NaN is worst; ties do not beat)."""
+    return rank_key(a) > rank_key(b)
+
+
+@dataclass
+class Member:
+    """A kept strategy: where it came from, how it scored, and its text."""
+
+    iteration: int
+    objective: float
+    metrics: dict[str, dict[str, float]]
+    text: str
+    hash: str = ""
+
+    @property
+    def key(self) -> tuple[tuple[bool, float], int]:
+        """Sort key, best first: higher objective, then the earlier iteration."""
+        good, value = rank_key(self.objective)
+        return ((not good, -value), self.iteration)
+
+
+@dataclass
+class Evaluation:
+    """One candidate's metrics per search period, and its daily returns (train then validation)."""
+
+    metrics: dict[str, dict[str, float]]
+    returns: np.ndarray | None = None  # float32; layout in Evaluator.returns_layout
+
+
+class Evaluator:
+    """Backtests checked programs on the train and validation periods of one market.
+
+    The test period is not in `spans`, so nothing here can compute it.
+    """
+
+    def __init__(self, market: Market, settings: Settings):
+        self.market = market
+        self.settings = settings
+        self.spans = period_spans(market, settings, SEARCH_PERIODS)
+        missing = [p for p in SEARCH_PERIODS if p not in self.spans]
+        if missing:
+            raise ConfigError(f"{market.name}: no {missing[0]} period; the search needs train and validation")
+        offsets, start = {}, 0
+        for name, (a, b) in self.spans.items():
+            offsets[name] = (start, start + (b - a - 1))
+            start += b - a - 1
+        self.returns_layout = offsets
+
+    def __call__(self, typed: TypedProgram) -> Evaluation:
+        """Metrics ({period: {metric: value}}) and the daily returns of one program."""
+        tape = compile(typed)
+        values = evaluate_tape(tape, self.market, self.spans, self.settings.backtest)[0]
+        metrics = metrics_dicts(values, self.spans)
+        return Evaluation(metrics, self._returns(tape))
+
+    def _returns(self, tape) -> np.ndarray:
+        # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
+        # backtest.Result is skipped because building it costs more than the whole simulation.
+        regs = run_tape(tape, self.market)
+        m, bt = self.market, self.settings.backtest
+        zeros = np.zeros(len(m))
+        out = tape.outputs[0]
+        sig = [regs[r] if r >= 0 else zeros for r in out]
+        ex = tape.exits[0]
+        parts = []
+        for a, b in self.spans.values():
+            equity, _, _ = simulate_nb(m.open, m.high, m.low, m.close, sig[0], sig[1], sig[2], sig[3],
+                                       a, b, int(tape.warmups[0]), bt.fill == "close",
+                                       bt.commission_bps / 1e4, bt.slippage_bps / 1e4,
+                                       ex[0], ex[1], ex[2], int(ex[3]), float(bt.initial_capital))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(equity[:-1] > 0, equity[1:] / equity[:-1] - 1.0, 0.0)
+            parts.append(r)
+        return np.concatenate(parts).astype(np.float32)
+
+    def period_dates(self) -> dict[str, dict[str, object]]:
+        """First and last date and bar count of each search period, for config.json and prompts."""
+        d = self.market.dates
+        return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
+                for name, (a, b) in self.spans.items()}
