@@ -18,7 +18,7 @@ from autostrat import nodes as N
 from autostrat.check import TypedProgram
 from autostrat.fmt import expr as expr_text
 from autostrat.opcodes import CODE, FIRST_FREE_REG, OPERATORS, SERIES_REGS, WIDTH
-from autostrat.registry import BUILTINS
+from autostrat.registry import BOOL, BUILTINS
 
 RULE_ORDER = ("buy", "sell", "short", "cover")
 NO_REG = -1
@@ -37,6 +37,8 @@ class Tape:
     exits    float64 (n_programs, 4): stop_loss, take_profit, trailing_stop fractions (NaN when
              off) and max_hold bars (-1 when off)
     spans    the source span of each instruction, and `texts` its source expression
+    origins  the program (index into names and sources) whose source each instruction came from:
+             the first one that needed it, when programs share it
     """
 
     code: np.ndarray
@@ -49,6 +51,7 @@ class Tape:
     texts: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default=(), repr=False)
+    origins: tuple[int, ...] = ()
 
     @property
     def n_programs(self) -> int:
@@ -67,6 +70,8 @@ class _Emitter:
         self.const_index: dict[float, int] = {}
         self.cse: dict[tuple, int] = {}
         self.next_vreg = FIRST_FREE_REG
+        self.origins: list[int] = []
+        self.program = 0  # the program being lowered
 
     def const(self, value: float) -> int:
         key = float(value)
@@ -86,6 +91,7 @@ class _Emitter:
         self.rows.append([CODE[op], dst, *regs, *windows, k])
         self.spans.append(node.span if node is not None else N.NO_SPAN)
         self.texts.append(expr_text(node) if node is not None else "")
+        self.origins.append(self.program)
         self.cse[key] = dst
         return dst
 
@@ -117,7 +123,16 @@ class _ProgramCompiler:
             return self.bound[e.id]
         if isinstance(e, N.Lag):
             inner = self.expr(e.expr)
-            return inner if e.n == 0 else em.emit("lag", (inner,), (e.n,), node=e)
+            if e.n == 0:
+                return inner
+            lagged = em.emit("lag", (inner,), (e.n,), node=e)
+            if self.is_bool(e.expr):
+                # lag_nb leaves NaN in the first n bars, and the logic kernels read NaN as true; a
+                # condition is never NaN: before its first bar a lagged condition is false, as
+                # (close > open)[1] equals close[1] > open[1]. `ne` maps NaN to 0.
+                zero = em.emit("fill", k=em.const(0.0), node=e)
+                lagged = em.emit("ne", (lagged, zero), node=e)
+            return lagged
         if isinstance(e, N.Unary):
             if e.op == "-" and isinstance(e.operand, N.Num):  # a negative literal is one constant
                 return em.emit("fill", k=em.const(-e.operand.value), node=e)
@@ -136,6 +151,22 @@ class _ProgramCompiler:
                     k = em.const(self.constant(arg))
             return em.emit(e.func, regs, windows, k, node=e)
         raise TypeError(f"cannot compile {e!r}")
+
+    def is_bool(self, e: N.Expr) -> bool:
+        """Whether an expression is a condition (the checker has typed every name already)."""
+        while isinstance(e, N.Lag):
+            e = e.expr
+        if isinstance(e, N.Bool):
+            return True
+        if isinstance(e, N.Name):
+            return self.typed.types.get(e.id) == BOOL
+        if isinstance(e, N.Unary):
+            return e.op == "not"
+        if isinstance(e, N.Binary):
+            return e.op in N.COMPARISONS or e.op in N.LOGIC
+        if isinstance(e, N.Call):
+            return BUILTINS[e.func].result == BOOL
+        return False
 
     def window(self, arg: N.Expr) -> int:
         if isinstance(arg, N.Num):
@@ -159,7 +190,10 @@ def _exits(typed: TypedProgram) -> list[float]:
 def compile_many(programs: list[TypedProgram]) -> Tape:
     """Compile a batch into one tape, sharing identical sub-expressions across all of it."""
     em = _Emitter()
-    outputs = [_ProgramCompiler(em, t).rule_regs() for t in programs]
+    outputs = []
+    for p, typed in enumerate(programs):
+        em.program = p
+        outputs.append(_ProgramCompiler(em, typed).rule_regs())
     code = np.array(em.rows, dtype=np.int64).reshape(-1, WIDTH)
     out = np.array(outputs, dtype=np.int64).reshape(-1, 4)
     n_regs = _allocate(code, out)
@@ -174,6 +208,7 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
         texts=tuple(em.texts),
         names=tuple(t.name for t in programs),
         sources=tuple(t.program.source for t in programs),
+        origins=tuple(em.origins),
     )
 
 

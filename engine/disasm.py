@@ -1,6 +1,8 @@
 """The disassembler: a tape as text, one instruction per line with the source it came from.
 
     0002  sma          r6 <- r3:close, n=50             ; 8: s = sma(close, slow)
+
+In a tape of several programs the comment names the program: `; program 3 line 8: s = ...`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import math
 
 from autostrat.compile import RULE_ORDER, Tape
 from autostrat.opcodes import META, NAMES, SERIES_REGS
+from autostrat.registry import BUILTINS
 
 _REG_NAMES = {v: k for k, v in SERIES_REGS.items()}
 
@@ -23,11 +26,14 @@ def operands(tape: Tape, i: int) -> str:
     meta = META[row[0]]
     parts = [_reg(int(row[2 + j])) for j in range(meta.regs)]
     if meta.windows:
-        names = ("n", "m", "p") if meta.windows > 1 else ("n",)
+        b = BUILTINS.get(meta.name)
+        names = [b.params[j] for j in b.windows] if b else ["n"] * meta.windows
         parts += [f"{names[j]}={int(row[5 + j])}" for j in range(meta.windows)]
     if meta.const:
         value = float(tape.consts[row[8]])
-        text = f"{value:g}" if math.isfinite(value) else str(value)
+        text = f"{value:g}"
+        if math.isfinite(value) and float(text) != value:  # %g keeps 6 digits; show them all
+            text = repr(value)
         parts.append(text if meta.name == "fill" else f"k={text}")
     return ", ".join(parts)
 
@@ -39,16 +45,19 @@ def disassemble(tape: Tape) -> str:
         name = tape.names[p] if p < len(tape.names) and tape.names[p] else f"program {p}"
         lines.append(f"; {name}: {len(tape)} instructions, {tape.n_regs} registers, "
                      f"warm-up {int(tape.warmups[p])} bars")
-    sources = [s.split("\n") for s in tape.sources] if tape.sources else [[]]
-    src = sources[0]
+    sources = [s.split("\n") for s in tape.sources]
     for i in range(len(tape)):
         row = tape.code[i]
         text = f"{i:04d}  {NAMES[row[0]]:<16} r{int(row[1])} <- {operands(tape, i)}"
+        # In a batch, a span is a line of the program that first needed the instruction: name it.
+        origin = tape.origins[i] if i < len(tape.origins) else 0
+        src = sources[origin] if origin < len(sources) else []
+        where = f"program {origin} " if tape.n_programs > 1 else ""
         span = tape.spans[i] if i < len(tape.spans) else None
         if span is not None and span.line and 0 < span.line <= len(src):
-            text = f"{text:<58} ; {span.line}: {src[span.line - 1].strip()}"
-        elif i < len(tape.texts) and tape.texts[i]:
-            text = f"{text:<58} ; {tape.texts[i]}"
+            text = f"{text:<58} ; {where}{'line ' if where else ''}{span.line}: {src[span.line - 1].strip()}"
+        elif i < len(tape.texts) and tape.texts[i]:  # a program built in code has no source text
+            text = f"{text:<58} ; {where}{tape.texts[i]}"
         lines.append(text)
     for p in range(tape.n_programs):
         outs = ", ".join(f"{k} r{int(r)}" for k, r in zip(RULE_ORDER, tape.outputs[p]) if r >= 0)
