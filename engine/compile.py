@@ -48,7 +48,7 @@ class Tape:
     warmups: np.ndarray
     exits: np.ndarray
     spans: tuple[N.Span, ...] = ()
-    texts: tuple[str, ...] = ()
+    nodes: tuple = field(default=(), repr=False)  # the AST node of each instruction
     names: tuple[str, ...] = ()
     sources: tuple[str, ...] = field(default=(), repr=False)
     origins: tuple[int, ...] = ()
@@ -60,12 +60,17 @@ class Tape:
     def __len__(self) -> int:
         return int(self.code.shape[0])
 
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The source expression of each instruction (formatted on demand: bulk compiles skip it)."""
+        return tuple(expr_text(n) if n is not None else "" for n in self.nodes)
+
 
 class _Emitter:
     def __init__(self):
         self.rows: list[list[int]] = []
         self.spans: list[N.Span] = []
-        self.texts: list[str] = []
+        self.nodes: list = []
         self.consts: list[float] = []
         self.const_index: dict[float, int] = {}
         self.cse: dict[tuple, int] = {}
@@ -90,7 +95,7 @@ class _Emitter:
         self.next_vreg += 1
         self.rows.append([CODE[op], dst, *regs, *windows, k])
         self.spans.append(node.span if node is not None else N.NO_SPAN)
-        self.texts.append(expr_text(node) if node is not None else "")
+        self.nodes.append(node)
         self.origins.append(self.program)
         self.cse[key] = dst
         return dst
@@ -205,7 +210,7 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
         warmups=np.array([t.warmup for t in programs], dtype=np.int64),
         exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
         spans=tuple(em.spans),
-        texts=tuple(em.texts),
+        nodes=tuple(em.nodes),
         names=tuple(t.name for t in programs),
         sources=tuple(t.program.source for t in programs),
         origins=tuple(em.origins),

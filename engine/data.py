@@ -13,6 +13,8 @@ names the file, the row (1-based, not counting the header) with its date, and th
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import io
 import json
@@ -359,9 +361,15 @@ def periods(market: Market, split: SplitSettings) -> dict[str, tuple[int, int]]:
 
 
 def _split_dates(split: SplitSettings) -> tuple[np.datetime64, ...]:
+    keys = ("train_end", "validation_start", "validation_end", "test_start")
+    return _split_dates_of(tuple(str(getattr(split, k)).strip() for k in keys), bool(split.two_way))
+
+
+@functools.lru_cache(maxsize=64)
+def _split_dates_of(values: tuple[str, ...], two_way: bool) -> tuple[np.datetime64, ...]:
+    # Cached: a search evaluates thousands of candidates against the same split.
     days = []
-    for key in ("train_end", "validation_start", "validation_end", "test_start"):
-        value = str(getattr(split, key)).strip()
+    for key, value in zip(("train_end", "validation_start", "validation_end", "test_start"), values):
         try:
             days.append(np.datetime64(pd.Timestamp(value).date(), "D"))
         except (ValueError, TypeError):
@@ -369,9 +377,9 @@ def _split_dates(split: SplitSettings) -> tuple[np.datetime64, ...]:
     train_end, validation_start, validation_end, test_start = days
     if validation_start <= train_end:
         raise ConfigError(f"split: validation_start {validation_start} must come after train_end {train_end}")
-    if not split.two_way and validation_end < validation_start:
+    if not two_way and validation_end < validation_start:
         raise ConfigError(f"split: validation_end {validation_end} is before validation_start {validation_start}")
-    if not split.two_way and test_start <= validation_end:
+    if not two_way and test_start <= validation_end:
         raise ConfigError(f"split: test_start {test_start} must come after validation_end {validation_end}")
     return train_end, validation_start, validation_end, test_start
 

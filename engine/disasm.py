@@ -46,6 +46,7 @@ def disassemble(tape: Tape) -> str:
         lines.append(f"; {name}: {len(tape)} instructions, {tape.n_regs} registers, "
                      f"warm-up {int(tape.warmups[p])} bars")
     sources = [s.split("\n") for s in tape.sources]
+    texts = tape.texts
     for i in range(len(tape)):
         row = tape.code[i]
         text = f"{i:04d}  {NAMES[row[0]]:<16} r{int(row[1])} <- {operands(tape, i)}"
@@ -56,8 +57,8 @@ def disassemble(tape: Tape) -> str:
         span = tape.spans[i] if i < len(tape.spans) else None
         if span is not None and span.line and 0 < span.line <= len(src):
             text = f"{text:<58} ; {where}{'line ' if where else ''}{span.line}: {src[span.line - 1].strip()}"
-        elif i < len(tape.texts) and tape.texts[i]:  # a program built in code has no source text
-            text = f"{text:<58} ; {where}{tape.texts[i]}"
+        elif i < len(texts) and texts[i]:  # a program built in code has no source text
+            text = f"{text:<58} ; {where}{texts[i]}"
         lines.append(text)
     for p in range(tape.n_programs):
         outs = ", ".join(f"{k} r{int(r)}" for k, r in zip(RULE_ORDER, tape.outputs[p]) if r >= 0)
