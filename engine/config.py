@@ -56,6 +56,10 @@ class SearchSettings:
     max_total_tokens: int = 0  # 0: no limit
     learnings_budget_chars: int = 6000
     runs_dir: str = "runs"
+    folds: int = 0  # walk-forward folds of train+validation for the objective; 0: off
+    fold_mode: str = "rolling"  # rolling (equal consecutive windows) | anchored (windows grow from the start)
+    fold_agg: str = "mean"  # mean | min of the metric over the folds
+    pbo_splits: int = 16  # S of PBO's CSCV in the run's report (even, >= 2)
 
 
 @dataclass

@@ -107,8 +107,9 @@ class ChatModel:
     """A chat endpoint with visible retries. `log` gets one line per retry."""
 
     def __init__(self, config: ModelConfig, log: Callable[[str], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, extra_body: dict[str, Any] | None = None):
         self.config = config
+        self.extra_body = extra_body or None  # request fields beyond OpenAI's, e.g. a grammar (autostrat.constrain)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.sleep = sleep
         import openai  # imported here: it takes a second, and the mutate proposer never needs it
@@ -127,7 +128,7 @@ class ChatModel:
             try:
                 response = self.client.chat.completions.create(
                     model=cfg.model, messages=messages, temperature=cfg.temperature,
-                    max_tokens=cfg.max_tokens)
+                    max_tokens=cfg.max_tokens, extra_body=self.extra_body)
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRY_STATUS and exc.status_code < 500:
                     raise ModelError(_refused(cfg, exc)) from None

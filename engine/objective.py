@@ -1,8 +1,10 @@
 """What the search measures: the objective, and the evaluation of one candidate on train and validation.
 
 The objective is `PERIOD.METRIC` with PERIOD train or validation and METRIC one of
-autostrat.stats.METRIC_NAMES; the search maximises it and ranks NaN below every number. The test
-period is sealed: an objective cannot name it, and `Evaluator` never computes it.
+autostrat.stats.METRIC_NAMES; the search maximises it and ranks NaN below every number. With
+walk-forward folds (`search.folds`, autostrat.walkforward) it is the mean or the minimum of METRIC
+over the folds instead. The test period is sealed: an objective cannot name it, and `Evaluator`
+never computes it.
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from autostrat.evaluate import evaluate_tape, metrics_dicts
 from autostrat.simulate import simulate_nb
 from autostrat.stats import METRIC_NAMES
 from autostrat.vm import run_tape
+from autostrat.walkforward import aggregate, check_fold_settings, describe, fold_names, fold_spans
 
 
 @dataclass(frozen=True)
 class Objective:
-    """A metric of one search period, maximised."""
+    """A metric of one search period (or its aggregate over walk-forward folds), maximised."""
 
     period: str
     metric: str
+    folds: int = 0  # walk-forward folds; 0: the metric of `period`
+    fold_mode: str = "rolling"
+    fold_agg: str = "mean"
 
     @classmethod
     def parse(cls, text: str) -> "Objective":
@@ -51,11 +57,31 @@ class Objective:
                               f"{', '.join(METRIC_NAMES)}")
         return cls(period, metric)
 
+    @classmethod
+    def from_settings(cls, search) -> "Objective":
+        """The objective that SearchSettings describe: `objective`, and `folds`, `fold_mode`, `fold_agg`."""
+        base = cls.parse(search.objective)
+        check_fold_settings(search.folds, search.fold_mode, search.fold_agg)
+        if not search.folds:
+            return base
+        return cls(base.period, base.metric, search.folds, search.fold_mode, search.fold_agg)
+
     def __str__(self) -> str:
+        if self.folds:
+            return describe(self.folds, self.fold_mode, self.fold_agg, self.metric)
         return f"{self.period}.{self.metric}"
 
     def value(self, metrics: dict[str, dict[str, float]] | None) -> float:
-        """The objective's value in {period: {metric: value}}; NaN when missing."""
+        """The objective's value in {period: {metric: value}}; NaN when missing.
+
+        With folds, the aggregate of the metric over the `fold_k` entries.
+        """
+        if self.folds:
+            try:
+                return aggregate([metrics[name][self.metric] for name in fold_names(self.folds)],  # type: ignore[index]
+                                 self.fold_agg)
+            except (KeyError, TypeError, ValueError):
+                return math.nan
         try:
             return float(metrics[self.period][self.metric])  # type: ignore[index]
         except (KeyError, TypeError, ValueError):
@@ -100,7 +126,8 @@ class Evaluation:
 class Evaluator:
     """Backtests checked programs on the train and validation periods of one market.
 
-    The test period is not in `spans`, so nothing here can compute it.
+    With `search.folds`, also on each walk-forward fold (`fold_spans`; metrics keys fold_1..).
+    The test period is not in `spans` nor in a fold, so nothing here can compute it.
     """
 
     def __init__(self, market: Market, settings: Settings):
@@ -115,12 +142,16 @@ class Evaluator:
             offsets[name] = (start, start + (b - a - 1))
             start += b - a - 1
         self.returns_layout = offsets
+        s = settings.search
+        self.fold_spans = (fold_spans(self.spans["train"][0], self.spans["validation"][1], s.folds, s.fold_mode)
+                           if s.folds else {})
 
     def __call__(self, typed: TypedProgram) -> Evaluation:
-        """Metrics ({period: {metric: value}}) and the daily returns of one program."""
+        """Metrics ({period: {metric: value}}, folds included) and the daily returns of one program."""
         tape = compile(typed)
-        values = evaluate_tape(tape, self.market, self.spans, self.settings.backtest)[0]
-        metrics = metrics_dicts(values, self.spans)
+        spans = {**self.spans, **self.fold_spans}
+        values = evaluate_tape(tape, self.market, spans, self.settings.backtest)[0]
+        metrics = metrics_dicts(values, spans)
         return Evaluation(metrics, self._returns(tape))
 
     def _returns(self, tape) -> np.ndarray:
@@ -148,3 +179,9 @@ class Evaluator:
         d = self.market.dates
         return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
                 for name, (a, b) in self.spans.items()}
+
+    def fold_dates(self) -> dict[str, dict[str, object]]:
+        """First and last date and bar count of each walk-forward fold ({} without folds)."""
+        d = self.market.dates
+        return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
+                for name, (a, b) in self.fold_spans.items()}

@@ -19,6 +19,7 @@ from autostrat.objective import Member, Objective
 from autostrat.reference import reference_text
 from autostrat.resources import prompts_dir
 from autostrat.runs import fmt_number
+from autostrat.walkforward import fold_names
 
 # The metrics a prompt shows per period, the objective's own metric first when it is not here.
 PROMPT_METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "num_trades", "win_rate",
@@ -51,10 +52,11 @@ def shown_metrics(objective: Objective) -> tuple[str, ...]:
 
 
 def metrics_table(metrics: dict[str, dict[str, float]] | None, objective: Objective) -> str:
-    """A markdown table: one row per shown metric, a column per search period."""
+    """A markdown table: one row per shown metric, a column per search period and walk-forward fold."""
     if not metrics:
         return "(not evaluated)"
     periods = [p for p in ("train", "validation") if p in metrics]
+    periods += [f for f in fold_names(objective.folds) if f in metrics]
     rows = ["| metric | " + " | ".join(periods) + " |", "|---|" + "---|" * len(periods)]
     for m in shown_metrics(objective):
         digits = 0 if m == "num_trades" else 4
@@ -73,14 +75,37 @@ def system_values(settings: Settings, objective: Objective, periods: dict[str, d
     s, bt = settings.search, settings.backtest
     fill_text = ("at the next bar's open" if bt.fill == "next_open" else "at the same bar's close")
     return {
-        "objective": str(objective), "objective_period": objective.period,
-        "objective_metric": objective.metric, "population_size": s.population,
+        "objective": str(objective), "objective_description": objective_description(objective),
+        "walk_forward": walk_forward_text(objective, periods.get("folds")), "population_size": s.population,
         "max_fails": s.max_fails, "iterations": s.iterations, "repair_attempts": s.repair_attempts,
         "metric_names": ", ".join(shown_metrics(objective)), "market": market,
         "train_dates": _dates(periods.get("train")), "validation_dates": _dates(periods.get("validation")),
         "fill": fill_text, "commission_bps": f"{bt.commission_bps:g}", "slippage_bps": f"{bt.slippage_bps:g}",
         "initial_capital": f"{bt.initial_capital:g}", "language_reference": reference_text().rstrip(),
     }
+
+
+def objective_description(objective: Objective) -> str:
+    """What the objective measures, in words, for program.md."""
+    if not objective.folds:
+        return f"the `{objective.metric}` of the {objective.period} period"
+    how = "the mean" if objective.fold_agg == "mean" else "the lowest value"
+    return (f"{how} of `{objective.metric}` over {objective.folds} {objective.fold_mode} walk-forward "
+            "folds of train and validation (listed below)")
+
+
+def walk_forward_text(objective: Objective, folds: dict[str, dict[str, Any]] | None) -> str:
+    """The fold windows and how they are traded (program.md, after the periods), or "" without folds."""
+    if not objective.folds:
+        return ""
+    kind = ("equal consecutive windows" if objective.fold_mode == "rolling"
+            else "windows that all start on the first train bar and grow")
+    lines = [f"\n\nThe objective uses {objective.folds} walk-forward folds of train and validation, {kind}. Each "
+             "fold is traded on its own, from flat with the initial capital; the tables show every fold's "
+             "numbers beside train and validation. Prefer ideas that hold in every fold."]
+    for name, p in (folds or {}).items():
+        lines.append(f"- {name}: {_dates(p)}")
+    return "\n".join(lines)
 
 
 def _dates(p: dict[str, Any] | None) -> str:

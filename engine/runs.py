@@ -10,6 +10,10 @@
       learnings.md           the learnings log, regenerated from the records
       learnings_summary.json the model's summary of the log, when it outgrew its budget
       best.strat             the best kept strategy
+      sealed.json            the sealed test period's openings, after the search (autostrat.sealed)
+      report.html            the report, self-contained; report.json its numbers (autostrat.report)
+
+A null run (`evolve --null`, autostrat.nullrun) is a run folder of its own, NAME-null, beside it.
 
 Every file is written to a temporary name in the same folder and renamed over the target
 (os.replace), so a killed process leaves either the old file or the new one, never a torn one.

@@ -22,6 +22,8 @@ _COMMAND_MODULES = [
     "autostrat.cli.disasm_cmd",
     "autostrat.cli.engine_cmds",
     "autostrat.cli.search_cmds",
+    "autostrat.cli.local_cmds",
+    "autostrat.cli.report_cmd",
 ]
 
 

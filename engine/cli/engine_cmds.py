@@ -60,6 +60,8 @@ def cmd_backtest(args) -> int:
     periods = ALL_PERIODS if args.test else SEARCH_PERIODS
     result = backtest(args.file, market, s, periods=periods)
     hold = buy_and_hold(market, result.spans, s)
+    if args.plot:
+        _plot(result, args.plot)
     if args.json:
         print(json.dumps(_json_safe(result.metrics), indent=2))
         return EXIT_OK
@@ -79,6 +81,17 @@ def cmd_backtest(args) -> int:
     if not args.test:
         print("(the test period is sealed: add --test to show it, and know that every look spends it)")
     return EXIT_OK
+
+
+def _plot(result, path: str) -> None:
+    """Equity against buy and hold with the drawdown, periods shaded, as a PNG."""
+    from autostrat.plots import equity_png, result_curves, save_png
+
+    if not str(path).lower().endswith(".png"):
+        raise AutostratError(f"--plot {path}: the chart is a PNG image; give a file name ending in .png")
+    title = f"{result.name or 'strategy'} on {result.market.name} against buy and hold"
+    out = save_png(equity_png(result_curves(result), title), path)
+    print(f"plot: {out}", file=sys.stderr)
 
 
 def _objective(args, s) -> str:
@@ -149,6 +162,7 @@ def register(sub) -> None:
     _add_backtest_options(p)
     p.add_argument("--test", action="store_true", help="also show the sealed test period")
     p.add_argument("--json", action="store_true", help="print the metrics per period as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also draw equity against buy and hold, with the drawdown, to a PNG")
     p.set_defaults(handler=cmd_backtest)
 
     for name, helptext in (("bulk", "evaluate many strategy files at once and rank them"),

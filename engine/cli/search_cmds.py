@@ -13,10 +13,12 @@ from pathlib import Path
 from autostrat import __version__
 from autostrat.cli.common import FLAG_SETTINGS, add_data_options, add_split_options, settings_from_args
 from autostrat.config import Settings
+from autostrat.constrain import MODES, constraint_for
 from autostrat.data import load_market
 from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError
 from autostrat.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
 from autostrat.loop import MutateProposer, Search, describe_reason, summary_table
+from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.objective import Evaluator, Objective
 from autostrat.resources import example_path, grammar_path
 from autostrat.runs import RunFolder
@@ -26,16 +28,26 @@ EXIT_INTERRUPTED = 130
 SEARCH_FLAGS = {
     "proposer": "search.proposer", "objective": "search.objective", "iterations": "search.iterations",
     "population": "search.population", "max_fails": "search.max_fails", "seed": "search.seed",
-    "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir",
+    "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir", "constrain": "llm.constrain",
+    "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
 }
 # Settings a resumed run must keep: changing them would change what the records mean.
-IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed")
+IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
+            "search.fold_mode", "search.fold_agg")
 
 _HELP = """\
 Search for a better strategy. Iteration 0 evaluates the baseline (--from, default the SMA 20/50
 crossover); each later iteration proposes a candidate from a parent (a language model, or the
 offline mutation proposer), checks it, evaluates it on train and validation, and keeps the best
 --population by --objective. It stops after --max-fails failures in a row or --iterations.
+With --folds N the objective is the mean (--fold-agg min: the worst) of its metric over N
+walk-forward folds of train and validation (--fold-mode rolling: equal consecutive windows;
+anchored: windows growing from the first bar).
+
+At the end, the sealed test period is evaluated once for the final population and
+runs/NAME/report.html is written (see `autostrat report`). --null also runs the same search, with
+the same budget, on a synthetic market with the data's volatility (runs/NAME-null), so the report
+can show what the search finds when there is nothing to find.
 
 Every iteration is saved in runs/NAME/ as it completes. `autostrat evolve --run NAME` on an
 existing run resumes it where it stopped. Ctrl-C stops after the current iteration.
@@ -63,9 +75,19 @@ def register(sub) -> None:
     p.add_argument("--population", type=int, metavar="K", help="how many best candidates are kept (default 3)")
     p.add_argument("--max-fails", type=int, metavar="N", help="stop after N failures in a row (default 5)")
     p.add_argument("--max-total-tokens", type=int, metavar="N", help="stop once the model used N tokens (0: no limit)")
+    p.add_argument("--constrain", choices=MODES, help="constrain the model's answers to the strategy grammar: "
+                   "gbnf (llama.cpp servers), vllm, auto (ask the server) or off (default: llm.constrain, off)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the parent draws and the mutations (default 0)")
     p.add_argument("--from", dest="from_file", metavar="FILE", help="the baseline strategy (default: sma_cross)")
     p.add_argument("--runs-dir", metavar="DIR", help="folder of run folders (default: search.runs_dir, else runs)")
+    p.add_argument("--folds", type=int, metavar="N",
+                   help="walk-forward objective: the metric over N folds of train+validation (default 0: off)")
+    p.add_argument("--fold-mode", choices=("rolling", "anchored"),
+                   help="rolling: equal consecutive windows (default); anchored: windows grow from the first bar")
+    p.add_argument("--fold-agg", choices=("mean", "min"), help="combine the folds by their mean (default) or minimum")
+    p.add_argument("--null", action="store_true",
+                   help="also run the same search on a synthetic market with the data's volatility (NAME-null)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     p.add_argument("--demo", action="store_true",
                    help=f"offline demo: synthetic data, the mutate proposer, {DEMO_ITERATIONS} iterations")
     add_data_options(p)
@@ -95,9 +117,10 @@ def run_evolve(args: argparse.Namespace) -> int:
         _resolve_proposer(settings)
         run, market = _start(path, name, settings, args)
         print(f"run: {name} (new)", flush=True)
-    objective = Objective.parse(settings.search.objective)
+    objective = Objective.from_settings(settings.search)
     evaluator = Evaluator(market, settings)
-    proposer = _proposer(settings, objective, evaluator, market.name)
+    label = (run.config.get("null_of") or {}).get("data_spec_name", market.name)  # a null run is told the real name
+    proposer = _proposer(settings, objective, evaluator, label)
     print(f"proposer={proposer.name} data={market.name} objective={objective} "
           f"iterations={settings.search.iterations} population={settings.search.population} "
           f"max_fails={settings.search.max_fails} seed={settings.search.seed}", flush=True)
@@ -105,26 +128,77 @@ def run_evolve(args: argparse.Namespace) -> int:
     stop = {"requested": False}
     search = Search(run, settings, objective, evaluator, proposer, base["text"], base["path"],
                     out=lambda line: print(line, flush=True), should_stop=lambda: stop["requested"])
-    restore = _install_stop_handler(stop)
+    restore = _install_stop_handler(stop)  # kept through the null run and the report: Ctrl-C ends a step
     try:
         outcome = search.run()
+        print(f"stopped: {describe_reason(outcome.reason, settings)} after {len(outcome.records)} iterations "
+              f"({outcome.ran} in this session)")
+        print(f"top {len(outcome.population)} by {objective}:")
+        print(summary_table(outcome.population, objective))
+        print(f"run folder: {path}")
+        print(f"best: {path / 'best.strat'}", flush=True)
+        if outcome.reason != "interrupted" and args.null:
+            outcome = _run_null(run, settings, market, objective, stop)
+        if outcome.reason != "interrupted" and not args.no_report and not stop["requested"]:
+            _finish(path, market)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(f"the run stopped; {len(search.records)} iterations are saved in {path}. "
-              f"Resume with: {resume_cmd}", file=sys.stderr)
+              f"Resume with: {resume_cmd}" + (" --null" if args.null else ""), file=sys.stderr)
         return EXIT_USAGE
     finally:
         restore()
-    print(f"stopped: {describe_reason(outcome.reason, settings)} after {len(outcome.records)} iterations "
-          f"({outcome.ran} in this session)")
-    print(f"top {len(outcome.population)} by {objective}:")
-    print(summary_table(outcome.population, objective))
-    print(f"run folder: {path}")
-    print(f"best: {path / 'best.strat'}", flush=True)
-    if outcome.reason == "interrupted":
-        print(f"resume with: {resume_cmd}", file=sys.stderr)
+    if outcome.reason == "interrupted" or stop["requested"]:
+        print(f"resume with: {resume_cmd}" + (" --null" if args.null else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _finish(path: Path, market) -> None:
+    """Open the sealed test period for the final population, write the report, print its numbers."""
+    from autostrat.report import summary_lines, write_report
+
+    html_path, report = write_report(path, by="evolve", market=market)
+    print("honest evaluation (train and validation statistics; test sealed until now):")
+    for line in summary_lines(report):
+        print(line)
+    print(f"report: {html_path}", flush=True)
+
+
+def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, stop: dict):
+    """The same search, same settings and budget, on the matched synthetic market; its outcome."""
+    name = null_run_name(run.name)
+    path = run.path.parent / name
+    null = null_market(market, settings.search.seed)
+    if RunFolder.exists(path):
+        nrun = RunFolder.open(path)
+        if (nrun.config.get("data") or {}).get("sha256") != null.sha256:
+            raise ConfigError(f"{path}: this null run was made on another market; remove the folder to redo it")
+        nrun.write_config(dict(nrun.config, settings=settings.to_dict()))  # the real run's current budget
+    else:
+        config = {k: v for k, v in run.config.items() if k not in ("null_run", "resumed")}
+        config.update(run=null_run_name(run.name), settings=settings.to_dict(),
+                      created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                      null_of=null_of(run.name, market, settings.search.seed, null),
+                      data={"spec": settings.data.spec, "name": null.name, "source": null.source,
+                            "sha256": null.sha256, "bars": len(null), "first": str(null.dates[0]),
+                            "last": str(null.dates[-1])})
+        nrun = RunFolder.create(path, config)
+    if run.config.get("null_run") != name:
+        run.write_config(dict(run.config, null_run=name))
+    evaluator = Evaluator(null, settings)
+    info = nrun.config["null_of"]
+    print(f"null run: {name} on {null.name}: daily volatility {info['null_daily_vol']:.5f} "
+          f"(the data: {info['daily_vol']:.5f}), same settings and budget", flush=True)
+    base = run.config["baseline"]
+    search = Search(nrun, settings, objective, evaluator, _proposer(settings, objective, evaluator, market.name),
+                    base["text"], base["path"], out=lambda line: print("null " + line, flush=True),
+                    should_stop=lambda: stop["requested"])
+    outcome = search.run()
+    best = outcome.population[0].objective if outcome.population else float("nan")
+    print(f"null run stopped: {describe_reason(outcome.reason, settings)} after {len(outcome.records)} iterations; "
+          f"best {objective} on noise = {best:.4f}", flush=True)
+    return outcome
 
 
 def _new_name(runs_dir: Path, prefix: str) -> str:
@@ -161,7 +235,7 @@ def _check_numbers(settings: Settings) -> None:
 
 
 def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, object]:
-    Objective.parse(settings.search.objective)
+    Objective.from_settings(settings.search)
     _check_numbers(settings)
     source = Path(args.from_file) if args.from_file else example_path("sma_cross")
     try:
@@ -178,6 +252,7 @@ def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, 
                  "sha256": market.sha256, "bars": len(market), "first": str(market.dates[0]),
                  "last": str(market.dates[-1])},
         "periods": evaluator.period_dates(), "returns_layout": evaluator.returns_layout,
+        **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {}),
         "grammar_sha256": _grammar_sha(),
         "baseline": {"path": str(source), "text": text},
     }
@@ -209,7 +284,7 @@ def _resume(path: Path, args, fresh: Settings):
         raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}); "
                           "leave --from out to resume it")
     _check_numbers(settings)
-    market = load_market(settings.data.spec, settings.data)
+    market = rebuild_market(run.config, load_market(settings.data.spec, settings.data))
     want = run.config.get("data", {}).get("sha256")
     if market.sha256 != want:
         raise ConfigError(f"{path}: the data changed since this run started: {settings.data.spec} now has "
@@ -231,8 +306,12 @@ def _proposer(settings: Settings, objective: Objective, evaluator: Evaluator, ma
         raise ConfigError("the llm proposer needs a model endpoint: set OPENAI_BASE_URL (a local server such as "
                           "http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI), in the environment or .env; "
                           "or use --proposer mutate")
-    model = ChatModel(ModelConfig.resolve(settings.llm))
-    return LlmProposer(model, settings, objective, evaluator.period_dates(), market)
+    config = ModelConfig.resolve(settings.llm)
+    constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
+    print(constraint.describe(), flush=True)
+    model = ChatModel(config, extra_body=constraint.extra_body)
+    periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
+    return LlmProposer(model, settings, objective, periods, market)
 
 
 def _grammar_sha() -> str:
