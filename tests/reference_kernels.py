@@ -231,6 +231,9 @@ def corr(x, y, n):
     with np.errstate(all="ignore"):
         r = (dx * dy).sum(axis=1) / np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
     r[constant] = NAN
+    # Deviations so small their product underflows leave no measurable spread: the kernel's
+    # "either deviation is 0" case, so NaN, not the inf or NaN of 0/0 here.
+    r[~np.isfinite(r)] = NAN
     out[n - 1 :] = r
     return out
 

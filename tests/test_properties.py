@@ -183,7 +183,7 @@ def _meaning(program: N.Program):
                 return ("num", -e.operand.value + 0.0)
             return (e.op, inner)
         if isinstance(e, N.Lag):
-            return ("lag", e.n, inline(e.expr))
+            return inline(e.expr) if e.n == 0 else ("lag", e.n, inline(e.expr))  # x[0] is x
         if isinstance(e, N.Binary):
             return (e.op, inline(e.left), inline(e.right))
         return (e.func, tuple(inline(a) for a in e.args))
