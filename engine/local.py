@@ -69,13 +69,13 @@ class LocalServer:
     Use as a context manager, or start() / stop(). `base_url` is the OPENAI_BASE_URL to use.
     """
 
-    def __init__(self, port: int | None = None, n_ctx: int = 4096, threads: int | None = None,
+    def __init__(self, port: int | None = None, n_ctx: int = 8192, threads: int | None = None,
                  seed: int | None = None, model: Path | None = None, quiet: bool = True,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, verbose: bool = False):
         self.port = port or free_port()
         self.n_ctx, self.threads, self.seed = n_ctx, threads, seed
         self.model_path = Path(model) if model else model_path()
-        self.quiet, self.log_path = quiet, log_path
+        self.quiet, self.log_path, self.verbose = quiet, log_path, verbose
         self.process: subprocess.Popen | None = None
         self._log = None
 
@@ -92,7 +92,7 @@ class LocalServer:
         """The server's command line."""
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
                "--model_alias", MODEL_ALIAS, "--host", HOST, "--port", str(self.port),
-               "--n_ctx", str(self.n_ctx), "--n_gpu_layers", "0"]
+               "--n_ctx", str(self.n_ctx), "--n_gpu_layers", "0", "--verbose", str(self.verbose)]
         if self.threads:
             cmd += ["--n_threads", str(self.threads)]
         if self.seed is not None:

@@ -22,6 +22,7 @@ from lark.exceptions import LarkError
 from strategies import programs
 
 from autostrat import grammar_export as ge
+from autostrat.grammar_tree import regex_tree
 from autostrat.cli import main
 from autostrat.fmt import fmt
 from autostrat.parse import parse
@@ -347,7 +348,7 @@ def test_the_export_follows_the_grammar_file(monkeypatch, tmp_path):
 
 def test_unsupported_regex_features_are_refused():
     with pytest.raises(ValueError, match="no GBNF form"):
-        ge._regex(r"(?=a)b", 8)
+        regex_tree(r"(?=a)b", 8)
     with pytest.raises(ValueError, match="unknown grammar format"):
         ge.export("yaml")
 
@@ -407,14 +408,11 @@ class LlamaGrammarCheck:
             self.ll.llama_sampler_free(smpl)
 
 
-@lru_cache(maxsize=1)
-def _llama_check() -> LlamaGrammarCheck:
-    return LlamaGrammarCheck()
-
-
 @pytest.fixture(scope="module")
 def llama():
-    return _llama_check()
+    check = LlamaGrammarCheck()
+    yield check
+    check.llm.close()  # now, not at interpreter exit, when llama_cpp's globals are gone
 
 
 def test_llama_cpp_loads_the_gbnf_export_and_refuses_a_broken_one(llama):

