@@ -14,7 +14,7 @@ import pytest
 from autostrat.cli import main
 from autostrat.synthetic import synthetic_market
 
-PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+from offline import PROXY_VARS, block_network
 
 
 @pytest.fixture
@@ -28,19 +28,8 @@ def refused_port():
 
 @pytest.fixture
 def offline(monkeypatch, refused_port):
-    """No network in this process: Python sockets refuse, and libcurl (curl_cffi, used by yfinance,
-    which bypasses Python sockets) goes through the refusing port as its proxy."""
-    for var in PROXY_VARS:
-        monkeypatch.setenv(var, f"http://127.0.0.1:{refused_port}")
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    """No network in this process (see tests/offline.py)."""
+    block_network(monkeypatch, refused_port)
 
 
 @pytest.fixture(autouse=True)

@@ -17,26 +17,15 @@ from autostrat import yahoo
 from autostrat.errors import DataError
 
 FIELDS = ["Open", "High", "Low", "Close", "Volume"]
-PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+from offline import block_network
 
 
 @pytest.fixture
 def offline(monkeypatch):
-    """No network. Python sockets refuse to resolve or connect; libcurl (curl_cffi, which yfinance
-    prefers) does not use Python sockets, so it is sent through a local port that refuses."""
+    """No network (see tests/offline.py)."""
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound but never listening: every connection is refused
-    for var in PROXY_VARS:
-        monkeypatch.setenv(var, f"http://127.0.0.1:{closed.getsockname()[1]}")
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    block_network(monkeypatch, closed.getsockname()[1])
     yield
     closed.close()
 
