@@ -16,8 +16,8 @@ _numba_cache.configure()
 
 # Several re-exported functions share their module's name (parse, check, compile, fmt, backtest):
 # importing them here binds the function, which a later `import autostrat.parse` leaves alone.
-from autostrat.backtest import Result, backtest, load_strategy  # noqa: E402
-from autostrat.bulk import evaluate_many, sweep  # noqa: E402
+from autostrat.backtest import Result, UniverseResult, backtest, load_strategy  # noqa: E402
+from autostrat.bulk import across_assets_frame, evaluate_many, sweep  # noqa: E402
 from autostrat.check import TypedProgram, check  # noqa: E402
 from autostrat.compile import Tape, compile, compile_many  # noqa: E402,A004
 from autostrat.config import Settings  # noqa: E402
@@ -25,9 +25,11 @@ from autostrat.data import Market, load_market  # noqa: E402
 from autostrat.errors import AutostratError, DataError, StrategyError  # noqa: E402
 from autostrat.fmt import canonical_hash, fmt  # noqa: E402
 from autostrat.parse import parse  # noqa: E402
+from autostrat.universe import Universe, load_universe  # noqa: E402
 
 __all__ = [
     "AutostratError", "DataError", "Market", "Result", "Settings", "StrategyError", "Tape",
-    "TypedProgram", "backtest", "canonical_hash", "check", "compile", "compile_many",
-    "evaluate_many", "fmt", "load_market", "load_strategy", "parse", "sweep",
+    "TypedProgram", "Universe", "UniverseResult", "across_assets_frame", "backtest", "canonical_hash",
+    "check", "compile", "compile_many", "evaluate_many", "fmt", "load_market", "load_strategy",
+    "load_universe", "parse", "sweep",
 ]

@@ -1,16 +1,18 @@
-"""Point numba's on-disk cache at a folder keyed by a hash of autostrat's own sources.
+"""Point numba's on-disk cache at a folder keyed by a hash of autostrat's jitted sources.
 
 numba checks a cached function against its own file's timestamp only, so after an edit to a
 kernel in another module the dispatch loop could run stale machine code. A folder per source hash
 makes every edit start a fresh cache, and lets the same sources share one cache across runs,
-commands and the test suite. A NUMBA_CACHE_DIR set by the user wins. Must run before numba is
-imported.
+commands and the test suite. The hash covers the modules that mention numba (every module with a
+jitted function or a constant that jitted code reads says so), so an edit elsewhere does not cost
+a recompile. A NUMBA_CACHE_DIR set by the user wins. Must run before numba is imported.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 
@@ -18,8 +20,33 @@ def configure() -> None:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    for path in jitted_sources():
         h.update(path.name.encode())
         h.update(path.read_bytes())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autostrat" / "numba"
     os.environ["NUMBA_CACHE_DIR"] = str(base / h.hexdigest()[:16])
+
+
+def jitted_sources() -> list[Path]:
+    """The modules that import numba, and every autostrat module they import, transitively, sorted.
+
+    An imported module can change what jitted code computes without a jitted line changing (the
+    registry's order numbers the opcodes), so it is part of the key.
+    """
+    root = Path(__file__).parent
+    texts = {p.stem: p.read_text(encoding="utf-8") for p in root.glob("*.py")}
+    todo = [name for name, text in texts.items() if _NUMBA.search(text)]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in texts:
+            continue
+        seen.add(name)
+        for match in _IMPORT.finditer(texts[name]):
+            todo += [n.strip().split(" ")[0] for n in (match.group(1) or match.group(2)).split(",")]
+    seen -= {"__init__", "_numba_cache"}
+    return [root / f"{name}.py" for name in sorted(seen)]
+
+
+_NUMBA = re.compile(r"^(?:from numba\b|import numba\b)", re.M)
+_IMPORT = re.compile(r"^from autostrat\.(\w+) import|^from autostrat import \(?([\w, ]+)", re.M)

@@ -23,7 +23,7 @@ from autostrat import nodes as N
 from autostrat.check import TypedProgram, check
 from autostrat.compile import RULE_ORDER, Tape, compile
 from autostrat.config import Settings
-from autostrat.data import Market, load_market, periods as split_periods
+from autostrat.data import Market, periods as split_periods
 from autostrat.errors import AutostratError, ConfigError
 from autostrat.evaluate import evaluate_tape, metrics_dicts
 from autostrat.parse import parse
@@ -158,20 +158,54 @@ class Result:
 
 def backtest(strategy, data="synthetic", settings: Settings | None = None, *, periods=SEARCH_PERIODS,
              fill: str | None = None, commission_bps: float | None = None,
-             slippage_bps: float | None = None, initial_capital: float | None = None) -> Result:
+             slippage_bps: float | None = None, initial_capital: float | None = None):
     """Backtest one strategy on `data` (a Market or a data spec such as "SPY" or "synthetic").
 
     `strategy` is source text, a .strat path, a Program or a TypedProgram. Keyword arguments
-    override the backtest settings. Returns a Result with `.metrics[period][metric]`.
+    override the backtest settings. Returns a Result with `.metrics[period][metric]`; on a
+    Universe (or a universe spec such as "SPY,QQQ"), a UniverseResult with one Result per market.
     """
+    from autostrat.universe import Universe, load_data
+
     s = resolve_settings(settings, dict(fill=fill, commission_bps=commission_bps,
                                         slippage_bps=slippage_bps, initial_capital=initial_capital))
     typed = load_strategy(strategy)
-    market = data if isinstance(data, Market) else load_market(data, s.data)
+    market = data if isinstance(data, (Market, Universe)) else load_data(data, s.data)
+    if isinstance(market, Universe):
+        return UniverseResult({m.name: backtest(typed, m, s, periods=periods) for m in market})
     spans = period_spans(market, s, periods)
     tape = _compiled(typed)
     values = evaluate_tape(tape, market, spans, s.backtest)[0]
     return Result(typed, tape, market, s, spans, metrics_dicts(values, spans))
+
+
+@dataclass(eq=False)
+class UniverseResult:
+    """One strategy's backtests on every market of a universe, and their aggregates."""
+
+    results: dict[str, Result]
+
+    @property
+    def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """{asset: {period: {metric: value}}}."""
+        return {name: r.metrics for name, r in self.results.items()}
+
+    def aggregate(self, how: str = "mean") -> dict[str, dict[str, float]]:
+        """{period: {metric: mean | median | min over the assets}} (NaN values skipped)."""
+        from autostrat.universe import across_assets
+
+        return across_assets(self.metrics, how)
+
+    @property
+    def summary(self) -> dict[str, object]:
+        """Every aggregate, the share of assets beating buy and hold per period, and the asset count."""
+        from autostrat.universe import summary
+
+        return summary(self.metrics)
+
+    def table(self, period: str = "validation") -> pd.DataFrame:
+        """One period's metrics as a DataFrame: one row per asset."""
+        return pd.DataFrame({name: m[period] for name, m in self.metrics.items() if period in m}).T
 
 
 _TAPES: dict[int, tuple[TypedProgram, Tape]] = {}

@@ -60,6 +60,7 @@ class SearchSettings:
     fold_mode: str = "rolling"  # rolling (equal consecutive windows) | anchored (windows grow from the start)
     fold_agg: str = "mean"  # mean | min of the metric over the folds
     pbo_splits: int = 16  # S of PBO's CSCV in the run's report (even, >= 2)
+    across: str = "mean"  # on a universe: mean | median | min of each metric over the markets
 
 
 @dataclass

@@ -113,6 +113,11 @@ def load_market(spec: str, settings: DataSettings | None = None) -> Market:
     spec = (spec or "").strip()
     if not spec:
         raise DataError("empty data spec: give a ticker (SPY), a CSV path, or synthetic")
+    from autostrat.universe import is_universe_spec
+
+    if is_universe_spec(spec):
+        raise DataError(f"{spec!r} names several markets (a universe), where one market is expected: this "
+                        "command works on a single market; backtest, bulk, sweep, evolve and data take universes")
     if spec.lower() == "synthetic" or spec.lower().startswith("synthetic:"):
         from autostrat.synthetic import synthetic_from_spec
 

@@ -46,24 +46,27 @@ def _score_many_nb(regs, outputs, warmups, exits, open_, high, low, close, spans
 
 
 @njit(cache=True)
-def _score_one_nb(regs, outputs, warmups, exits, open_, high, low, close, spans, fill_close,
-                  commission, slippage, capital):
-    out = np.empty((1, spans.shape[0], N_METRICS))
+def _score_serial_nb(regs, outputs, warmups, exits, open_, high, low, close, spans, fill_close,
+                     commission, slippage, capital):
+    n_prog = outputs.shape[0]
+    out = np.empty((n_prog, spans.shape[0], N_METRICS))
     zeros = np.zeros(close.shape[0])
-    _score_program_nb(regs, outputs[0], warmups[0], exits[0], open_, high, low, close, spans,
-                      fill_close, commission, slippage, capital, zeros, out[0])
+    for p in range(n_prog):
+        _score_program_nb(regs, outputs[p], warmups[p], exits[p], open_, high, low, close, spans,
+                          fill_close, commission, slippage, capital, zeros, out[p])
     return out
 
 
 def evaluate_tape_nb(code, consts, n_regs, outputs, warmups, exits, open_, high, low, close, volume,
-                     spans, fill_close, commission, slippage, capital):
+                     spans, fill_close, commission, slippage, capital, parallel=True):
     """Metrics float64[n_programs, n_periods, N_METRICS] for every program of a tape.
 
     Runs the tape once (shared sub-expressions computed once), then simulates the programs in
-    parallel on all cores (one program alone runs on the calling thread).
+    parallel on all cores; one program alone, or `parallel=False` (a worker process that is
+    itself one of many, e.g. on a Dask cluster), runs on the calling thread only.
     """
     regs = run_tape_nb(code, consts, n_regs, open_, high, low, close, volume)
-    score = _score_one_nb if outputs.shape[0] == 1 else _score_many_nb
+    score = _score_many_nb if parallel and outputs.shape[0] > 1 else _score_serial_nb
     return score(regs, outputs, warmups, exits, open_, high, low, close, spans, bool(fill_close),
                  float(commission), float(slippage), float(capital))
 

@@ -3,8 +3,10 @@
 The objective is `PERIOD.METRIC` with PERIOD train or validation and METRIC one of
 autostrat.stats.METRIC_NAMES; the search maximises it and ranks NaN below every number. With
 walk-forward folds (`search.folds`, autostrat.walkforward) it is the mean or the minimum of METRIC
-over the folds instead. The test period is sealed: an objective cannot name it, and `Evaluator`
-never computes it.
+over the folds instead. On a universe (`UniverseEvaluator`) every metric is first aggregated over
+the markets (`search.across`: mean, median or min), so the objective reads the aggregate; the
+per-market numbers ride along under `metrics["assets"]` for the prompt. The test period is sealed:
+an objective cannot name it, and no evaluator here computes it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from autostrat.errors import ConfigError
 from autostrat.evaluate import evaluate_tape, metrics_dicts
 from autostrat.simulate import simulate_nb
 from autostrat.stats import METRIC_NAMES
+from autostrat.universe import ACROSS, Universe, across_assets
 from autostrat.vm import run_tape
 from autostrat.walkforward import aggregate, check_fold_settings, describe, fold_names, fold_spans
 
@@ -58,18 +61,24 @@ class Objective:
         return cls(period, metric)
 
     @classmethod
-    def from_settings(cls, search) -> "Objective":
-        """The objective that SearchSettings describe: `objective`, and `folds`, `fold_mode`, `fold_agg`."""
+    def from_settings(cls, search, universe: bool = False) -> "Objective":
+        """The objective that SearchSettings describe: `objective`, and `folds`, `fold_mode`, `fold_agg`;
+        on a universe also `across`."""
         base = cls.parse(search.objective)
         check_fold_settings(search.folds, search.fold_mode, search.fold_agg)
+        if search.across not in ACROSS:
+            raise ConfigError(f"search.across {search.across!r}: use {', '.join(ACROSS)}")
+        across = search.across if universe else ""
         if not search.folds:
-            return base
-        return cls(base.period, base.metric, search.folds, search.fold_mode, search.fold_agg)
+            return cls(base.period, base.metric, across=across)
+        return cls(base.period, base.metric, search.folds, search.fold_mode, search.fold_agg, across)
+
+    across: str = ""  # on a universe: how the markets are aggregated (mean | median | min); "" on one market
 
     def __str__(self) -> str:
-        if self.folds:
-            return describe(self.folds, self.fold_mode, self.fold_agg, self.metric)
-        return f"{self.period}.{self.metric}"
+        text = (describe(self.folds, self.fold_mode, self.fold_agg, self.metric) if self.folds
+                else f"{self.period}.{self.metric}")
+        return f"{text} ({self.across} over markets)" if self.across else text
 
     def value(self, metrics: dict[str, dict[str, float]] | None) -> float:
         """The objective's value in {period: {metric: value}}; NaN when missing.
@@ -185,3 +194,58 @@ class Evaluator:
         d = self.market.dates
         return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
                 for name, (a, b) in self.fold_spans.items()}
+
+
+class UniverseEvaluator:
+    """An Evaluator per market of a universe; metrics aggregated over the markets with `search.across`.
+
+    The daily returns are pooled: for each search period, every market's returns one after another
+    (train of market 1, train of market 2, ..., then validation), so the run's statistics (PSR, DSR,
+    PBO) read one long series per candidate.
+    """
+
+    def __init__(self, universe: Universe, settings: Settings):
+        self.universe = universe
+        self.settings = settings
+        self.across = settings.search.across
+        self.evaluators = [Evaluator(m, settings) for m in universe]
+        self.fold_spans = self.evaluators[0].fold_spans  # truthy when folds are on
+        layout, start = {}, 0
+        for period in SEARCH_PERIODS:
+            length = sum(e.returns_layout[period][1] - e.returns_layout[period][0] for e in self.evaluators)
+            layout[period] = (start, start + length)
+            start += length
+        self.returns_layout = layout
+
+    def __call__(self, typed: TypedProgram) -> Evaluation:
+        per = {e.market.name: e(typed) for e in self.evaluators}
+        by_asset = {name: ev.metrics for name, ev in per.items()}
+        metrics: dict = across_assets(by_asset, self.across)
+        metrics["assets"] = by_asset
+        parts = []
+        for period in SEARCH_PERIODS:
+            for e, ev in zip(self.evaluators, per.values()):
+                a, b = e.returns_layout[period]
+                parts.append(ev.returns[a:b])
+        return Evaluation(metrics, np.concatenate(parts))
+
+    def period_dates(self) -> dict[str, dict[str, object]]:
+        """Per search period: the earliest first date, the latest last date, bars summed over the markets."""
+        return _spread_dates([e.period_dates() for e in self.evaluators])
+
+    def fold_dates(self) -> dict[str, dict[str, object]]:
+        return _spread_dates([e.fold_dates() for e in self.evaluators])
+
+
+def _spread_dates(each: list[dict[str, dict[str, object]]]) -> dict[str, dict[str, object]]:
+    out = {}
+    for name in each[0]:
+        rows = [d[name] for d in each if name in d]
+        out[name] = {"first": min(str(r["first"]) for r in rows), "last": max(str(r["last"]) for r in rows),
+                     "bars": sum(int(r["bars"]) for r in rows), "markets": len(rows)}
+    return out
+
+
+def make_evaluator(data: Market | Universe, settings: Settings):
+    """An Evaluator for one market, a UniverseEvaluator for a universe."""
+    return UniverseEvaluator(data, settings) if isinstance(data, Universe) else Evaluator(data, settings)

@@ -24,6 +24,7 @@ from autostrat.walkforward import fold_names
 # The metrics a prompt shows per period, the objective's own metric first when it is not here.
 PROMPT_METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "num_trades", "win_rate",
                   "exposure", "buy_hold_return", "excess_return")
+MAX_ASSET_ROWS = 12  # markets listed per table on a universe: the worst and the best halves
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
 
 
@@ -61,6 +62,34 @@ def metrics_table(metrics: dict[str, dict[str, float]] | None, objective: Object
     for m in shown_metrics(objective):
         digits = 0 if m == "num_trades" else 4
         rows.append(f"| {m} | " + " | ".join(fmt_number(metrics[p].get(m), digits) for p in periods) + " |")
+    if metrics.get("assets"):
+        rows.append("\n" + asset_spread(metrics["assets"], objective))
+    return "\n".join(rows)
+
+
+def asset_spread(by_asset: dict[str, dict[str, dict[str, float]]], objective: Objective,
+                 limit: int = MAX_ASSET_ROWS) -> str:
+    """Per market: the objective's metric on train and validation and the validation return against
+    buy and hold, worst first, so a model sees where a rule fails. Long lists keep the worst and best."""
+    key = objective.metric
+
+    def value(item) -> float:
+        v = (item[1].get(objective.period) or {}).get(key)
+        return float("inf") if v is None or v != v else float(v)
+
+    items = sorted(by_asset.items(), key=value)
+    hidden = max(len(items) - limit, 0)
+    if hidden:
+        items = items[: limit // 2] + items[-(limit - limit // 2):]
+    title = f"Across {len(by_asset)} markets, {objective.across or 'mean'} shown above; per market, worst first"
+    rows = [f"{title}:", f"| market | train.{key} | validation.{key} | validation.total_return | "
+            "validation.buy_hold_return |", "|---|---|---|---|---|"]
+    for i, (name, m) in enumerate(items):
+        if hidden and i == limit // 2:
+            rows.append(f"| ({hidden} markets in between) | | | | |")
+        t, v = m.get("train") or {}, m.get("validation") or {}
+        rows.append(f"| {name} | {fmt_number(t.get(key))} | {fmt_number(v.get(key))} | "
+                    f"{fmt_number(v.get('total_return'))} | {fmt_number(v.get('buy_hold_return'))} |")
     return "\n".join(rows)
 
 
@@ -87,11 +116,16 @@ def system_values(settings: Settings, objective: Objective, periods: dict[str, d
 
 def objective_description(objective: Objective) -> str:
     """What the objective measures, in words, for program.md."""
+    markets = ""
+    if objective.across:
+        how = {"mean": "the mean", "median": "the median", "min": "the lowest value"}[objective.across]
+        markets = (f", taken as {how} over the markets of the universe (each market is backtested on its "
+                   "own; the tables show the aggregate and a per-market spread)")
     if not objective.folds:
-        return f"the `{objective.metric}` of the {objective.period} period"
+        return f"the `{objective.metric}` of the {objective.period} period{markets}"
     how = "the mean" if objective.fold_agg == "mean" else "the lowest value"
     return (f"{how} of `{objective.metric}` over {objective.folds} {objective.fold_mode} walk-forward "
-            "folds of train and validation (listed below)")
+            f"folds of train and validation (listed below){markets}")
 
 
 def walk_forward_text(objective: Objective, folds: dict[str, dict[str, Any]] | None) -> str:
@@ -109,7 +143,11 @@ def walk_forward_text(objective: Objective, folds: dict[str, dict[str, Any]] | N
 
 
 def _dates(p: dict[str, Any] | None) -> str:
-    return f"{p['first']} to {p['last']}, {p['bars']} bars" if p else "none"
+    if not p:
+        return "none"
+    if p.get("markets"):
+        return f"{p['first']} to {p['last']}, {p['bars']} bars over {p['markets']} markets, each on its own dates"
+    return f"{p['first']} to {p['last']}, {p['bars']} bars"
 
 
 def system_prompt(settings: Settings, objective: Objective, periods: dict[str, dict[str, Any]], market: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from autostrat.backtest import ALL_PERIODS, backtest, buy_and_hold, period_spans
 from autostrat.card import card
 from autostrat.config import Settings
-from autostrat.data import Market, load_market
+from autostrat.data import Market
 from autostrat.errors import AutostratError, ConfigError
 from autostrat.nullrun import null_path, rebuild_market
 from autostrat.objective import Objective
@@ -29,6 +29,7 @@ from autostrat.robustness import robustness
 from autostrat.runs import RunFolder, atomic_write, clean_json
 from autostrat.runstats import run_settings, run_statistics
 from autostrat.sealed import latest_opening, open_seal, sealed_metrics, top_records
+from autostrat.universe import Universe, across_assets, load_data
 from autostrat.walkforward import fold_spans
 
 REPORT_FILE = "report.html"
@@ -38,9 +39,12 @@ DSR_BAR = 0.95
 PBO_BAR = 0.5
 
 
-def load_run_market(run: RunFolder, settings: Settings) -> Market:
-    """The market the run searched (its data spec, or the null run's matched market), checked by sha256."""
-    market = rebuild_market(run.config, load_market(settings.data.spec, settings.data))
+def load_run_market(run: RunFolder, settings: Settings) -> Market | Universe:
+    """The market (or universe) the run searched (its data spec, or the null run's matched market),
+    checked by sha256."""
+    market = load_data(settings.data.spec, settings.data)
+    if not isinstance(market, Universe):
+        market = rebuild_market(run.config, market)
     want = (run.config.get("data") or {}).get("sha256")
     if want and market.sha256 != want:
         raise ConfigError(f"{run.path}: the data changed since this run was made: {settings.data.spec} now has "
@@ -63,6 +67,9 @@ def build_report(path: str | Path, *, by: str = "report", with_robustness: bool 
     stats = run_statistics(run, records, objective, n_splits)
     top = top_records(records, settings.search.population)
     best = top[0]
+    if isinstance(market, Universe):
+        return _universe_report(run, records, settings, Objective.from_settings(settings.search, universe=True),
+                                market, sealed, stats, top, best, by, with_robustness, n_splits)
     periods = tuple(p for p in ALL_PERIODS if p in period_spans(market, settings, ALL_PERIODS))
     result = backtest(run.read_strategy(best["iteration"]), market, settings, periods=periods)
     hold = buy_and_hold(market, result.spans, settings)
@@ -93,6 +100,60 @@ def build_report(path: str | Path, *, by: str = "report", with_robustness: bool 
                                  null["best_objective"] if null else None),
         "equity": equity_png(result_curves(result), f"Best strategy (iteration {best['iteration']}) against "
                                                     "buy and hold"),
+    }
+    return report
+
+
+def _universe_report(run, records, settings, objective, universe, sealed, stats, top, best, by,
+                     with_robustness, n_splits) -> dict[str, Any]:
+    """build_report on a universe: metrics are the `search.across` aggregates over the markets; the
+    equity chart shows the median market; a table lists every market."""
+    across = settings.search.across
+    text = run.read_strategy(best["iteration"])
+    result = backtest(text, universe, settings, periods=ALL_PERIODS)
+    holds, fold_holds, dates = {}, {}, {}
+    for m in universe:
+        spans = result.results[m.name].spans
+        holds[m.name] = buy_and_hold(m, spans, settings)
+        folds = _folds(m, settings, spans)
+        if folds:
+            fold_holds[m.name] = buy_and_hold(m, folds, settings)
+        dates[m.name] = {p: (str(m.dates[a]), str(m.dates[b - 1]), int(b - a)) for p, (a, b) in spans.items()}
+    hold = across_assets(holds, across)
+    hold_all = {**hold, **across_assets(fold_holds, across)} if fold_holds else hold
+    metrics = result.aggregate(across)
+    by_market = {name: float((m.get(objective.period) or {}).get(objective.metric, math.nan))
+                 for name, m in result.metrics.items()}
+    ranked = sorted((v, n) for n, v in by_market.items() if not math.isnan(v))
+    median_name = ranked[len(ranked) // 2][1] if ranked else universe.names[0]
+    median = result.results[median_name]
+    periods = {}
+    for p in ALL_PERIODS:
+        rows = [d[p] for d in dates.values() if p in d]
+        if rows:
+            periods[p] = {"first": min(r[0] for r in rows), "last": max(r[1] for r in rows),
+                          "bars": sum(r[2] for r in rows), "markets": len(rows)}
+    null = null_summary(run, n_splits)
+    report: dict[str, Any] = {
+        "run": run.name, "path": str(run.path), "config": run.config, "objective": str(objective),
+        "objective_metric": objective.metric, "folds": objective.folds, "records": records, "stats": stats,
+        "sealed": sealed, "top": [_top_entry(r, sealed) for r in top], "buy_hold": hold,
+        "buy_hold_objective": objective.value(hold_all), "best": _top_entry(best, sealed), "null": null,
+        "market_name": f"{universe.name} ({len(universe)} markets, {across} over them)", "periods": periods,
+        "universe": {"across": across, "median_market": median_name, "markets": result.metrics,
+                     "buy_hold": holds},
+    }
+    report["robustness"] = (robustness(result.results[median_name].typed, universe, settings, objective)
+                            if with_robustness else None)
+    report["card"] = card(median.typed, metrics, {p: v["bars"] for p, v in periods.items()})
+    report["source"] = text
+    report["lineage"] = lineage(records, {r["iteration"] for r in top})
+    report["flags"] = red_flags(report)
+    report["plots"] = {
+        "progress": progress_png(records, str(objective), report["buy_hold_objective"],
+                                 null["best_objective"] if null else None),
+        "equity": equity_png(result_curves(median), f"Best strategy (iteration {best['iteration']}) on "
+                                                    f"{median_name}, the median market, against buy and hold"),
     }
     return report
 

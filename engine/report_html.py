@@ -18,6 +18,7 @@ SECTIONS = {
     "progress": "Search progress",
     "equity": "Best strategy against buy and hold",
     "metrics": "Metrics by period",
+    "markets": "Every market of the universe",
     "statistics": "How much of it is real",
     "folds": "Walk-forward folds",
     "null": "Null run: the same search on noise",
@@ -143,6 +144,27 @@ def _metrics_tables(r: dict[str, Any]) -> str:
     if "test" not in r["periods"]:
         out.append(f'<p class="muted">No test period: {_e(sealed.get("reason", ""))}.</p>')
     return "\n".join(out)
+
+
+def _markets(r: dict[str, Any]) -> str:
+    """Per market of a universe: the best strategy's return, buy and hold and Sharpe in every period."""
+    u = r["universe"]
+    periods = list(r["periods"])
+    head = ('<tr><th class="l" rowspan="2">market</th>' + "".join(f'<th colspan="3">{_e(p)}</th>' for p in periods)
+            + "</tr><tr>" + "<th>return</th><th>buy&amp;hold</th><th>Sharpe</th>" * len(periods) + "</tr>")
+    rows = []
+    for name, metrics in u["markets"].items():
+        cells = ""
+        for p in periods:
+            m, h = metrics.get(p) or {}, (u["buy_hold"].get(name) or {}).get(p) or {}
+            cells += (f"<td>{fmt('total_return', m.get('total_return'))}</td>"
+                      f"<td>{fmt('total_return', h.get('total_return'))}</td><td>{fmt('sharpe', m.get('sharpe'))}</td>")
+        cls = ' class="best"' if name == u["median_market"] else ""
+        rows.append(f'<tr{cls}><td class="l">{_e(name)}</td>{cells}</tr>')
+    note = (f'<p class="muted">The tables above show the {_e(u["across"])} over the markets; each market is '
+            f'traded on its own dates. The equity chart shows {_e(u["median_market"])} (bold), the market whose '
+            "objective is the median.</p>")
+    return note + f"<table>{head}{''.join(rows)}</table>"
 
 
 def _stat(name: str, value: str, sentence: str) -> str:
@@ -357,7 +379,10 @@ def render(r: dict[str, Any]) -> str:
                      '<p class="muted">Growth of 1, each period traded from flat with the initial capital and chained '
                      "to the previous one; drawdowns are within each period. The test period is sealed: the search "
                      "never saw it.</p>"),
-            _section("metrics", _metrics_tables(r)), _section("statistics", _statistics(r))]
+            _section("metrics", _metrics_tables(r))]
+    if r.get("universe"):
+        body.append(_section("markets", _markets(r)))
+    body.append(_section("statistics", _statistics(r)))
     if r.get("fold_periods"):
         body.append(_section("folds", _folds(r)))
     body += [_section("null", _null(r)), _section("robustness", _robustness(r)), _section("card", _card(r)),

@@ -40,6 +40,7 @@ from autostrat.fmt import canonical_hash, expr as expr_text, number
 from autostrat.objective import Objective
 from autostrat.registry import BUILTINS
 from autostrat.walkforward import fold_spans
+from autostrat.universe import Universe, aggregate
 
 JITTER = 0.2
 MAX_POINTS = 81  # 3^4: a full grid for up to four numbers
@@ -178,15 +179,31 @@ def _spans(market: Market, settings: Settings) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def _scores(typed: list[TypedProgram], market: Market, settings: Settings, objective: Objective) -> list[dict]:
-    spans = _spans(market, settings)
-    values = metrics_array(typed, market, spans, settings)
+def _scores(typed: list[TypedProgram], market, settings: Settings, objective: Objective) -> list[dict]:
+    if isinstance(market, Universe):  # each market on its own periods, then the `across` aggregate
+        per = []
+        for m in market:
+            spans = _spans(m, settings)
+            per.append(metrics_array(typed, m, spans, settings))
+        values = _across(np.stack(per), settings.search.across)
+    else:
+        spans = _spans(market, settings)
+        values = metrics_array(typed, market, spans, settings)
     out = []
     for row in values:
         m = metrics_dicts(row, spans)
         v = m["validation"]
         out.append({"objective": objective.value(m), "validation_return": v["total_return"],
                     "validation_sharpe": v["sharpe"], "excess": v["excess_return"]})
+    return out
+
+
+def _across(values: np.ndarray, how: str) -> np.ndarray:
+    """(A, ...) -> (...): the mean, median or min over the first axis, NaN skipped (NaN when all are)."""
+    out = np.full(values.shape[1:], np.nan)
+    flat_in, flat_out = values.reshape(values.shape[0], -1), out.reshape(-1)
+    for j in range(flat_in.shape[1]):
+        flat_out[j] = aggregate(flat_in[:, j], how)
     return out
 
 

@@ -27,6 +27,7 @@ from autostrat.config import Settings
 from autostrat.data import Market
 from autostrat.objective import Member
 from autostrat.runs import RunFolder, as_float, atomic_write, clean_json
+from autostrat.universe import Universe, across_assets
 
 SEALED_FILE = "sealed.json"
 
@@ -79,20 +80,19 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     sealed = read_sealed(run.path) or {"openings": []}
     if is_current(sealed, records, k):
         return sealed
-    spans = period_spans(market, settings, ("test",))
     opened_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
     opening: dict[str, Any] = {"opened_at": opened_at, "by": by,
                                "after_iteration": records[-1]["iteration"] if records else None,
                                "records": len(records), "strategies": [], "buy_hold": None}
-    if "test" in spans:
-        a, b = spans["test"]
-        sealed["test_period"] = {"first": str(market.dates[a]), "last": str(market.dates[b - 1]), "bars": int(b - a)}
+    period = _test_period(market, settings)
+    if period is not None:
+        sealed["test_period"] = period
         sealed["reason"] = ""
         for r in top_records(records, k):
-            result = backtest(run.read_strategy(r["iteration"]), market, settings, periods=("test",))
-            opening["strategies"].append({"iteration": r["iteration"], "hash": r.get("hash", ""),
-                                          "objective": r.get("objective"), "test": result.metrics["test"]})
-        opening["buy_hold"] = buy_and_hold(market, spans, settings)["test"]
+            entry = {"iteration": r["iteration"], "hash": r.get("hash", ""), "objective": r.get("objective")}
+            entry.update(_test_metrics(run.read_strategy(r["iteration"]), market, settings))
+            opening["strategies"].append(entry)
+        opening["buy_hold"] = _test_buy_hold(market, settings)
     else:
         sealed["test_period"] = None
         sealed["reason"] = ("the split has no test period (two_way, or no bars on or after test_start "
@@ -102,6 +102,41 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     sealed["times_opened"] = len(sealed["openings"])
     atomic_write(run.path / SEALED_FILE, json.dumps(clean_json(sealed), indent=2) + "\n")
     return sealed
+
+
+def _test_period(market, settings: Settings) -> dict[str, Any] | None:
+    """The test period's dates and bars (on a universe: earliest, latest, summed, markets); None without one."""
+    markets = list(market) if isinstance(market, Universe) else [market]
+    rows = []
+    for m in markets:
+        spans = period_spans(m, settings, ("test",))
+        if "test" in spans:
+            a, b = spans["test"]
+            rows.append({"first": str(m.dates[a]), "last": str(m.dates[b - 1]), "bars": int(b - a)})
+    if not rows:
+        return None
+    if not isinstance(market, Universe):
+        return rows[0]
+    return {"first": min(r["first"] for r in rows), "last": max(r["last"] for r in rows),
+            "bars": sum(r["bars"] for r in rows), "markets": len(rows)}
+
+
+def _test_metrics(text: str, market, settings: Settings) -> dict[str, Any]:
+    """{"test": metrics}; on a universe the `search.across` aggregate, and `test_by_asset` beside it."""
+    result = backtest(text, market, settings, periods=("test",))
+    if not isinstance(market, Universe):
+        return {"test": result.metrics["test"]}
+    by_asset = {name: m["test"] for name, m in result.metrics.items() if "test" in m}
+    return {"test": across_assets({n: {"test": m} for n, m in by_asset.items()}, settings.search.across)["test"],
+            "test_by_asset": by_asset}
+
+
+def _test_buy_hold(market, settings: Settings) -> dict[str, float]:
+    if not isinstance(market, Universe):
+        return buy_and_hold(market, period_spans(market, settings, ("test",)), settings)["test"]
+    per = {m.name: buy_and_hold(m, spans, settings) for m in market
+           if "test" in (spans := period_spans(m, settings, ("test",)))}
+    return across_assets(per, settings.search.across)["test"]
 
 
 def sealed_metrics(sealed: dict[str, Any] | None, iteration: int) -> dict[str, float] | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import autostrat
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,3 +29,17 @@ def test_wheel_holds_grammar_prompts_and_examples(tmp_path):
     assert len(examples) >= 9 and "autostrat/grammar/examples/sma_cross.strat" in examples
     assert "autostrat/cli/__init__.py" in names and "autostrat/vm.py" in names
     assert not any(n.startswith(("tests/", "engine/")) for n in names)
+
+
+def test_the_numba_cache_key_covers_the_jitted_modules_and_what_they_import():
+    # An edit to any of these must start a fresh numba cache; an edit elsewhere must not.
+    from autostrat._numba_cache import jitted_sources
+
+    names = {p.stem for p in jitted_sources()}
+    assert {"vm", "kernels", "kernels_ta", "simulate", "stats", "evaluate"} <= names
+    assert {"opcodes", "registry"} <= names  # the registry's order numbers the opcodes the VM reads
+    assert not {"bulk", "universe", "loop", "report", "__init__"} & names
+    engine = Path(autostrat.__file__).parent
+    for path in engine.glob("*.py"):
+        if "@njit" in path.read_text(encoding="utf-8"):
+            assert path.stem in names, path

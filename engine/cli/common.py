@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from autostrat.config import Settings
 from autostrat.data import Market, load_market
+from autostrat.universe import Universe, load_data
 
 # argparse destination -> the setting it overrides. Commands may pass more with `extra`.
 FLAG_SETTINGS = {
@@ -41,7 +42,8 @@ def add_data_options(parser: argparse.ArgumentParser, spec: bool = True) -> None
             "--data",
             metavar="SPEC",
             help="market to use: a ticker (SPY, read from the data folder or downloaded), a CSV path, "
-            "or synthetic[:seed=N,bars=N,start=DATE] (default: data.spec, else synthetic)",
+            "or synthetic[:seed=N,bars=N,start=DATE]; a universe of several: SPY,QQQ,IWM, "
+            "synthetic:seed=1..20 or universe:FILE (default: data.spec, else synthetic)",
         )
     group.add_argument(
         "--data-dir", metavar="DIR", help="folder of prepared data files (default: data.data_dir, else data)"
@@ -81,3 +83,8 @@ def settings_from_args(args: argparse.Namespace, extra: Mapping[str, str] | None
 def load_market_from_args(args: argparse.Namespace, settings: Settings) -> Market:
     """The market the resolved settings name (data.spec, data.data_dir, data.min_bars)."""
     return load_market(settings.data.spec, settings.data)
+
+
+def load_data_from_args(args: argparse.Namespace, settings: Settings) -> Market | Universe:
+    """The market, or the universe of markets, the resolved settings name."""
+    return load_data(settings.data.spec, settings.data)

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import pandas as pd
 
-from autostrat.cli.common import add_data_options, add_split_options, load_market_from_args, settings_from_args
+from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
 from autostrat.data import describe, meta_path, prepare_csv, prepare_ticker
-from autostrat.errors import ConfigError
+from autostrat.errors import EXIT_USAGE, AutostratError, ConfigError
+from autostrat.universe import Universe
 
 _PREPARE_HELP = """\
 Store market data in the data folder, validated and in one format (Date,Open,High,Low,Close,Volume),
 with NAME.meta.json beside it (source, rows, dates, sha256, fetch time).
 
   autostrat prepare --ticker SPY                  download adjusted daily bars from Yahoo Finance
+  autostrat prepare --tickers SPY,QQQ,IWM         download several; one failure does not stop the rest
   autostrat prepare --csv prices.csv --name gold  import your own OHLCV file
 
-Afterwards use the name as a data spec: --data SPY, --data gold.
+Afterwards use the name as a data spec: --data SPY, --data gold, or a universe --data SPY,QQQ,IWM.
 """
 
 _DATA_HELP = """\
@@ -39,6 +42,9 @@ def register(sub) -> None:
     source.add_argument(
         "--ticker", metavar="SYMBOL", help="Yahoo Finance symbol to download, e.g. SPY (needs the network)"
     )
+    source.add_argument(
+        "--tickers", metavar="LIST", help="several symbols, comma-separated (SPY,QQQ,IWM), or universe:FILE"
+    )
     source.add_argument("--csv", metavar="PATH", help="an OHLCV CSV file to validate and import (needs --name)")
     prepare.add_argument("--name", metavar="NAME", help="name to store a --csv file under: <data-dir>/NAME.csv")
     prepare.add_argument(
@@ -58,7 +64,8 @@ def register(sub) -> None:
         "spec",
         nargs="?",
         metavar="SPEC",
-        help="a ticker (SPY), a CSV path, or synthetic[:seed=N,bars=N,start=DATE] (default: data.spec, else synthetic)",
+        help="a ticker (SPY), a CSV path, synthetic[:seed=N,bars=N,start=DATE], or a universe "
+        "(SPY,QQQ or universe:FILE) (default: data.spec, else synthetic)",
     )
     add_data_options(data, spec=False)
     add_split_options(data)
@@ -80,6 +87,8 @@ def run_prepare(args: argparse.Namespace) -> int:
             raise ConfigError(f"prepare: --name applies to --csv only; a ticker is stored as {data_dir}/TICKER.csv")
         start = _date(args.start or settings.data.start, "--start")
         end = _date(args.end, "--end") if args.end else None
+        if args.tickers is not None:
+            return _prepare_many(args.tickers, start, end, data_dir)
         path = prepare_ticker(args.ticker, start=start, end=end, data_dir=data_dir)
     meta_file = meta_path(path)
     print(f"wrote: {path}")
@@ -90,11 +99,46 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_many(text: str, start: str, end: str | None, data_dir: str) -> int:
+    """Download each ticker in turn with a progress line; a summary of what failed and why at the end."""
+    from autostrat.universe import universe_specs
+
+    tickers = list(dict.fromkeys(t.upper() for t in universe_specs(text)))
+    if not tickers:
+        raise ConfigError("prepare --tickers: list at least one symbol, e.g. --tickers SPY,QQQ,IWM")
+    done, failed = [], []
+    tty = sys.stderr.isatty()
+    for i, ticker in enumerate(tickers, 1):
+        try:
+            path = prepare_ticker(ticker, start=start, end=end, data_dir=data_dir)
+            done.append(ticker)
+            state = f"ok ({path})"
+        except AutostratError as exc:
+            failed.append((ticker, str(exc)))
+            state = "FAILED"
+        bar = "#" * (20 * i // len(tickers))
+        line = f"[{bar:<20}] {i}/{len(tickers)} {ticker}: {state}"
+        print(("\r" + line.ljust(100)) if tty else line, end="" if tty and i < len(tickers) else "\n",
+              file=sys.stderr, flush=True)
+    print(f"prepared {len(done)} of {len(tickers)} into {data_dir}/" + (f": {','.join(done)}" if done else ""))
+    for ticker, why in failed:
+        print(f"failed {ticker}: {why}")
+    if done:
+        print(f"use them as: --data {','.join(done)}")
+    return EXIT_USAGE if failed else 0
+
+
 def run_data(args: argparse.Namespace) -> int:
-    """Print the `describe` report of the market the spec (or the settings) names."""
+    """Print the `describe` report of the market (or of each market of the universe) the spec names."""
     settings = settings_from_args(args, extra={"spec": "data.spec"})
-    market = load_market_from_args(args, settings)
-    print(describe(market, settings.split))
+    data = load_data_from_args(args, settings)
+    if isinstance(data, Universe):
+        print(f"universe: {len(data)} markets")
+        for market in data:
+            print()
+            print(describe(market, settings.split))
+        return 0
+    print(describe(data, settings.split))
     return 0
 
 

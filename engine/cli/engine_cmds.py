@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
-from autostrat.bulk import evaluate_many, parse_grid, sweep
-from autostrat.cli.common import add_data_options, add_split_options, load_market_from_args, settings_from_args
+from autostrat.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
+from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
 from autostrat.errors import EXIT_OK, AutostratError
 from autostrat.stats import METRIC_NAMES
+from autostrat.universe import ACROSS, Universe
 
 _PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "avg_trade_return", "exposure",
             "buy_hold_return", "excess_return"}
@@ -56,8 +57,10 @@ def _settings(args):
 
 def cmd_backtest(args) -> int:
     s = _settings(args)
-    market = load_market_from_args(args, s)
+    market = load_data_from_args(args, s)
     periods = ALL_PERIODS if args.test else SEARCH_PERIODS
+    if isinstance(market, Universe):
+        return _backtest_universe(args, s, market, periods)
     result = backtest(args.file, market, s, periods=periods)
     hold = buy_and_hold(market, result.spans, s)
     if args.plot:
@@ -81,6 +84,55 @@ def cmd_backtest(args) -> int:
     if not args.test:
         print("(the test period is sealed: add --test to show it, and know that every look spends it)")
     return EXIT_OK
+
+
+_UNIVERSE_COLS = (("return", "total_return"), ("buy&hold", "buy_hold_return"), ("sharpe", "sharpe"),
+                  ("max_dd", "max_drawdown"), ("trades", "num_trades"))
+
+
+def _backtest_universe(args, s, universe: Universe, periods) -> int:
+    """One row per market and period block, then the mean, median and min and the share beating buy and hold."""
+    if args.plot:
+        raise AutostratError("--plot draws one market; on a universe, backtest the market you want to see")
+    result = backtest(args.file, universe, s, periods=periods)
+    summary = result.summary
+    if args.json:
+        print(json.dumps(_json_safe({"assets": result.metrics, "aggregate": summary}), indent=2))
+        return EXIT_OK
+    bt = s.backtest
+    first = next(iter(result.results.values()))
+    print(first.name or args.file)
+    print(f"data: {len(universe)} markets; fill {bt.fill}; costs {bt.commission_bps:g} + {bt.slippage_bps:g} bps "
+          f"per side; warm-up {first.typed.warmup} bars; each market traded on its own dates")
+    shown = [p for p in periods if any(p in m for m in result.metrics.values())]
+    width = max([len(n) for n in universe.names] + [14])
+    block = 10 * len(_UNIVERSE_COLS)
+    print(f"{'':<{width}}" + "".join(f"{(p + ' (sealed)' if p == 'test' else p):>{block + 2}}" for p in shown))
+    print(f"{'market':<{width}}" + "".join("  " + "".join(f"{c:>10}" for c, _ in _UNIVERSE_COLS) for _ in shown))
+
+    def line(label: str, metrics_of) -> str:
+        out = f"{label:<{width}}"
+        for p in shown:
+            m = metrics_of(p)
+            out += "  " + "".join(f"{(fmt_metric(k, m[k]) if m else '-'):>10}" for _, k in _UNIVERSE_COLS)
+        return out
+
+    for name, metrics in result.metrics.items():
+        print(line(name, lambda p, metrics=metrics: metrics.get(p)))
+    print("-" * (width + len(shown) * (block + 2)))
+    for how in ACROSS:
+        print(line(how, lambda p, how=how: summary[how].get(p)))
+    beats = "".join(f"{_share(summary['beats_buy_hold'].get(p), len(universe)):>{block + 2}}" for p in shown)
+    print(f"{'beats buy&hold':<{width}}{beats}")
+    if not args.test:
+        print("(the test period is sealed: add --test to show it, and know that every look spends it)")
+    return EXIT_OK
+
+
+def _share(value, n: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{round(value * n)}/{n} markets ({value:.0%})"
 
 
 def _plot(result, path: str) -> None:
@@ -109,12 +161,18 @@ def _print_ranked(frame, objective: str, top: int, first_cols: list[str]) -> Non
     cols = list(dict.fromkeys(first_cols + [
         f"train.{metric}", f"validation.{metric}", "train.total_return", "validation.total_return",
         "validation.sharpe", "validation.max_drawdown", "validation.num_trades", "validation.buy_hold_return"]))
+    if "validation.beats_buy_hold" in frame.columns:
+        cols.append("validation.beats_buy_hold")
 
     def cell(col, value) -> str:
         if isinstance(value, str):
             return value
         if col in first_cols:
             return f"{value:g}"
+        if col.endswith(".beats_buy_hold"):
+            return "n/a" if math.isnan(value) else f"{value:.0%}"
+        if col.endswith(".num_trades") and value != int(value):
+            return f"{value:.1f}"
         return fmt_metric(col.split(".")[-1], value)
 
     rows = [[cell(c, row[c]) for c in cols] for _, row in ranked.iterrows()]
@@ -124,15 +182,59 @@ def _print_ranked(frame, objective: str, top: int, first_cols: list[str]) -> Non
         print(f"{rank:>4}  " + "  ".join(f"{v:>{w}}" for v, w in zip(r, widths)))
 
 
+def _progress(label: str):
+    """A chunks-done callback: one updating line on a terminal, else a line per tenth of the work."""
+    tty = sys.stderr.isatty()
+
+    def report(done: int, total: int) -> None:
+        if tty:
+            print(f"\r{label}: chunks {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"{label}: chunks {done}/{total}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _run_bulk(args, s, work, keys: list[str]):
+    """Run `work(data, executor, progress)` here or on the --scheduler; on a universe, write the
+    per-asset rows (--per-asset) and return one row per strategy aggregated with --across."""
+    data = load_data_from_args(args, s)
+    universe = isinstance(data, Universe)
+    if args.per_asset and not universe:
+        raise AutostratError("--per-asset writes one row per market of a universe; --data names one market")
+    if args.scheduler:
+        from autostrat.cluster import open_executor
+
+        with open_executor(args.scheduler) as executor:
+            frame = work(data, executor, _progress(args.command))
+    else:
+        frame = work(data, None, _progress(args.command) if universe else None)
+    if not universe:
+        return frame, data.name
+    if args.per_asset:
+        frame.to_csv(args.per_asset, index=False)
+        print(f"wrote {len(frame)} rows (strategy x market) to {args.per_asset}")
+    across = args.across or s.search.across
+    label = f"{len(data)} markets, {across} across them"
+    return across_assets_frame(frame, across, keys=keys), label
+
+
 def cmd_bulk(args) -> int:
     s = _settings(args)
     objective = _objective(args, s)
-    market = load_market_from_args(args, s)
-    frame = evaluate_many(args.files, market, s, chunk_size=args.chunk_size)
-    frame.insert(0, "file", [str(f) for f in args.files])
+    files = [str(f) for f in args.files]
+
+    def work(data, executor, progress):
+        frame = evaluate_many(args.files, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
+        per = len(frame) // len(files)
+        frame.insert(0, "file", [f for f in files for _ in range(per)])
+        return frame
+
+    frame, label = _run_bulk(args, s, work, ["file", "name"])
     if args.out:
         frame.to_csv(args.out, index=False)
         print(f"wrote {len(frame)} rows to {args.out}")
+    print(f"{len(frame)} strategies on {label}; best {min(args.top, len(frame))} by {objective}:")
     _print_ranked(frame, objective, args.top, ["file"])
     return EXIT_OK
 
@@ -140,13 +242,16 @@ def cmd_bulk(args) -> int:
 def cmd_sweep(args) -> int:
     s = _settings(args)
     objective = _objective(args, s)
-    market = load_market_from_args(args, s)
     grid = parse_grid(args.param)
-    frame = sweep(args.file, grid, market, s, chunk_size=args.chunk_size)
+
+    def work(data, executor, progress):
+        return sweep(args.file, grid, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
+
+    frame, label = _run_bulk(args, s, work, list(grid))
     if args.out:
         frame.to_csv(args.out, index=False)
         print(f"wrote {len(frame)} rows to {args.out}")
-    print(f"{len(frame)} combinations of {', '.join(grid)} on {market.name}; best {args.top} by {objective}:")
+    print(f"{len(frame)} combinations of {', '.join(grid)} on {label}; best {min(args.top, len(frame))} by {objective}:")
     _print_ranked(frame, objective, args.top, list(grid))
     return EXIT_OK
 
@@ -183,4 +288,9 @@ def register(sub) -> None:
         p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
         p.add_argument("--out", metavar="CSV", help="write every row to a CSV file")
         p.add_argument("--chunk-size", type=int, default=256, help="programs per compiled batch (bounds memory)")
+        p.add_argument("--across", choices=ACROSS, help="on a universe: rank by the mean (default search.across), "
+                       "median or min of the objective over the markets")
+        p.add_argument("--per-asset", metavar="CSV", help="on a universe: also write one row per strategy and market")
+        p.add_argument("--scheduler", metavar="ADDRESS", help="run the chunks on a Dask cluster: a scheduler address "
+                       "(tcp://HOST:8786) or local:N for N worker processes here (needs the dask extra)")
         p.set_defaults(handler=cmd_bulk if name == "bulk" else cmd_sweep)

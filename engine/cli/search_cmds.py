@@ -14,12 +14,12 @@ from autostrat import __version__
 from autostrat.cli.common import FLAG_SETTINGS, add_data_options, add_split_options, settings_from_args
 from autostrat.config import Settings
 from autostrat.constrain import MODES, constraint_for
-from autostrat.data import load_market
+from autostrat.universe import Universe, load_data
 from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError
 from autostrat.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
 from autostrat.loop import MutateProposer, Search, describe_reason, summary_table
 from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
-from autostrat.objective import Evaluator, Objective
+from autostrat.objective import Evaluator, Objective, make_evaluator
 from autostrat.resources import example_path, grammar_path
 from autostrat.runs import RunFolder
 
@@ -30,10 +30,11 @@ SEARCH_FLAGS = {
     "population": "search.population", "max_fails": "search.max_fails", "seed": "search.seed",
     "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir", "constrain": "llm.constrain",
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
+    "across": "search.across",
 }
 # Settings a resumed run must keep: changing them would change what the records mean.
 IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
-            "search.fold_mode", "search.fold_agg")
+            "search.fold_mode", "search.fold_agg", "search.across")
 
 _HELP = """\
 Search for a better strategy. Iteration 0 evaluates the baseline (--from, default the SMA 20/50
@@ -42,7 +43,9 @@ offline mutation proposer), checks it, evaluates it on train and validation, and
 --population by --objective. It stops after --max-fails failures in a row or --iterations.
 With --folds N the objective is the mean (--fold-agg min: the worst) of its metric over N
 walk-forward folds of train and validation (--fold-mode rolling: equal consecutive windows;
-anchored: windows growing from the first bar).
+anchored: windows growing from the first bar). On a universe (--data SPY,QQQ,IWM or
+universe:FILE) every metric is the mean (--across median or min) over the markets, and the model
+sees each market's numbers.
 
 At the end, the sealed test period is evaluated once for the final population and
 runs/NAME/report.html is written (see `autostrat report`). --null also runs the same search, with
@@ -85,6 +88,8 @@ def register(sub) -> None:
     p.add_argument("--fold-mode", choices=("rolling", "anchored"),
                    help="rolling: equal consecutive windows (default); anchored: windows grow from the first bar")
     p.add_argument("--fold-agg", choices=("mean", "min"), help="combine the folds by their mean (default) or minimum")
+    p.add_argument("--across", choices=("mean", "median", "min"),
+                   help="on a universe: combine the markets by their mean (default), median or minimum")
     p.add_argument("--null", action="store_true",
                    help="also run the same search on a synthetic market with the data's volatility (NAME-null)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
@@ -117,11 +122,16 @@ def run_evolve(args: argparse.Namespace) -> int:
         _resolve_proposer(settings)
         run, market = _start(path, name, settings, args)
         print(f"run: {name} (new)", flush=True)
-    objective = Objective.from_settings(settings.search)
-    evaluator = Evaluator(market, settings)
+    universe = isinstance(market, Universe)
+    if universe and args.null:
+        raise ConfigError("--null runs on one market's matched noise; on a universe, run the null search per "
+                          "market (--data ONE_MARKET --null)")
+    objective = Objective.from_settings(settings.search, universe=universe)
+    evaluator = make_evaluator(market, settings)
     label = (run.config.get("null_of") or {}).get("data_spec_name", market.name)  # a null run is told the real name
     proposer = _proposer(settings, objective, evaluator, label)
-    print(f"proposer={proposer.name} data={market.name} objective={objective} "
+    print(f"proposer={proposer.name} data={market.name}{f' ({len(market)} markets)' if universe else ''} "
+          f"objective={objective} "
           f"iterations={settings.search.iterations} population={settings.search.population} "
           f"max_fails={settings.search.max_fails} seed={settings.search.seed}", flush=True)
     base = run.config["baseline"]
@@ -180,9 +190,7 @@ def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, 
         config.update(run=null_run_name(run.name), settings=settings.to_dict(),
                       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                       null_of=null_of(run.name, market, settings.search.seed, null),
-                      data={"spec": settings.data.spec, "name": null.name, "source": null.source,
-                            "sha256": null.sha256, "bars": len(null), "first": str(null.dates[0]),
-                            "last": str(null.dates[-1])})
+                      data=data_info(settings.data.spec, null))
         nrun = RunFolder.create(path, config)
     if run.config.get("null_run") != name:
         run.write_config(dict(run.config, null_run=name))
@@ -242,15 +250,15 @@ def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, 
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AutostratError(f"{source}: cannot read the baseline strategy ({exc})") from None
-    market = load_market(settings.data.spec, settings.data)
-    evaluator = Evaluator(market, settings)  # fails early when a period is empty
+    market = load_data(settings.data.spec, settings.data)
+    if isinstance(market, Universe) and args.null:
+        raise ConfigError("--null runs on one market's matched noise; on a universe, run the null search per "
+                          "market (--data ONE_MARKET --null)")
+    evaluator = make_evaluator(market, settings)  # fails early when a period is empty
     config = {
         "autostrat_version": __version__, "run": name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": settings.to_dict(),
-        "data": {"spec": settings.data.spec, "name": market.name, "source": market.source,
-                 "sha256": market.sha256, "bars": len(market), "first": str(market.dates[0]),
-                 "last": str(market.dates[-1])},
+        "settings": settings.to_dict(), "data": data_info(settings.data.spec, market),
         "periods": evaluator.period_dates(), "returns_layout": evaluator.returns_layout,
         **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {}),
         "grammar_sha256": _grammar_sha(),
@@ -284,7 +292,9 @@ def _resume(path: Path, args, fresh: Settings):
         raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}); "
                           "leave --from out to resume it")
     _check_numbers(settings)
-    market = rebuild_market(run.config, load_market(settings.data.spec, settings.data))
+    market = load_data(settings.data.spec, settings.data)
+    if not isinstance(market, Universe):
+        market = rebuild_market(run.config, market)
     want = run.config.get("data", {}).get("sha256")
     if market.sha256 != want:
         raise ConfigError(f"{path}: the data changed since this run started: {settings.data.spec} now has "
@@ -299,7 +309,19 @@ def _resume(path: Path, args, fresh: Settings):
     return run, settings, market
 
 
-def _proposer(settings: Settings, objective: Objective, evaluator: Evaluator, market: str):
+def data_info(spec: str, data) -> dict:
+    """config.json's `data`: what the run searched, with the hash a resume checks."""
+    if isinstance(data, Universe):
+        return {"spec": spec, "name": data.name, "source": "universe", "sha256": data.sha256,
+                "markets": [{"name": m.name, "source": m.source, "sha256": m.sha256, "bars": len(m),
+                             "first": str(m.dates[0]), "last": str(m.dates[-1])} for m in data],
+                "bars": sum(len(m) for m in data), "first": min(str(m.dates[0]) for m in data),
+                "last": max(str(m.dates[-1]) for m in data)}
+    return {"spec": spec, "name": data.name, "source": data.source, "sha256": data.sha256, "bars": len(data),
+            "first": str(data.dates[0]), "last": str(data.dates[-1])}
+
+
+def _proposer(settings: Settings, objective: Objective, evaluator, market: str):
     if settings.search.proposer == "mutate":
         return MutateProposer()
     if not llm_configured(settings.llm):

@@ -1,0 +1,127 @@
+"""The search on a universe: the objective aggregated across markets, the prompt's per-market spread,
+pooled returns, the sealed test per market, resume checks and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from autostrat.backtest import load_strategy
+from autostrat.cli import main
+from autostrat.config import Settings
+from autostrat.objective import Evaluator, Objective, UniverseEvaluator
+from autostrat.prompting import asset_spread, metrics_table
+from autostrat.resources import example_path
+from autostrat.universe import aggregate, load_universe
+
+DATA = "synthetic:seed=1..3,bars=1500"
+SPLIT = {"train_end": "2003-12-31", "validation_start": "2004-01-01", "validation_end": "2004-12-31",
+         "test_start": "2005-01-01"}
+SPLIT_FLAGS = [x for k, v in SPLIT.items() for x in (f"--{k.replace('_', '-')}", v)]
+
+
+def settings(**search) -> Settings:
+    s = Settings()
+    for k, v in SPLIT.items():
+        s.set(f"split.{k}", v)
+    for k, v in search.items():
+        s.set(f"search.{k}", v)
+    return s
+
+
+@pytest.fixture(scope="module")
+def universe():
+    return load_universe(DATA)
+
+
+@pytest.fixture
+def clean_env(tmp_path, monkeypatch):
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
+        monkeypatch.setenv(var, "x")
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("across", ["mean", "median", "min"])
+def test_universe_evaluator_aggregates_each_market(universe, across):
+    s = settings(across=across, folds=2)
+    typed = load_strategy(example_path("sma_cross"))
+    ev = UniverseEvaluator(universe, s)(typed)
+    singles = [Evaluator(m, s)(typed) for m in universe]
+    assert list(ev.metrics["assets"]) == universe.names
+    for period in ("train", "validation", "fold_1", "fold_2"):
+        for metric in ("total_return", "sharpe", "num_trades"):
+            values = [e.metrics[period][metric] for e in singles]
+            assert ev.metrics[period][metric] == aggregate(values, across)
+    objective = Objective.from_settings(s.search, universe=True)
+    assert "over markets" in str(objective) and objective.across == across
+    assert objective.value(ev.metrics) == np.mean([ev.metrics["fold_1"]["total_return"],
+                                                   ev.metrics["fold_2"]["total_return"]])
+    # pooled returns: every market's train days, then every market's validation days
+    layout = UniverseEvaluator(universe, s).returns_layout
+    parts = [e.returns[slice(*Evaluator(m, s).returns_layout[p])] for p in ("train", "validation")
+             for m, e in zip(universe, singles)]
+    np.testing.assert_array_equal(ev.returns, np.concatenate(parts))
+    assert layout["validation"][1] == len(ev.returns)
+    assert layout["train"][1] == sum(len(p) for p in parts[:3])
+
+
+def test_prompt_shows_the_spread_worst_first(universe):
+    s = settings()
+    ev = UniverseEvaluator(universe, s)(load_strategy(example_path("sma_cross")))
+    objective = Objective.from_settings(s.search, universe=True)
+    table = metrics_table(ev.metrics, objective)
+    assert "Across 3 markets" in table and table.count("| synthetic:seed=") == 3
+    values = {n: m["validation"]["total_return"] for n, m in ev.metrics["assets"].items()}
+    worst = min(values, key=values.get)
+    rows = [line for line in table.splitlines() if line.startswith("| synthetic:seed=")]
+    assert rows[0].startswith(f"| {worst} |")
+
+
+def test_prompt_spread_keeps_the_worst_and_best_of_a_long_list():
+    objective = Objective("validation", "sharpe", across="mean")
+    by_asset = {f"M{i:02d}": {"train": {"sharpe": 0.0}, "validation": {"sharpe": float(i)}} for i in range(20)}
+    text = asset_spread(by_asset, objective, limit=6)
+    names = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| M")]
+    assert names == ["M00", "M01", "M02", "M17", "M18", "M19"]
+    assert "(14 markets in between)" in text
+
+
+def test_evolve_on_a_universe(clean_env, capsys, universe):
+    base = ["evolve", "--data", DATA, *SPLIT_FLAGS, "--runs-dir", "runs", "--proposer", "mutate"]
+    assert main([*base, "--run", "u", "--iterations", "4", "--across", "min"]) == 0
+    out = capsys.readouterr().out
+    assert "(3 markets)" in out and "validation.total_return (min over markets)" in out
+    run = clean_env / "runs" / "u"
+    config = json.loads((run / "config.json").read_text())
+    assert [m["name"] for m in config["data"]["markets"]] == universe.names
+    assert config["data"]["sha256"] == universe.sha256 and config["periods"]["train"]["markets"] == 3
+    for i in range(4):
+        record = json.loads((run / f"iter_{i:04d}.json").read_text())
+        if record["status"] not in ("keep", "discard"):
+            continue
+        per = [m["validation"]["total_return"] for m in record["metrics"]["assets"].values()]
+        assert record["objective"] == min(per)
+        assert len(np.load(run / "returns" / f"iter_{i:04d}.npy")) == config["returns_layout"]["validation"][1]
+    sealed = json.loads((run / "sealed.json").read_text())
+    assert sealed["test_period"]["markets"] == 3
+    best = sealed["openings"][0]["strategies"][0]
+    assert list(best["test_by_asset"]) == universe.names
+    assert best["test"]["sharpe"] == min(m["sharpe"] for m in best["test_by_asset"].values())
+    html = (run / "report.html").read_text()
+    assert "Every market of the universe" in html and "whose objective is the median" in html
+    report = json.loads((run / "report.json").read_text())
+    assert report["universe"]["median_market"] in universe.names
+
+    # resuming must keep the aggregate; --null is a single-market tool
+    assert main([*base, "--run", "u", "--across", "mean"]) == 2
+    assert "search.across" in capsys.readouterr().err
+    assert main([*base, "--run", "u", "--iterations", "5", "--no-report"]) == 0
+    assert "resuming: 4 iterations saved" in capsys.readouterr().out
+    assert main([*base, "--run", "n", "--iterations", "2", "--null"]) == 2
+    assert "--null runs on one market" in capsys.readouterr().err
+    assert not (clean_env / "runs" / "n").exists()
