@@ -69,29 +69,29 @@ def test_evolve_with_the_local_model_under_the_grammar(server, tmp_path, monkeyp
     for key, value in server.environment().items():
         monkeypatch.setenv(key, value)
     code = main(["evolve", "--run", "local", "--data", "synthetic:bars=2000", *SPLIT, "--runs-dir", "runs",
-                 "--proposer", "llm", "--constrain", "gbnf", "--iterations", "4"])
+                 "--proposer", "llm", "--constrain", "gbnf", "--iterations", "3"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "constrain: gbnf" in out
-    assert re.search(r"stopped: .* after 4 iterations", out)
+    assert re.search(r"stopped: .* after 3 iterations", out)
 
     run = tmp_path / "runs" / "local"
     for name in ("config.json", "results.tsv", "learnings.md", "best.strat"):
         assert (run / name).is_file(), name
-    records = [json.loads((run / f"iter_{i:04d}.json").read_text()) for i in range(4)]
-    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
-    assert len(read_results_tsv(run / "results.tsv")) == 4
+    records = [json.loads((run / f"iter_{i:04d}.json").read_text()) for i in range(3)]
+    assert [r["iteration"] for r in records] == [0, 1, 2]
+    assert len(read_results_tsv(run / "results.tsv")) == 3
     config = json.loads((run / "config.json").read_text())
     assert config["settings"]["llm"]["constrain"] == "gbnf"
     assert config["model"]["model"] == MODEL_ALIAS
 
     answers = []
-    for i in (1, 2, 3):
+    for i in (1, 2):
         assert records[i]["proposer"] == "llm" and records[i]["tokens"]["calls"] >= 1
         assert (run / "prompts" / f"iter_{i:04d}.md").is_file()
         text = (run / "responses" / f"iter_{i:04d}.md").read_text()
         answers += re.split(r"^## answer \d+ \(tokens: \d+\)\n\n", text, flags=re.M)[1:]
-    assert len(answers) >= 3
+    assert len(answers) >= 2
     for answer in answers:
         parse(answer.rstrip("\n") + "\n")  # the grammar's promise: every answer parses
 
