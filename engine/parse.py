@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
+import os
 import re
 from functools import lru_cache
+from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -169,8 +173,23 @@ class _Build(Transformer):
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark.open(str(grammar_path()), parser="lalr", transformer=_Build(), lexer="contextual",
-                     maybe_placeholders=True)
+    # Building the LALR tables takes ~0.1 s, a noticeable part of a short command; lark can pickle
+    # them. The file lives in the user's own cache folder (a pickle in the shared /tmp could be
+    # planted by someone else) and is named by the grammar's hash and lark's version; lark also
+    # checks the hash inside and rebuilds when it is stale or unreadable.
+    text = grammar_path().read_text(encoding="utf-8")
+    key = hashlib.sha256(f"{text}\0{lark.__version__}".encode()).hexdigest()[:16]
+    cache = _cache_dir() / f"lark-{key}.pickle"
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        cache = None
+    return Lark(text, parser="lalr", transformer=_Build(), lexer="contextual", maybe_placeholders=True,
+                **({"cache": str(cache)} if cache else {}))
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autostrat"
 
 
 def parse(text: str, path: str | None = None) -> N.Program:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
+import subprocess
+
+import os
+
 import time
 
 import pytest
@@ -395,3 +401,15 @@ def test_a_large_legal_file_parses_in_bounded_time():
     start = time.perf_counter()
     assert len(parse(text).statements) == 2
     assert time.perf_counter() - start < 1.0
+
+
+def test_the_parser_tables_are_cached_in_the_users_folder_and_a_bad_cache_is_rebuilt(tmp_path):
+    code = ("from autostrat.parse import parse; from autostrat.resources import example_path; "
+            "print(parse(example_path('sma_cross').read_text()).name)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    caches = list((tmp_path / "autostrat").glob("lark-*.pickle"))
+    assert len(caches) == 1 and caches[0].stat().st_size > 0
+    caches[0].write_bytes(b"not a pickle")  # a stale or damaged file costs a rebuild, not an error
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout == second.stdout == "sma 20/50 crossover\n"
