@@ -17,7 +17,6 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from autostrat import nodes as N
 from autostrat.check import TypedProgram, check
@@ -107,6 +106,7 @@ class Result:
     @cached_property
     def signals(self) -> pd.DataFrame:
         """The rule values on every bar of the history (bool), before the warm-up rule."""
+        import pandas as pd
         cols = {}
         for kind, reg in zip(RULE_ORDER, self.tape.outputs[0]):
             if reg >= 0:
@@ -130,6 +130,7 @@ class Result:
     @cached_property
     def equity(self) -> pd.Series:
         """Equity marked at every close, each period starting again from the initial capital."""
+        import pandas as pd
         parts = []
         for period, (a, b) in self.spans.items():
             parts.append(pd.Series(self.simulation(period).equity,
@@ -139,6 +140,7 @@ class Result:
     @cached_property
     def trades(self) -> pd.DataFrame:
         """Every round trip with its period, entry/exit dates and prices, side, return and reason."""
+        import pandas as pd
         frames = []
         for period in self.spans:
             t = self.simulation(period).trades.copy()
@@ -153,6 +155,7 @@ class Result:
 
     def table(self) -> pd.DataFrame:
         """Metrics as a DataFrame: one row per metric, one column per period."""
+        import pandas as pd
         return pd.DataFrame(self.metrics)
 
 
@@ -205,6 +208,7 @@ class UniverseResult:
 
     def table(self, period: str = "validation") -> pd.DataFrame:
         """One period's metrics as a DataFrame: one row per asset."""
+        import pandas as pd
         return pd.DataFrame({name: m[period] for name, m in self.metrics.items() if period in m}).T
 
 

@@ -13,7 +13,6 @@ import itertools
 import re
 
 import numpy as np
-import pandas as pd
 
 from autostrat import nodes as N
 from autostrat.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
@@ -157,6 +156,7 @@ def universe_array(typed: list[TypedProgram], universe: Universe, settings: Sett
 
 def universe_frame(values: np.ndarray, periods: list[str], assets: list[str], names) -> pd.DataFrame:
     """(P, A, S, M) metrics as a long DataFrame: one row per program and asset, `period.metric` columns."""
+    import pandas as pd
     n_prog, n_assets = values.shape[:2]
     cols = {"name": np.repeat(np.asarray(list(names), dtype=object), n_assets),
             "asset": np.tile(np.asarray(assets, dtype=object), n_prog)}
@@ -173,6 +173,7 @@ def across_assets_frame(frame: pd.DataFrame, how: str = "mean", keys=("name",)) 
     Metric columns become their `how` aggregate over assets (NaN skipped); `PERIOD.beats_buy_hold`
     is the share of assets whose excess return is positive; `assets` counts them.
     """
+    import pandas as pd
     from autostrat.universe import ACROSS, aggregate, beats_share
 
     if how not in ACROSS:
@@ -205,6 +206,7 @@ def per_asset_dicts(values: np.ndarray, periods: list[str], assets: list[str]) -
 
 def metrics_frame(values: np.ndarray, spans, names) -> pd.DataFrame:
     """The metrics array as a flat DataFrame with `period.metric` columns."""
+    import pandas as pd
     cols = {"name": list(names)}
     for j, period in enumerate(spans):
         for m, metric in enumerate(METRIC_NAMES):
@@ -295,6 +297,7 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
 
     On a universe, one row per point and asset (an `asset` column after the params).
     """
+    import pandas as pd
     s = resolve_settings(settings, overrides)
     typed, combos = sweep_programs(strategy, grid)
     if not typed:

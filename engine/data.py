@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from autostrat.config import DataSettings, SplitSettings
 from autostrat.errors import ConfigError, DataError
@@ -82,6 +81,7 @@ class Market:
 
     def frame(self) -> pd.DataFrame:
         """The bars as a DataFrame: a `Date` index and columns open high low close volume (copies)."""
+        import pandas as pd
         index = pd.DatetimeIndex(self.dates, name="Date")
         return pd.DataFrame({c: np.array(getattr(self, c)) for c in COLUMNS}, index=index)
 
@@ -160,6 +160,7 @@ def read_csv(path, name: str | None = None, min_bars: int = 100) -> Market:
     Timestamp; `Adj Close` and any other extra columns are ignored (prices are taken as already
     adjusted). Timestamps with a time zone become their local calendar date.
     """
+    import pandas as pd
     path = Path(path)
     where = str(path)
     try:
@@ -196,6 +197,7 @@ def standard_frame(df: pd.DataFrame, where: str, first_row: int = 1) -> pd.DataF
     Raises DataError for a missing column, an unreadable date or a cell that is not a number. Values
     are not checked here (see `validate_frame`); blank cells become NaN.
     """
+    import pandas as pd
     lookup: dict[str, object] = {}
     for column in df.columns:
         key = str(column).strip().lower()
@@ -228,6 +230,7 @@ def standard_frame(df: pd.DataFrame, where: str, first_row: int = 1) -> pd.DataF
 
 
 def _parse_dates(raw, name: str, where: str, first_row: int) -> np.ndarray:
+    import pandas as pd
     text = pd.Series(raw, dtype=object).map(lambda v: str(v).strip())
     if isinstance(raw, pd.DatetimeIndex) or pd.api.types.is_datetime64_any_dtype(raw):
         index = pd.DatetimeIndex(raw)
@@ -249,6 +252,7 @@ def _parse_dates(raw, name: str, where: str, first_row: int) -> np.ndarray:
 
 
 def _one_date(text: str):
+    import pandas as pd
     try:
         stamp = pd.Timestamp(text)
     except (ValueError, TypeError, OverflowError):
@@ -257,6 +261,7 @@ def _one_date(text: str):
 
 
 def _parse_numbers(column: pd.Series, name: str, where: str, first_row: int, dates) -> np.ndarray:
+    import pandas as pd
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
     text = column.map(lambda v: "" if v is None else str(v).strip())
@@ -375,10 +380,7 @@ def _split_dates_of(values: tuple[str, ...], two_way: bool) -> tuple[np.datetime
     # Cached: a search evaluates thousands of candidates against the same split.
     days = []
     for key, value in zip(("train_end", "validation_start", "validation_end", "test_start"), values):
-        try:
-            days.append(np.datetime64(pd.Timestamp(value).date(), "D"))
-        except (ValueError, TypeError):
-            raise ConfigError(f"split.{key}: {value!r} is not a date; write YYYY-MM-DD") from None
+        days.append(_config_date(key, value))
     train_end, validation_start, validation_end, test_start = days
     if validation_start <= train_end:
         raise ConfigError(f"split: validation_start {validation_start} must come after train_end {train_end}")
@@ -387,6 +389,20 @@ def _split_dates_of(values: tuple[str, ...], two_way: bool) -> tuple[np.datetime
     if not two_way and test_start <= validation_end:
         raise ConfigError(f"split: test_start {test_start} must come after validation_end {validation_end}")
     return train_end, validation_start, validation_end, test_start
+
+
+def _config_date(key: str, value: str) -> np.datetime64:
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # the usual spelling, without importing pandas
+        try:
+            return np.datetime64(value, "D")
+        except ValueError:
+            pass
+    import pandas as pd
+
+    try:
+        return np.datetime64(pd.Timestamp(value).date(), "D")
+    except (ValueError, TypeError):
+        raise ConfigError(f"split.{key}: {value!r} is not a date; write YYYY-MM-DD") from None
 
 
 def _empty_period_message(market: Market, name: str, split: SplitSettings) -> str:

@@ -56,11 +56,11 @@ the exit / equity before the entry - 1), exit_reason (index into EXIT_REASONS), 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numba import njit
 
 from autostrat.config import BacktestSettings, Settings
@@ -264,11 +264,16 @@ class SimResult:
 
     equity: np.ndarray  # float64, marked at every close of the period
     position: np.ndarray  # int8, -1/0/1 held at each close
-    trades: pd.DataFrame  # one row per round trip, readable columns (see TRADE_COLUMNS)
     trades_array: np.ndarray  # the kernel's float64[n, 8] rows, what stats.metrics_nb reads
     start: int
     stop: int
     initial_capital: float
+    dates: Any = None  # the market's dates (datetime64 array or DatetimeIndex), for the trade table
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        """One row per round trip, readable columns (see TRADE_COLUMNS); built when asked for."""
+        return trade_table(self.trades_array, _dates_index(self.dates))
 
 
 def simulate(market: Any, long_entry, long_exit, short_entry=None, short_exit=None, *,
@@ -314,13 +319,13 @@ def simulate(market: Any, long_entry, long_exit, short_entry=None, short_exit=No
         open_, high, low, close, *signals, int(start), int(stop), int(warmup),
         bt.fill == "close", bt.commission_bps / 1e4, bt.slippage_bps / 1e4, *exits,
         -1 if max_hold is None else int(max_hold), float(bt.initial_capital))
-    return SimResult(equity, position, trade_table(rows, _dates(market)), rows, int(start),
-                     int(stop), float(bt.initial_capital))
+    return SimResult(equity, position, rows, int(start), int(stop), float(bt.initial_capital), _dates(market))
 
 
 def trade_table(rows: np.ndarray, dates: pd.Index | None = None) -> pd.DataFrame:
     """The kernel's trade rows as a DataFrame: side long/short, exit_reason by name, and
     entry_date/exit_date when the bars' dates are given."""
+    import pandas as pd
     table = pd.DataFrame(rows.reshape(-1, 8), columns=list(TRADE_COLUMNS))
     for col in ("entry_bar", "exit_bar", "bars_held"):
         table[col] = table[col].astype(np.int64)
@@ -333,7 +338,8 @@ def trade_table(rows: np.ndarray, dates: pd.Index | None = None) -> pd.DataFrame
 
 
 def _ohlc(market: Any) -> tuple[np.ndarray, ...]:
-    if isinstance(market, pd.DataFrame) or isinstance(market, dict):
+    pd = sys.modules.get("pandas")  # a DataFrame means pandas is loaded; a Market must not load it
+    if (pd is not None and isinstance(market, pd.DataFrame)) or isinstance(market, dict):
         lower = {str(k).lower(): k for k in market.keys()}
         missing = [c for c in ("open", "high", "low", "close") if c not in lower]
         if missing:
@@ -375,12 +381,22 @@ def _fraction(value: float | None, name: str) -> float:
     return float(value)
 
 
-def _dates(market: Any) -> pd.DatetimeIndex | None:
-    # A DataFrame's DatetimeIndex, or a Market's datetime64 `dates` array.
+def _dates(market: Any):
+    # A DataFrame's DatetimeIndex, or a Market's datetime64 `dates` array (kept as it is, so that
+    # simulating a Market needs no pandas).
+    pd = sys.modules.get("pandas")
     for attr in ("index", "dates"):
         found = getattr(market, attr, None)
-        if isinstance(found, pd.DatetimeIndex):
+        if pd is not None and isinstance(found, pd.DatetimeIndex):
             return found
         if isinstance(found, np.ndarray) and np.issubdtype(found.dtype, np.datetime64):
-            return pd.DatetimeIndex(found)
+            return found
     return None
+
+
+def _dates_index(dates) -> pd.DatetimeIndex | None:
+    if dates is None:
+        return None
+    import pandas as pd
+
+    return dates if isinstance(dates, pd.DatetimeIndex) else pd.DatetimeIndex(dates)

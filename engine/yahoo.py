@@ -22,7 +22,6 @@ import warnings
 from importlib import metadata
 
 import numpy as np
-import pandas as pd
 
 from autostrat.data import COLUMNS, standard_frame
 from autostrat.errors import DataError
@@ -125,6 +124,7 @@ def normalise_frame(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     Column names are matched case-insensitively; `Adj Close` and other columns are dropped; a
     time-zone-aware index becomes local calendar dates. Values are not validated here.
     """
+    import pandas as pd
     where = f"Yahoo Finance data for {ticker}"
     if isinstance(df.columns, pd.MultiIndex):
         df = _one_ticker(df, ticker, where)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -68,3 +70,12 @@ def test_sweep_prints_best_rows(capsys):
 def test_sweep_bad_objective_exits_2(capsys):
     assert main(["sweep", SMA, "--param", "fast=10", *DATA, "--objective", "test.sharpe"]) == 2
     assert "train or validation" in capsys.readouterr().err
+
+
+def test_backtest_on_a_synthetic_market_does_not_import_pandas():
+    # Importing pandas costs a third of a second; a short command on synthetic data needs none.
+    code = ("import sys; from autostrat.cli import main; "
+            f"code = main(['backtest', {SMA!r}, '--data', 'synthetic:seed=3']); "
+            "assert code == 0; print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

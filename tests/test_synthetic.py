@@ -123,3 +123,19 @@ def test_matched_synthetic_matches_dates_and_volatility():
 def test_matched_synthetic_needs_a_few_bars():
     with pytest.raises(DataError, match="too few"):
         matched_synthetic(synthetic_market(bars=200).slice(0, 2), seed=1)
+
+
+@pytest.mark.parametrize("start, bars", [("2000-01-03", 6750), ("2021-07-03", 10), ("2024-02-29", 400),
+                                         ("1999-12-31", 3), ("March 5, 2010", 20)])
+def test_business_days_are_pandas_bdate_range(start, bars):
+    from autostrat.synthetic import business_days
+
+    expected = pd.bdate_range(pd.Timestamp(start), periods=bars).to_numpy().astype("datetime64[D]")
+    np.testing.assert_array_equal(business_days(start, bars), expected)
+
+
+def test_a_bad_start_is_named():
+    from autostrat.synthetic import business_days
+
+    with pytest.raises(DataError, match="is not a date"):
+        business_days("someday", 5)

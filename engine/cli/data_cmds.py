@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-import pandas as pd
 
 from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
 from autostrat.data import describe, meta_path, prepare_csv, prepare_ticker
@@ -143,6 +142,7 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def _date(value: str, flag: str) -> str:
+    import pandas as pd
     try:
         return str(pd.Timestamp(str(value).strip()).date())
     except (ValueError, TypeError):
