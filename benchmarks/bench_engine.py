@@ -119,9 +119,7 @@ def main() -> None:
     variants, _ = sweep_programs(text, grid)
     prep = time.perf_counter() - t
     metrics_array(variants[:300], market, spans, settings)  # warm the parallel kernel
-    t = time.perf_counter()
-    metrics_array(variants, market, spans, settings)
-    bulk = (time.perf_counter() - t) / len(variants)
+    bulk = median_time(lambda: metrics_array(variants, market, spans, settings), 7) / len(variants)
 
     frame = market.frame().rename(columns=str.capitalize)
     train, val = frame.iloc[slice(*spans["train"])], frame.iloc[slice(*spans["validation"])]
@@ -131,7 +129,7 @@ def main() -> None:
     print(f"(a) autostrat.backtest(program)        {a_api * 1e6:10.1f} us  ({a_api / d:.1f}x floor)")
     print(f"(a) evaluate_tape core                 {a_core * 1e6:10.1f} us  ({a_core / d:.1f}x floor)")
     print(f"(b) bulk sweep, per strategy           {bulk * 1e6:10.1f} us  ({bulk / d:.2f}x floor; "
-          f"{len(variants)} variants, {prep:.2f} s to build and check them)")
+          f"median of 7 runs of {len(variants)} variants; {prep:.2f} s to build and check them)")
     print(f"(c) seed harness (pandas row loop)     {c * 1e6:10.1f} us  ({c / a_api:,.0f}x slower than (a))")
     print(f"(d) hand-written njit crossover        {d * 1e6:10.1f} us")
 

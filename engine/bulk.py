@@ -18,6 +18,7 @@ from autostrat import nodes as N
 from autostrat.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.check import TypedProgram, check
 from autostrat.compile import compile_many
+from autostrat.template import compile_batch
 from autostrat.config import Settings
 from autostrat.data import Market
 from autostrat.errors import AutostratError, StrategyError
@@ -66,7 +67,7 @@ def metrics_array(typed: list[TypedProgram], market: Market, spans, settings: Se
     out = np.empty((len(typed), len(spans), len(METRIC_NAMES)))
     for start in range(0, len(typed), chunk_size):
         batch = typed[start : start + chunk_size]
-        out[start : start + len(batch)] = evaluate_tape(compile_many(batch), market, spans, settings.backtest)
+        out[start : start + len(batch)] = evaluate_tape(compile_batch(batch), market, spans, settings.backtest)
     return out
 
 
@@ -135,7 +136,7 @@ class LocalExecutor:
             key = (ps.start, ps.stop)
             if key not in tapes:
                 tapes.clear()  # chunks come program-slice by program-slice: keep one tape alive
-                tapes[key] = tape_arrays(compile_many(typed[ps]))
+                tapes[key] = tape_arrays(compile_batch(typed[ps]))
             yield (ps, asl), chunk_metrics(tapes[key], universe.markets[asl], spans[asl], costs)
             if progress:
                 progress(done, len(chunks))

@@ -137,7 +137,7 @@ class DaskExecutor:
     def map(self, typed, universe, spans: list[np.ndarray], costs: tuple, chunks, progress=None):
         distributed = _distributed()
         from autostrat.bulk import tape_arrays
-        from autostrat.compile import compile_many
+        from autostrat.template import compile_batch
 
         chunks = list(chunks)
         total = len(chunks)
@@ -159,7 +159,7 @@ class DaskExecutor:
             if key not in tapes:
                 if len(tapes) > 1:  # chunks come program slice by program slice: keep the last two
                     tapes.pop(next(iter(tapes)))
-                tapes[key] = tape_arrays(compile_many(typed[ps]))
+                tapes[key] = tape_arrays(compile_batch(typed[ps]))
             return tapes[key]
 
         def submit(indices: list[int]) -> None:

@@ -224,33 +224,36 @@ def compile(typed: TypedProgram) -> Tape:  # noqa: A001 - the pipeline stage's n
 
 def _allocate(code: np.ndarray, outputs: np.ndarray) -> int:
     """Rewrite virtual registers in place with reused physical ones; return the register count."""
-    n = code.shape[0]
     from autostrat.opcodes import META
 
+    # Plain lists of ints: indexing numpy scalars one by one costs most of a large batch's compile.
+    rows = code.tolist()
+    outs = outputs.tolist()
+    n_src = [META[row[0]].regs for row in rows]
+    n = len(rows)
     last_use: dict[int, int] = {}
-    for i in range(n):
-        for col in range(3):
-            if col < META[code[i, 0]].regs:
-                last_use[int(code[i, 2 + col])] = i
-    for r in outputs.ravel():
-        if r >= FIRST_FREE_REG:
-            last_use[int(r)] = n  # outputs stay live to the end
+    for i, row in enumerate(rows):
+        for c in range(n_src[i]):
+            last_use[row[2 + c]] = i
+    for out in outs:
+        for r in out:
+            if r >= FIRST_FREE_REG:
+                last_use[r] = n  # outputs stay live to the end
     mapping: dict[int, int] = {r: r for r in range(FIRST_FREE_REG)}
     free: list[int] = []
     top = FIRST_FREE_REG
-    for i in range(n):
-        meta = META[code[i, 0]]
-        srcs = [int(code[i, 2 + c]) for c in range(meta.regs)]
+    for i, row in enumerate(rows):
+        srcs = row[2 : 2 + n_src[i]]
         for c, r in enumerate(srcs):
-            code[i, 2 + c] = mapping[r]
-        vdst = int(code[i, 1])
+            row[2 + c] = mapping[r]
+        vdst = row[1]
         if free:
             phys = free.pop()
         else:
             phys = top
             top += 1
         mapping[vdst] = phys
-        code[i, 1] = phys
+        row[1] = phys
         # Sources whose last reader is this instruction become free only now, after the
         # destination was chosen, so no instruction writes a register it reads.
         for r in set(srcs):
@@ -258,7 +261,9 @@ def _allocate(code: np.ndarray, outputs: np.ndarray) -> int:
                 free.append(mapping[r])
         if last_use.get(vdst) is None:  # a result nobody reads (cannot happen for rules)
             free.append(phys)
-    for idx in np.ndindex(outputs.shape):
-        if outputs[idx] != NO_REG:
-            outputs[idx] = mapping[int(outputs[idx])]
+    if rows:
+        code[:] = np.array(rows, dtype=np.int64).reshape(code.shape)
+    if outs:
+        outputs[:] = np.array([[mapping[r] if r != NO_REG else NO_REG for r in out] for out in outs],
+                              dtype=np.int64).reshape(outputs.shape)
     return top
