@@ -18,13 +18,13 @@ from autostrat import nodes as N
 from autostrat.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.check import TypedProgram, check
 from autostrat.compile import compile_many
-from autostrat.template import compile_batch
 from autostrat.config import Settings
 from autostrat.data import Market
 from autostrat.errors import AutostratError, StrategyError
-from autostrat.evaluate import evaluate_tape, evaluate_tape_nb, spans_array
+from autostrat.evaluate import evaluate_tape, evaluate_tape_nb
 from autostrat.stats import METRIC_NAMES
-from autostrat.universe import Universe, load_data, summary
+from autostrat.template import compile_batch
+from autostrat.universe import Universe, load_data
 
 DEFAULT_CHUNK = 256
 DEFAULT_ASSETS_PER_CHUNK = 8
@@ -131,7 +131,7 @@ class LocalExecutor:
     name = "local"
 
     def map(self, typed, universe: Universe, spans: list[np.ndarray], costs: tuple, chunks, progress=None):
-        tapes: dict[slice, tuple] = {}
+        tapes: dict[tuple[int, int], tuple] = {}
         for done, (ps, asl) in enumerate(chunks, 1):
             key = (ps.start, ps.stop)
             if key not in tapes:

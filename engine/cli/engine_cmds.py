@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 
 from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
 from autostrat.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
