@@ -69,7 +69,7 @@ def build_report(path: str | Path, *, by: str = "report", with_robustness: bool 
     best = top[0]
     if isinstance(market, Universe):
         return _universe_report(run, records, settings, Objective.from_settings(settings.search, universe=True),
-                                market, sealed, stats, top, best, by, with_robustness, n_splits)
+                                market, sealed, stats, top, best, with_robustness, n_splits)
     periods = tuple(p for p in ALL_PERIODS if p in period_spans(market, settings, ALL_PERIODS))
     result = backtest(run.read_strategy(best["iteration"]), market, settings, periods=periods)
     hold = buy_and_hold(market, result.spans, settings)
@@ -104,7 +104,7 @@ def build_report(path: str | Path, *, by: str = "report", with_robustness: bool 
     return report
 
 
-def _universe_report(run, records, settings, objective, universe, sealed, stats, top, best, by,
+def _universe_report(run, records, settings, objective, universe, sealed, stats, top, best,
                      with_robustness, n_splits) -> dict[str, Any]:
     """build_report on a universe: metrics are the `search.across` aggregates over the markets; the
     equity chart shows the median market; a table lists every market."""
@@ -143,8 +143,7 @@ def _universe_report(run, records, settings, objective, universe, sealed, stats,
         "universe": {"across": across, "median_market": median_name, "markets": result.metrics,
                      "buy_hold": holds},
     }
-    report["robustness"] = (robustness(result.results[median_name].typed, universe, settings, objective)
-                            if with_robustness else None)
+    report["robustness"] = robustness(median.typed, universe, settings, objective) if with_robustness else None
     report["card"] = card(median.typed, metrics, {p: v["bars"] for p, v in periods.items()})
     report["source"] = text
     report["lineage"] = lineage(records, {r["iteration"] for r in top})
