@@ -56,15 +56,6 @@ def warm(market):
     return market
 
 
-@pytest.fixture
-def clean_env(tmp_path, monkeypatch):
-    """An empty working directory and no OPENAI_* variables (restored afterwards)."""
-    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
-        monkeypatch.setenv(var, "x")
-        monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 # --- the objective -----------------------------------------------------------------------------
 

@@ -37,14 +37,6 @@ def universe():
     return load_universe(DATA)
 
 
-@pytest.fixture
-def clean_env(tmp_path, monkeypatch):
-    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
-        monkeypatch.setenv(var, "x")
-        monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
 
 @pytest.mark.parametrize("across", ["mean", "median", "min"])
 def test_universe_evaluator_aggregates_each_market(universe, across):
