@@ -16,7 +16,7 @@ from autostrat.runs import RunFolder, read_results_tsv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import evolve  # noqa: E402
-from test_loop import clean_env, market, warm  # noqa: E402,F401 - fixtures
+from test_loop import market, warm  # noqa: E402,F401 - fixtures
 
 
 def test_null_market_matches_the_volatility_but_not_the_prices(market):

@@ -24,7 +24,7 @@ BULK = importlib.import_module("autostrat.bulk")
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_llm_server import FakeLLM, strategy_from  # noqa: E402
 from test_loop import _mutate_search, evolve, small_settings  # noqa: E402
-from test_loop import clean_env, market, warm  # noqa: E402,F401 - fixtures
+from test_loop import market, warm  # noqa: E402,F401 - fixtures
 
 
 @pytest.fixture

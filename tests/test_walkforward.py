@@ -20,7 +20,7 @@ from autostrat.walkforward import MIN_FOLD_BARS, aggregate, fold_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import evolve, small_settings  # noqa: E402
-from test_loop import clean_env, market, warm  # noqa: E402,F401 - fixtures
+from test_loop import market, warm  # noqa: E402,F401 - fixtures
 
 
 def test_rolling_folds_are_equal_consecutive_windows():
