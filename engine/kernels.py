@@ -11,8 +11,9 @@ volume and trend indicators, the registry `KERNELS` and `warm_up_all`; averages,
 the other oscillators live in autostrat.kernels_ta. docs/builtins.md defines every function.
 
 Kernels here call jitted functions of autostrat.kernels_ta; numba's on-disk cache does not notice
-edits to them, so NUMBA_CACHE_DIR must change whenever engine sources do (tests/conftest.py keys it
-on a hash of engine/).
+edits to them, so NUMBA_CACHE_DIR changes whenever the jitted sources do (autostrat._numba_cache
+keys it on their hash). The dispatch loop calls these kernels through autostrat.kernel_table, which
+compiles each one the first time a tape uses it, for the argument types `PARAM_KINDS` gives.
 """
 
 from __future__ import annotations

@@ -178,14 +178,29 @@ def _parser() -> Lark:
     # planted by someone else) and is named by the grammar's hash and lark's version; lark also
     # checks the hash inside and rebuilds when it is stale or unreadable.
     text = grammar_path().read_text(encoding="utf-8")
-    key = hashlib.sha256(f"{text}\0{lark.__version__}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{text}\0{lark.__version__}\0{_NamesEverywhere.always_accept}".encode()).hexdigest()[:16]
     cache = _cache_dir() / f"lark-{key}.pickle"
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         cache = None
     return Lark(text, parser="lalr", transformer=_Build(), lexer="contextual", maybe_placeholders=True,
-                **({"cache": str(cache)} if cache else {}))
+                postlex=_NamesEverywhere(), **({"cache": str(cache)} if cache else {}))
+
+
+class _NamesEverywhere:
+    """Let the contextual lexer read a whole word everywhere, so a keyword is never a word's prefix.
+
+    The contextual lexer only tries the terminals the parser can take next. After `a` it does not
+    try NAME, so `a orb` would lex as `a`, `or`, `b` and parse as `a or b` (and `buy whenx > 1` as
+    `buy when x > 1`). With NAME always tried, `orb` is one word and the parser refuses it where a
+    name cannot stand; a word that is exactly a keyword still lexes as the keyword.
+    """
+
+    always_accept = ("NAME",)
+
+    def process(self, stream):
+        return stream
 
 
 def _cache_dir() -> Path:
@@ -355,9 +370,21 @@ _FRIENDLY = {
 _FIRST = ["NAME", "NUMBER", "TRUE", "FALSE", "LPAR", "MINUS", "NOT"]
 
 
+def _accepted(exc) -> set[str]:
+    """The terminals the parser could take where it failed.
+
+    Read from the LALR table when lark passes the parser state: the lexer's own `expected` set also
+    holds NAME, which _NamesEverywhere lets it read everywhere, whether or not a name fits.
+    """
+    state = getattr(exc, "state", None)
+    try:
+        return set(state.parse_conf.states[state.position])
+    except (AttributeError, KeyError, TypeError):
+        return set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
+
+
 def _expected(exc, parser) -> str:
-    names = sorted(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [],
-                   key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n))
+    names = sorted(_accepted(exc), key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n))
     shown = []
     for name in names:
         if name in _FRIENDLY:
@@ -416,7 +443,7 @@ def _explain(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError
                       f"expected {_expected(exc, parser)}" if _expected(exc, parser) else "")
     if isinstance(exc, UnexpectedToken):
         tok = exc.token
-        expected = set(exc.expected)
+        expected = _accepted(exc)
         words = before.split()
         if tok.type == "EQUAL":
             for op, right in (("=>", ">="), ("=<", "<=")):

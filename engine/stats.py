@@ -1,7 +1,7 @@
 """Performance metrics of one simulated period.
 
-`metrics_nb` (numba, arrays and scalars only, safe inside prange) returns float64[15] in the order
-of METRIC_NAMES; `metrics` wraps it into a flat dict. Inputs are what `simulate_nb` returns for the
+`metrics_nb` (numba, arrays and scalars only, safe inside prange) writes float64[15] in the order
+of METRIC_NAMES into its `out` argument; `metrics` wraps it into a flat dict. Inputs are what `simulate_nb` returns for the
 period [start, stop) plus the full-history close and the initial capital.
 
 Conventions (n = number of bars in the period, r = daily returns of the equity curve):
@@ -43,7 +43,7 @@ import math
 import numpy as np
 from numba import njit
 
-from autostrat.simulate import as_kernel_array
+from autostrat.simulate import as_kernel_array, as_price_array
 
 METRIC_NAMES = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
                 "num_trades", "win_rate", "profit_factor", "avg_trade_return", "exposure",
@@ -52,13 +52,12 @@ TRADING_DAYS = 252.0
 
 
 @njit(cache=True)
-def metrics_nb(equity, position, trades, close, start, stop, initial_capital):
-    """float64[15] metrics of one period in METRIC_NAMES order; formulas in the module docstring.
+def metrics_nb(equity, position, trades, close, start, stop, initial_capital, out):
+    """Write the 15 metrics of one period into `out`, in METRIC_NAMES order (module docstring).
 
     equity, position: simulate_nb's arrays for bars [start, stop); trades: its float64[n, 8] rows;
     close: the full-history close (for buy and hold).
     """
-    out = np.zeros(15, dtype=np.float64)
     n = equity.shape[0]
     final = equity[n - 1]
     years = n / TRADING_DAYS
@@ -146,7 +145,6 @@ def metrics_nb(equity, position, trades, close, start, stop, initial_capital):
     out[12] = final
     out[13] = buy_hold
     out[14] = total - buy_hold
-    return out
 
 
 def metrics(equity, position, trades, close, start: int, stop: int,
@@ -161,8 +159,9 @@ def metrics(equity, position, trades, close, start: int, stop: int,
         raise ValueError(f"equity has {len(equity)} values but the period [{start}, {stop}) "
                          f"has {stop - start} bars")
     rows = as_kernel_array(np.asarray(trades, dtype=np.float64).reshape(-1, 8))
-    values = metrics_nb(equity, as_kernel_array(position, np.int8), rows, as_kernel_array(close),
-                        int(start), int(stop), float(initial_capital))
+    values = np.empty(len(METRIC_NAMES))
+    metrics_nb(equity, as_kernel_array(position, np.int8), rows, as_price_array(close), int(start),
+               int(stop), float(initial_capital), values)
     out = {name: float(v) for name, v in zip(METRIC_NAMES, values)}
     out["num_trades"] = int(values[6])
     return out

@@ -4,6 +4,8 @@ Each instruction runs its kernel over the whole series (dispatch costs once per 
 once per bar). Registers are the rows of one 2-D float64 array; rows 0..4 hold open, high, low,
 close and volume. The opcode constants come from autostrat.opcodes (numba reads them as
 compile-time constants); every opcode has one branch here, grouped as the registry groups them.
+A branch calls its kernel through `kernels`, the process's kernel table (autostrat.kernel_table),
+so the loop compiles without compiling the kernels, and a kernel compiles when a tape first uses it.
 """
 
 from __future__ import annotations
@@ -11,24 +13,27 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from autostrat.kernels import KERNELS
+from autostrat.kernel_table import caller, kernel_table
 from autostrat.opcodes import NAMES, Op
 
-# Every kernel under its `<name>_nb` name in this module's globals, where numba resolves the calls
-# of the dispatch loop below (kernels live in autostrat.kernels and autostrat.kernels_ta).
-globals().update({f"{name}_nb": KERNELS[name] for name in NAMES})
+# Every kernel's caller under its `<name>_nb` name in this module's globals, where numba resolves
+# the calls of the dispatch loop below: `sma_nb(kernels, a, n1, d)` calls the table's sma kernel.
+globals().update({f"{name}_nb": caller(name) for name in NAMES})
 
 
 @njit(cache=True)
-def run_tape_nb(code, consts, n_regs, open_, high, low, close, volume):
-    """Run a tape over one market's arrays; return the register file (n_regs, n_bars)."""
+def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
+    """Run a tape over one market's arrays; return the register file (n_regs, n_bars).
+
+    `kernels` is the int64 kernel table of `kernel_table(code)`, with every opcode of `code` filled.
+    """
     n = close.shape[0]
     regs = np.empty((n_regs, n))
-    regs[0, :] = open_
-    regs[1, :] = high
-    regs[2, :] = low
-    regs[3, :] = close
-    regs[4, :] = volume
+    # Row by row, not `regs[0, :] = open_`: slice assignment compiles numba's shape-error path (3 s).
+    for r, series in enumerate((open_, high, low, close, volume)):
+        row = regs[r]
+        for j in range(n):
+            row[j] = series[j]
     H = regs[1]
     L = regs[2]
     Cl = regs[3]
@@ -45,142 +50,142 @@ def run_tape_nb(code, consts, n_regs, open_, high, low, close, volume):
         k = consts[code[i, 8]] if consts.shape[0] > 0 else 0.0
         # ---- constants, lag and operators
         if op == Op.fill:
-            fill_nb(k, d)
+            fill_nb(kernels, k, d)
         elif op == Op.lag:
-            lag_nb(a, n1, d)
+            lag_nb(kernels, a, n1, d)
         elif op == Op.neg:
-            neg_nb(a, d)
+            neg_nb(kernels, a, d)
         elif op == Op.not_:
-            not_nb(a, d)
+            not_nb(kernels, a, d)
         elif op == Op.add:
-            add_nb(a, b, d)
+            add_nb(kernels, a, b, d)
         elif op == Op.sub:
-            sub_nb(a, b, d)
+            sub_nb(kernels, a, b, d)
         elif op == Op.mul:
-            mul_nb(a, b, d)
+            mul_nb(kernels, a, b, d)
         elif op == Op.div:
-            div_nb(a, b, d)
+            div_nb(kernels, a, b, d)
         elif op == Op.lt:
-            lt_nb(a, b, d)
+            lt_nb(kernels, a, b, d)
         elif op == Op.le:
-            le_nb(a, b, d)
+            le_nb(kernels, a, b, d)
         elif op == Op.gt:
-            gt_nb(a, b, d)
+            gt_nb(kernels, a, b, d)
         elif op == Op.ge:
-            ge_nb(a, b, d)
+            ge_nb(kernels, a, b, d)
         elif op == Op.eq:
-            eq_nb(a, b, d)
+            eq_nb(kernels, a, b, d)
         elif op == Op.ne:
-            ne_nb(a, b, d)
+            ne_nb(kernels, a, b, d)
         elif op == Op.and_:
-            and_nb(a, b, d)
+            and_nb(kernels, a, b, d)
         elif op == Op.or_:
-            or_nb(a, b, d)
+            or_nb(kernels, a, b, d)
         # ---- averages
         elif op == Op.sma:
-            sma_nb(a, n1, d)
+            sma_nb(kernels, a, n1, d)
         elif op == Op.ema:
-            ema_nb(a, n1, d)
+            ema_nb(kernels, a, n1, d)
         elif op == Op.wma:
-            wma_nb(a, n1, d)
+            wma_nb(kernels, a, n1, d)
         elif op == Op.rma:
-            rma_nb(a, n1, d)
+            rma_nb(kernels, a, n1, d)
         # ---- statistics
         elif op == Op.stdev:
-            stdev_nb(a, n1, d)
+            stdev_nb(kernels, a, n1, d)
         elif op == Op.zscore:
-            zscore_nb(a, n1, d)
+            zscore_nb(kernels, a, n1, d)
         elif op == Op.highest:
-            highest_nb(a, n1, d)
+            highest_nb(kernels, a, n1, d)
         elif op == Op.lowest:
-            lowest_nb(a, n1, d)
+            lowest_nb(kernels, a, n1, d)
         elif op == Op.sum:
-            sum_nb(a, n1, d)
+            sum_nb(kernels, a, n1, d)
         elif op == Op.percent_rank:
-            percent_rank_nb(a, n1, d)
+            percent_rank_nb(kernels, a, n1, d)
         elif op == Op.slope:
-            slope_nb(a, n1, d)
+            slope_nb(kernels, a, n1, d)
         elif op == Op.corr:
-            corr_nb(a, b, n1, d)
+            corr_nb(kernels, a, b, n1, d)
         elif op == Op.bars_since_high:
-            bars_since_high_nb(a, n1, d)
+            bars_since_high_nb(kernels, a, n1, d)
         elif op == Op.bars_since_low:
-            bars_since_low_nb(a, n1, d)
+            bars_since_low_nb(kernels, a, n1, d)
         # ---- change
         elif op == Op.change:
-            change_nb(a, n1, d)
+            change_nb(kernels, a, n1, d)
         elif op == Op.roc:
-            roc_nb(a, n1, d)
+            roc_nb(kernels, a, n1, d)
         # ---- oscillators
         elif op == Op.rsi:
-            rsi_nb(a, n1, d)
+            rsi_nb(kernels, a, n1, d)
         elif op == Op.stoch_k:
-            stoch_k_nb(H, L, Cl, n1, d)
+            stoch_k_nb(kernels, H, L, Cl, n1, d)
         elif op == Op.stoch_d:
-            stoch_d_nb(H, L, Cl, n1, n2, d)
+            stoch_d_nb(kernels, H, L, Cl, n1, n2, d)
         elif op == Op.williams_r:
-            williams_r_nb(H, L, Cl, n1, d)
+            williams_r_nb(kernels, H, L, Cl, n1, d)
         elif op == Op.cci:
-            cci_nb(H, L, Cl, n1, d)
+            cci_nb(kernels, H, L, Cl, n1, d)
         elif op == Op.mfi:
-            mfi_nb(H, L, Cl, V, n1, d)
+            mfi_nb(kernels, H, L, Cl, V, n1, d)
         elif op == Op.macd:
-            macd_nb(a, n1, n2, d)
+            macd_nb(kernels, a, n1, n2, d)
         elif op == Op.macd_signal:
-            macd_signal_nb(a, n1, n2, n3, d)
+            macd_signal_nb(kernels, a, n1, n2, n3, d)
         elif op == Op.macd_hist:
-            macd_hist_nb(a, n1, n2, n3, d)
+            macd_hist_nb(kernels, a, n1, n2, n3, d)
         # ---- volatility
         elif op == Op.tr:
-            tr_nb(H, L, Cl, d)
+            tr_nb(kernels, H, L, Cl, d)
         elif op == Op.atr:
-            atr_nb(H, L, Cl, n1, d)
+            atr_nb(kernels, H, L, Cl, n1, d)
         elif op == Op.bb_upper:
-            bb_upper_nb(a, n1, k, d)
+            bb_upper_nb(kernels, a, n1, k, d)
         elif op == Op.bb_lower:
-            bb_lower_nb(a, n1, k, d)
+            bb_lower_nb(kernels, a, n1, k, d)
         elif op == Op.keltner_upper:
-            keltner_upper_nb(H, L, Cl, n1, k, d)
+            keltner_upper_nb(kernels, H, L, Cl, n1, k, d)
         elif op == Op.keltner_lower:
-            keltner_lower_nb(H, L, Cl, n1, k, d)
+            keltner_lower_nb(kernels, H, L, Cl, n1, k, d)
         # ---- volume
         elif op == Op.obv:
-            obv_nb(Cl, V, d)
+            obv_nb(kernels, Cl, V, d)
         elif op == Op.vwap:
-            vwap_nb(H, L, Cl, V, n1, d)
+            vwap_nb(kernels, H, L, Cl, V, n1, d)
         # ---- trend
         elif op == Op.adx:
-            adx_nb(H, L, Cl, n1, d)
+            adx_nb(kernels, H, L, Cl, n1, d)
         elif op == Op.plus_di:
-            plus_di_nb(H, L, Cl, n1, d)
+            plus_di_nb(kernels, H, L, Cl, n1, d)
         elif op == Op.minus_di:
-            minus_di_nb(H, L, Cl, n1, d)
+            minus_di_nb(kernels, H, L, Cl, n1, d)
         # ---- math
         elif op == Op.abs:
-            abs_nb(a, d)
+            abs_nb(kernels, a, d)
         elif op == Op.log:
-            log_nb(a, d)
+            log_nb(kernels, a, d)
         elif op == Op.sqrt:
-            sqrt_nb(a, d)
+            sqrt_nb(kernels, a, d)
         elif op == Op.exp:
-            exp_nb(a, d)
+            exp_nb(kernels, a, d)
         elif op == Op.sign:
-            sign_nb(a, d)
+            sign_nb(kernels, a, d)
         elif op == Op.min:
-            min_nb(a, b, d)
+            min_nb(kernels, a, b, d)
         elif op == Op.max:
-            max_nb(a, b, d)
+            max_nb(kernels, a, b, d)
         elif op == Op.clip:
-            clip_nb(a, b, c, d)
+            clip_nb(kernels, a, b, c, d)
         elif op == Op.if_else:
-            if_else_nb(a, b, c, d)
+            if_else_nb(kernels, a, b, c, d)
         # ---- events
         elif op == Op.cross_above:
-            cross_above_nb(a, b, d)
+            cross_above_nb(kernels, a, b, d)
         elif op == Op.cross_below:
-            cross_below_nb(a, b, d)
+            cross_below_nb(kernels, a, b, d)
         elif op == Op.bars_since:
-            bars_since_nb(a, d)
+            bars_since_nb(kernels, a, d)
         else:
             raise ValueError("unknown opcode")
     return regs
@@ -188,5 +193,5 @@ def run_tape_nb(code, consts, n_regs, open_, high, low, close, volume):
 
 def run_tape(tape, market) -> np.ndarray:
     """Evaluate a tape on a market (anything with open/high/low/close/volume arrays)."""
-    return run_tape_nb(tape.code, tape.consts, tape.n_regs, market.open, market.high, market.low,
-                       market.close, market.volume)
+    return run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), market.open,
+                       market.high, market.low, market.close, market.volume)

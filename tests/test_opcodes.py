@@ -28,6 +28,7 @@ from autostrat.opcodes import CODE, META, NAMES, OPERATORS, SERIES_REGS, WIDTH, 
 from autostrat.parse import parse
 from autostrat.registry import BUILTINS
 from autostrat.synthetic import synthetic_market
+from autostrat.kernel_table import kernel_table
 from autostrat.vm import run_tape_nb
 
 VM_SOURCE = Path(vm.__file__)
@@ -86,7 +87,7 @@ def expected_vm_args(name: str) -> list[str]:
             out.append("k")
         else:
             raise AssertionError(f"{name}: kernel parameter {p!r} of unknown kind")
-    return out + ["d"]
+    return ["kernels"] + out + ["d"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -241,4 +242,4 @@ def test_vm_rejects_an_unknown_opcode(jit):
     code[0, 1] = 5
     m = synthetic_market(1, 10)
     with pytest.raises(ValueError):
-        run_tape_nb(code, np.zeros(1), 6, m.open, m.high, m.low, m.close, m.volume)
+        run_tape_nb(code, np.zeros(1), 6, kernel_table(code), m.open, m.high, m.low, m.close, m.volume)

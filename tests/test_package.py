@@ -36,7 +36,7 @@ def test_the_numba_cache_key_covers_the_jitted_modules_and_what_they_import():
     from autostrat._numba_cache import jitted_sources
 
     names = {p.stem for p in jitted_sources()}
-    assert {"vm", "kernels", "kernels_ta", "simulate", "stats", "evaluate"} <= names
+    assert {"vm", "kernel_table", "kernels", "kernels_ta", "simulate", "stats", "evaluate"} <= names
     assert {"opcodes", "registry"} <= names  # the registry's order numbers the opcodes the VM reads
     assert not {"bulk", "universe", "loop", "report", "__init__"} & names
     engine = Path(autostrat.__file__).parent

@@ -169,6 +169,25 @@ def test_words_that_start_like_keywords_are_names(word):
     assert expr_of(word) == name(word)
 
 
+@pytest.mark.parametrize("text, col, word", [
+    ("buy when close > open orb\n", 23, "orb"),
+    ("buy when close > open andvolume > 0\n", 23, "andvolume"),
+    ("buy whenclose > open\n", 5, "whenclose"),
+    ("param fast = 5 in_ 1..10\n", 16, "in_"),
+    ("param fast = 5 in1 1..10\n", 16, "in1"),
+])
+def test_a_keyword_glued_to_a_word_is_not_read_as_the_keyword(text, col, word):
+    # The contextual lexer would otherwise read `orb` as `or b` where no name can follow.
+    err = error_of(text)
+    assert err.first.message == f"unexpected '{word}'"
+    assert (err.first.line, err.first.column) == (1, col)
+
+
+def test_keywords_still_lex_as_keywords_next_to_symbols():
+    assert parse("buy when (close > open)or(close > 1)\n").statements[0].expr.op == "or"
+    assert parse("param fast = 5 in 1..10\n").statements[0].hi is not None
+
+
 def test_keywords_lex_as_names_where_only_a_name_fits():
     # The checker, not the parser, refuses these as names (tests/test_check.py).
     assert parse("param and = 5\n").statements[0].name == "and"

@@ -19,7 +19,7 @@ SIGNAL = EXIT_REASONS.index("signal")
 def _warm_jit():
     """Compile metrics_nb once for the session with the argument types every test passes."""
     x = np.array([1.0, 2.0])
-    metrics_nb(x, np.zeros(2, dtype=np.int8), np.zeros((0, 8)), x, 0, 2, 1.0)
+    metrics_nb(x, np.zeros(2, dtype=np.int8), np.zeros((0, 8)), x, 0, 2, 1.0, np.empty(len(METRIC_NAMES)))
 
 
 def m(equity, position, trades, close, start=0, stop=None, capital=100.0):
