@@ -89,44 +89,69 @@ class _SymbolicCompiler(_ProgramCompiler):
 
 
 def compile_variants(programs: list[TypedProgram]) -> Tape:
-    """One tape for param variants of one program (see the module docstring)."""
+    """One tape for param variants of one program (see the module docstring).
+
+    The recipe is replayed one step at a time for all variants at once: a step's instruction keys
+    form one int64 array (a row per variant), `np.unique` finds the distinct ones, and only those
+    meet the batch-wide table of instructions already emitted. Instructions come out step by step
+    (every variant's first step, then every variant's second, ...), so sources precede their uses.
+    """
     recorder = _Recorder()
     template = _SymbolicCompiler(recorder, programs[0]).rule_regs()
-    # The recipe with every field ready for a key: opcode, source slots (template registers,
-    # padded with 0), windows (an int, or a param to read) and the constant (None, a literal or a param).
-    steps = []
-    for dst, op, srcs, windows, k in recorder.recipe:
-        steps.append((dst, CODE[op], tuple(srcs) + (0,) * (3 - len(srcs)),
-                      tuple(windows) + (0,) * (3 - len(windows)), None if k == 0 else k))
-    rows: list[list[int]] = []
-    cse: dict[tuple, int] = {}
+    n = len(programs)
+    values: dict[str, np.ndarray] = {}
+
+    def param(name: str) -> np.ndarray:
+        if name not in values:
+            values[name] = np.array([float(t.param_values[name]) for t in programs])
+        return values[name]
+
     consts: list[float] = []
     const_index: dict[float, int] = {}
+
+    def const_slots(k) -> np.ndarray:
+        """The constant-pool index of field k for every variant (0 when the step has none)."""
+        if k == 0:
+            return np.zeros(n, dtype=np.int64)
+        column = param(k[1]) if isinstance(k, _Param) else np.full(n, k[1])
+        distinct, inverse = np.unique(column, return_inverse=True)
+        slots = np.empty(len(distinct), dtype=np.int64)
+        for i, value in enumerate(distinct.tolist()):
+            slot = const_index.get(value)
+            if slot is None:
+                slot = const_index[value] = len(consts)
+                consts.append(value)
+            slots[i] = slot
+        return slots[inverse.reshape(-1)]
+
+    regs = {r: np.full(n, r, dtype=np.int64) for r in range(FIRST_FREE_REG)}
+    emitted: dict[tuple, int] = {}
+    rows: list[tuple] = []
     next_reg = FIRST_FREE_REG
-    outputs = []
-    for typed in programs:
-        values = typed.param_values
-        regs = {r: r for r in range(FIRST_FREE_REG)}
-        for dst, code, srcs, windows, k in steps:
-            if k is None:
-                kk = 0
-            else:
-                value = float(values[k[1]]) if isinstance(k, _Param) else k[1]
-                kk = const_index.get(value)
-                if kk is None:
-                    kk = const_index[value] = len(consts)
-                    consts.append(value)
-            w = tuple(int(values[x[1]]) if isinstance(x, _Param) else x for x in windows)
-            key = (code, regs[srcs[0]], regs[srcs[1]], regs[srcs[2]], *w, kk)
-            reg = cse.get(key)
+    keys = np.zeros((n, WIDTH - 1), dtype=np.int64)  # opcode, 3 sources, 3 windows, constant
+    for dst, op, srcs, windows, k in recorder.recipe:
+        keys[:, 0] = CODE[op]
+        for j in range(3):
+            keys[:, 1 + j] = regs[srcs[j]] if j < len(srcs) else 0
+            w = windows[j] if j < len(windows) else 0
+            # int() of each value, as compile_many takes a window (truncated toward zero)
+            keys[:, 4 + j] = param(w[1]).astype(np.int64) if isinstance(w, _Param) else w
+        keys[:, 7] = const_slots(k)
+        distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+        reg_of = np.empty(len(distinct), dtype=np.int64)
+        for i, key in enumerate(map(tuple, distinct.tolist())):
+            reg = emitted.get(key)
             if reg is None:
-                reg = cse[key] = next_reg
+                reg = emitted[key] = next_reg
                 next_reg += 1
-                rows.append([code, reg, *key[1:]])
-            regs[dst] = reg
-        outputs.append([regs[r] if r != NO_REG else NO_REG for r in template])
+                rows.append((key[0], reg, *key[1:]))
+            reg_of[i] = reg
+        regs[dst] = reg_of[inverse.reshape(-1)]
     code_arr = np.array(rows, dtype=np.int64).reshape(-1, WIDTH)
-    out = np.array(outputs, dtype=np.int64).reshape(-1, 4)
+    out = np.full((n, 4), NO_REG, dtype=np.int64)
+    for j, r in enumerate(template):
+        if r != NO_REG:
+            out[:, j] = regs[r]
     n_regs = _allocate(code_arr, out)
     return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
                 warmups=np.array([t.warmup for t in programs], dtype=np.int64),
