@@ -44,14 +44,33 @@ TSV_COLUMNS = ("iteration", "objective", "train", "validation", "status", "descr
 _RECORD = re.compile(r"^iter_(\d{4,})\.json$")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import, before any threads of ours exist
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temporary file and a rename."""
+    """Write `data` to `path` through a temporary file and a rename.
+
+    The file gets the permissions a plain open() would give it (an existing file keeps its own):
+    mkstemp's temporary files are private (0600), which would leave run folders unreadable to
+    the rest of a team sharing them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(payload)
         os.replace(tmp, path)
     except BaseException:

@@ -152,7 +152,12 @@ def compile_variants(programs: list[TypedProgram]) -> Tape:
     for j, r in enumerate(template):
         if r != NO_REG:
             out[:, j] = regs[r]
-    n_regs = _allocate(code_arr, out)
+    # Registers are numbered in emission order (each instruction its own), which is already a valid
+    # tape. Reuse can only recycle registers that are not rule outputs, live to the end; when
+    # those are at most a tenth of the tape (a sweep: mostly each variant's own comparisons), the
+    # Python allocation pass costs more than the memory it could save.
+    intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
+    n_regs = _allocate(code_arr, out) if intermediates > len(rows) // 10 else next_reg
     return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
                 warmups=np.array([t.warmup for t in programs], dtype=np.int64),
                 exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),

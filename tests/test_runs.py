@@ -30,6 +30,17 @@ def test_atomic_write_replaces_and_leaves_no_temp_file(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["file.txt"]
 
 
+def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+    path = tmp_path / "new.txt"
+    atomic_write(path, "x")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # umask applied, not 0600
+    os.chmod(path, 0o640)
+    atomic_write(path, "y")
+    assert path.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+
+
 def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "file.txt"
     atomic_write(path, "old")
