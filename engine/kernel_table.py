@@ -9,12 +9,15 @@ The loop compiles once, small; a kernel compiles (or loads from the disk cache) 
 tape uses it, and every process fills its own table (addresses are only valid in-process).
 
 Safety: an address is only ever stored for the overload compiled for `ARG_TYPES[name]`, and the
-intrinsic refuses, at compile time, a call whose argument types differ, so the loop can never call
-a kernel with the wrong types. A call through an empty slot raises instead of jumping to address 0.
+intrinsic refuses, at compile time, a call whose argument types differ. The table's last slot is a
+fingerprint of the opcode order and argument types that the loop checks before anything else, so
+a loop from a stale cache cannot read a slot as another kernel. A call through an empty slot
+raises instead of jumping to address 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numpy as np
@@ -36,7 +39,20 @@ ARG_TYPES: dict[str, tuple[types.Type, ...]] = {
     for name in NAMES
 }
 
-_TABLE = np.zeros(len(NAMES), dtype=np.int64)
+
+def _fingerprint() -> int:
+    """A number naming this instruction set: the opcode order and every kernel's argument types."""
+    text = "\n".join(f"{name}{ARG_TYPES[name]}" for name in NAMES)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "little")
+
+
+# One slot per opcode, then the fingerprint. The dispatch loop reads FINGERPRINT as a compile-time
+# constant and refuses a table whose last slot differs: a loop loaded from a stale cache (built for
+# another opcode order) never calls a kernel through the wrong slot.
+FINGERPRINT = _fingerprint()
+TABLE_SIZE = len(NAMES) + 1
+_TABLE = np.zeros(TABLE_SIZE, dtype=np.int64)
+_TABLE[-1] = FINGERPRINT
 _LOCK = threading.Lock()
 
 
@@ -46,7 +62,7 @@ def kernel_table(code: np.ndarray) -> np.ndarray:
     The slots of opcodes the tape does not use may stay empty. Unknown opcodes are left to the
     dispatch loop, which raises on them.
     """
-    if _TABLE.take(code[:, 0], mode="clip").all():  # the common case: every slot already filled
+    if _TABLE[:-1].take(code[:, 0], mode="clip").all():  # the common case: every slot filled
         return _TABLE
     ops = code[:, 0]
     ops = ops[(ops >= 0) & (ops < len(NAMES))]

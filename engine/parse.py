@@ -378,9 +378,13 @@ def _accepted(exc) -> set[str]:
     """
     state = getattr(exc, "state", None)
     try:
-        return set(state.parse_conf.states[state.position])
+        # The table's row also holds the gotos of rules (lower case); only terminals are upper case.
+        accepted = {s for s in state.parse_conf.states[state.position] if s.isupper()}
     except (AttributeError, KeyError, TypeError):
-        return set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
+        accepted = set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])
+    if "_NL" in accepted:  # a program may end without a newline; "end of line" says it already
+        accepted.discard("$END")
+    return accepted
 
 
 def _expected(exc, parser) -> str:

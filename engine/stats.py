@@ -66,8 +66,8 @@ def metrics_nb(equity, position, trades, close, start, stop, initial_capital, ou
     # and the equity sum; a second pass for the deviations from the mean (two-pass is exact enough
     # to agree with pandas to ~1e-12 relative). Every sum runs in bar order from 0.0, as a separate
     # loop or numpy's sum would: the fused loop gives the same bits, in fewer passes. A flat bar
-    # (equity unchanged, as when out of the market) has return exactly 0 and no new drawdown, so
-    # it skips the divisions.
+    # (equity unchanged and finite, as when out of the market) has return exactly 0 and no new
+    # drawdown, so it skips the divisions.
     m = n - 1
     rets = np.empty(max(m, 0), dtype=np.float64)
     ret_total = 0.0
@@ -80,7 +80,7 @@ def metrics_nb(equity, position, trades, close, start, stop, initial_capital, ou
     for t in range(n):
         e = equity[t]
         if t > 0:
-            r = e / prev - 1.0 if prev > 0.0 and e != prev else 0.0
+            r = e / prev - 1.0 if prev > 0.0 and (e != prev or math.isinf(e)) else 0.0
             rets[t - 1] = r
             ret_total += r
             if r < 0.0:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from autostrat.kernel_table import caller, kernel_table
+from autostrat.kernel_table import FINGERPRINT, TABLE_SIZE, caller, kernel_table
 from autostrat.opcodes import NAMES, Op
 
 # Every kernel's caller under its `<name>_nb` name in this module's globals, where numba resolves
@@ -27,13 +27,27 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
 
     `kernels` is the int64 kernel table of `kernel_table(code)`, with every opcode of `code` filled.
     """
+    if kernels.shape[0] != TABLE_SIZE or kernels[TABLE_SIZE - 1] != FINGERPRINT:
+        # A loop compiled for another instruction set (a stale cache in a NUMBA_CACHE_DIR of the
+        # user's own, or a table from elsewhere) must not call into it.
+        raise ValueError("the kernel table does not match this dispatch loop; clear the numba "
+                         "cache (the folder NUMBA_CACHE_DIR names) and run again")
     n = close.shape[0]
+    if open_.shape[0] != n or high.shape[0] != n or low.shape[0] != n or volume.shape[0] != n:
+        raise ValueError("open, high, low, close and volume must have the same length")
     regs = np.empty((n_regs, n))
-    # Row by row, not `regs[0, :] = open_`: slice assignment compiles numba's shape-error path (3 s).
-    for r, series in enumerate((open_, high, low, close, volume)):
-        row = regs[r]
-        for j in range(n):
-            row[j] = series[j]
+    # One loop per row, not `regs[0, :] = open_`: slice assignment compiles numba's shape-error
+    # path (3 s), and separate loops let the five series have different array types.
+    for j in range(n):
+        regs[0, j] = open_[j]
+    for j in range(n):
+        regs[1, j] = high[j]
+    for j in range(n):
+        regs[2, j] = low[j]
+    for j in range(n):
+        regs[3, j] = close[j]
+    for j in range(n):
+        regs[4, j] = volume[j]
     H = regs[1]
     L = regs[2]
     Cl = regs[3]

@@ -18,7 +18,7 @@ from numba.core.errors import TypingError
 
 from autostrat.check import check
 from autostrat.compile import compile
-from autostrat.kernel_table import ARG_TYPES, caller, fill_all, kernel_table
+from autostrat.kernel_table import ARG_TYPES, FINGERPRINT, TABLE_SIZE, caller, fill_all, kernel_table
 from autostrat.opcodes import CODE, NAMES, WIDTH
 from autostrat.parse import parse
 from autostrat.synthetic import synthetic_market
@@ -57,9 +57,9 @@ def test_a_fresh_process_compiles_only_what_its_backtest_uses():
 
 def test_the_table_holds_one_distinct_address_per_kernel():
     table = fill_all()
-    assert table.shape == (len(NAMES),) and table.dtype == np.int64
-    assert (table > 0).all()
-    assert len(set(table.tolist())) == len(NAMES)
+    assert table.shape == (TABLE_SIZE,) == (len(NAMES) + 1,) and table.dtype == np.int64
+    assert (table[:-1] > 0).all() and table[-1] == FINGERPRINT
+    assert len(set(table[:-1].tolist())) == len(NAMES)
 
 
 def test_kernel_table_fills_the_slots_of_a_tape():
@@ -72,9 +72,36 @@ def test_an_empty_slot_raises_instead_of_calling_address_zero():
     tape = compile(check(parse("buy when close > sma(close, 5)\nsell when close < sma(close, 5)\n")))
     m = synthetic_market(1, 60)
     run_tape(tape, m)  # compiles the loop and fills the table
+    empty = np.zeros(TABLE_SIZE, dtype=np.int64)
+    empty[-1] = FINGERPRINT
     with pytest.raises(RuntimeError, match=r"kernel (sma|gt|lt)_nb is not in the kernel table"):
-        run_tape_nb(tape.code, tape.consts, tape.n_regs, np.zeros(len(NAMES), dtype=np.int64),
-                    m.open, m.high, m.low, m.close, m.volume)
+        run_tape_nb(tape.code, tape.consts, tape.n_regs, empty, m.open, m.high, m.low, m.close, m.volume)
+
+
+@pytest.mark.parametrize("damage", ["fingerprint", "short", "long"])
+def test_the_loop_refuses_a_table_of_another_instruction_set(damage):
+    # What a loop loaded from a stale cache (compiled for another opcode order) would be handed.
+    tape = compile(check(parse("buy when close > sma(close, 5)\nsell when close < sma(close, 5)\n")))
+    m = synthetic_market(1, 60)
+    table = kernel_table(tape.code).copy()
+    if damage == "fingerprint":
+        table[-1] += 1
+    else:
+        table = table[:-2] if damage == "short" else np.append(table, FINGERPRINT)
+    with pytest.raises(ValueError, match="kernel table does not match this dispatch loop"):
+        run_tape_nb(tape.code, tape.consts, tape.n_regs, table, m.open, m.high, m.low, m.close, m.volume)
+
+
+def test_series_of_different_lengths_are_refused_and_types_may_differ():
+    tape = compile(check(parse("buy when close > open\nsell when volume < 0\n")))
+    m = synthetic_market(1, 60)
+    with pytest.raises(ValueError, match="must have the same length"):
+        run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), m.open, m.high,
+                    m.low, m.close, m.volume[:10])
+    # an int64 volume and writable prices beside read-only ones still run
+    regs = run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), m.open.copy(),
+                       m.high, m.low, m.close, m.volume.astype(np.int64))
+    np.testing.assert_array_equal(regs[4], m.volume.astype(np.int64).astype(float))
 
 
 def test_an_unknown_opcode_is_refused_by_the_loop_not_the_table():

@@ -183,6 +183,18 @@ def test_a_keyword_glued_to_a_word_is_not_read_as_the_keyword(text, col, word):
     assert (err.first.line, err.first.column) == (1, col)
 
 
+@pytest.mark.parametrize("text", ["buy when\n", "param p = x\n", "stop_loss\n", "x = 1 2\n",
+                                  "buy when a orb\n", "buy when close > open @\n"])
+def test_hints_name_tokens_only(text):
+    # The parse table's rows hold rule gotos too (and_expr, postfix, signed...): never shown.
+    hint = error_of(text).first.hint
+    assert hint.startswith("expected ")
+    rules = {"expr", "or_expr", "and_expr", "not_expr", "comparison", "sum", "product", "unary",
+             "postfix", "atom", "paren", "signed", "exit_param", "statement"}
+    assert not rules & set(hint[len("expected "):].split(", ")), hint
+    assert not ("end of file" in hint and "end of line" in hint), hint
+
+
 def test_keywords_still_lex_as_keywords_next_to_symbols():
     assert parse("buy when (close > open)or(close > 1)\n").statements[0].expr.op == "or"
     assert parse("param fast = 5 in 1..10\n").statements[0].hi is not None
