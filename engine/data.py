@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import weakref
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -354,7 +355,11 @@ def periods(market: Market, split: SplitSettings) -> dict[str, tuple[int, int]]:
     test when `two_way`). Dates are inclusive. A period without bars is left out, except that an
     empty train or validation period is an error: the search needs both.
     """
-    train_end, validation_start, validation_end, test_start = _split_dates(split)
+    key = _split_key(split)
+    known = _PERIODS.get(market)
+    if known is not None and key in known:
+        return dict(known[key])
+    train_end, validation_start, validation_end, test_start = _split_dates_of(*key)
     dates, n = market.dates, len(market)
 
     def at(day: np.datetime64, side: str) -> int:
@@ -367,12 +372,19 @@ def periods(market: Market, split: SplitSettings) -> dict[str, tuple[int, int]]:
     for name in ("train", "validation"):
         if spans[name][1] <= spans[name][0]:
             raise DataError(_empty_period_message(market, name, split))
-    return {name: span for name, span in spans.items() if span[1] > span[0]}
+    spans = {name: span for name, span in spans.items() if span[1] > span[0]}
+    _PERIODS.setdefault(market, {})[key] = spans
+    return dict(spans)
 
 
-def _split_dates(split: SplitSettings) -> tuple[np.datetime64, ...]:
+# Each market's periods per split, computed once: a search asks for them at every evaluation.
+# Markets are immutable (read-only arrays, frozen dataclass); the entry goes with its market.
+_PERIODS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _split_key(split: SplitSettings) -> tuple[tuple[str, ...], bool]:
     keys = ("train_end", "validation_start", "validation_end", "test_start")
-    return _split_dates_of(tuple(str(getattr(split, k)).strip() for k in keys), bool(split.two_way))
+    return tuple(str(getattr(split, k)).strip() for k in keys), bool(split.two_way)
 
 
 @functools.lru_cache(maxsize=64)

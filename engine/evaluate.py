@@ -89,8 +89,8 @@ def evaluate_tape(tape, market, spans: dict[str, tuple[int, int]], backtest) -> 
 def metrics_dicts(values: np.ndarray, names) -> dict[str, dict[str, float]]:
     """One program's (n_periods, N_METRICS) array as {period: {metric: value}}."""
     out = {}
-    for name, row in zip(names, values):
-        d = {m: float(v) for m, v in zip(METRIC_NAMES, row)}
+    for name, row in zip(names, values.tolist()):  # tolist: Python floats in one call
+        d = dict(zip(METRIC_NAMES, row))
         d["num_trades"] = int(d["num_trades"])
         out[name] = d
     return out

@@ -341,6 +341,18 @@ def test_periods_match_date_masks(split):
     assert got["train"][0] == 0 and max(stop for _, stop in got.values()) == len(market)
 
 
+def test_periods_are_remembered_per_market_and_split_and_handed_out_as_copies():
+    market = synthetic_market()
+    first = periods(market, SplitSettings())
+    first["train"] = (0, 1)  # a caller's own dict
+    assert periods(market, SplitSettings()) == reference_periods(market.dates, SplitSettings())
+    other = SplitSettings(train_end="2010-12-31", validation_start="2011-01-03",
+                          validation_end="2015-12-31", test_start="2016-01-04")
+    assert periods(market, other) == reference_periods(market.dates, other)
+    shorter = market.slice(0, 5000)
+    assert periods(shorter, SplitSettings()) == reference_periods(shorter.dates, SplitSettings())
+
+
 def test_default_split_boundaries():
     market = synthetic_market()
     spans = periods(market, SplitSettings())
