@@ -104,7 +104,7 @@ def test_series_of_different_lengths_are_refused_and_types_may_differ():
     np.testing.assert_array_equal(regs[4], m.volume.astype(np.int64).astype(float))
 
 
-def test_an_unknown_opcode_is_refused_by_the_loop_not_the_table():
+def test_an_unknown_opcode_leaves_the_table_to_the_loop():  # test_opcodes: the loop raises
     code = np.zeros((1, WIDTH), dtype=np.int64)
     code[0, 0] = len(NAMES)
     code[0, 1] = 5

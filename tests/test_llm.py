@@ -36,14 +36,10 @@ max_retries = 3
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """A clean working directory with fast retry settings and no OPENAI_* variables (restored after)."""
-    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
-        monkeypatch.setenv(var, "x")
-        monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "autostrat.toml").write_text(TOML)
-    return tmp_path
+def env(clean_env):
+    """clean_env (tests/conftest.py) with fast retry settings in its autostrat.toml."""
+    (clean_env / "autostrat.toml").write_text(TOML)
+    return clean_env
 
 
 def evolve(*args):
