@@ -87,13 +87,23 @@ class ModelConfig:
 
 @dataclass
 class Reply:
-    """One answer: its text, token usage, seconds spent (waits included), attempts and retry reasons."""
+    """One answer: its text, token usage, seconds spent (waits included), attempts and retry reasons.
+
+    `finish` is the server's finish_reason: "stop" when the model ended the answer itself,
+    "length" when it was cut off at max_tokens, "" when the server did not say.
+    """
 
     text: str
     usage: dict[str, int]
     seconds: float
     attempts: int
     retries: list[str] = field(default_factory=list)
+    finish: str = ""
+
+    @property
+    def cut_off(self) -> bool:
+        """Whether the answer stopped at the token limit instead of ending by itself."""
+        return self.finish == "length"
 
 
 def add_usage(total: dict[str, int], usage: dict[str, int] | None) -> dict[str, int]:
@@ -143,7 +153,7 @@ class ChatModel:
                 if not hasattr(response, "choices"):  # e.g. an HTML page: the client hands back the text
                     raise ModelError(_unreadable(cfg, str(response)[:200]))
                 return Reply(_content(response), _usage(response), time.monotonic() - start, attempt + 1,
-                             retries)
+                             retries, _finish(response))
             if attempt == cfg.max_retries:
                 raise ModelError(
                     f"model {cfg.model} at {cfg.base_url or 'api.openai.com'}: {problem}; gave up after "
@@ -166,6 +176,12 @@ def _content(response) -> str:
     choices = getattr(response, "choices", None) or []
     message = choices[0].message if choices else None
     return (getattr(message, "content", None) or "") if message else ""
+
+
+def _finish(response) -> str:
+    choices = getattr(response, "choices", None) or []
+    reason = getattr(choices[0], "finish_reason", None) if choices else None
+    return reason if isinstance(reason, str) else ""
 
 
 def _usage(response) -> dict[str, int]:
@@ -237,13 +253,15 @@ class LlmProposer:
         tokens: dict[str, int] = {}
         responses, retries, seconds = [], [], 0.0
         attempts = max(int(self.settings.search.repair_attempts), 0)
-        text, answer, error = "", None, ""
+        text, answer, error, finishes = "", None, "", []
         for repair in range(attempts + 1):
             reply = self.model.chat(messages)
             add_usage(tokens, reply.usage)
             seconds += reply.seconds
             retries += reply.retries
-            responses.append(f"## answer {repair + 1} (tokens: {reply.usage.get('total', 0)})\n\n{reply.text}\n")
+            finishes.append(reply.finish)
+            responses.append(f"## answer {repair + 1} (tokens: {reply.usage.get('total', 0)}, "
+                             f"finish: {reply.finish or 'unknown'})\n\n{reply.text}\n")
             answer = read_answer(reply.text)
             text = answer.strategy if answer.strategy is not None else reply.text
             if answer.strategy is None:
@@ -258,14 +276,17 @@ class LlmProposer:
                     return Proposal(program=program, text=answer.strategy, hypothesis=answer.hypothesis,
                                     learned=answer.learned, tokens=tokens, repairs=repair,
                                     prompt=transcript(ctx.iteration, messages), response="\n".join(responses),
-                                    model_seconds=seconds, retries=retries)
+                                    model_seconds=seconds, retries=retries, finish=finishes)
+            if reply.cut_off:
+                error = (f"the answer was cut off at the token limit ({self.model.config.max_tokens} tokens) "
+                         f"before it ended; write a shorter strategy.\n{error}")
             if repair < attempts:
                 messages = messages + [{"role": "assistant", "content": reply.text},
                                        {"role": "user", "content": repair_prompt(error, repair + 1, attempts)}]
         return Proposal(program=None, text=text, status="invalid", error=error,
                         hypothesis=answer.hypothesis if answer else "", learned=answer.learned if answer else "",
                         tokens=tokens, repairs=attempts, prompt=transcript(ctx.iteration, messages),
-                        response="\n".join(responses), model_seconds=seconds, retries=retries)
+                        response="\n".join(responses), model_seconds=seconds, retries=retries, finish=finishes)
 
 
 def read_answer_notes(text: str) -> str:

@@ -55,6 +55,7 @@ class Proposal:
     response: str | None = None
     model_seconds: float = 0.0
     retries: list[str] = field(default_factory=list)  # why calls to the model were retried
+    finish: list[str] = field(default_factory=list)  # each model answer's finish reason ("length": cut off)
 
 
 @dataclass
@@ -242,6 +243,8 @@ class Search:
             record["learnings_compacted"] = learnings.compacted
         if proposal.retries:
             record["retries"] = proposal.retries
+        if proposal.finish:
+            record["finish"] = proposal.finish
         self._judge(record, proposal)
         return proposal, record
 
