@@ -28,6 +28,7 @@ class Answer:
     content: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    finish_reason: str = "stop"  # "length": the answer was cut off at max_tokens
 
 
 @dataclass
@@ -143,7 +144,7 @@ class FakeLLM:
             handler._json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, "finish_reason": "stop",
+                "choices": [{"index": 0, "finish_reason": action.finish_reason,
                              "message": {"role": "assistant", "content": action.content}}],
                 "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}})
         elif isinstance(action, RateLimit):

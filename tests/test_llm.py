@@ -194,6 +194,26 @@ def test_every_fault_keeps_the_run_going_and_the_files_say_what_happened(env, wa
     assert len(read_results_tsv(run / "results.tsv")) == 12
 
 
+def test_an_answer_cut_off_at_the_token_limit_is_recorded_and_repaired(env, warm, monkeypatch):
+    good = strategy_from("fixed 1")
+    cut = Answer(good[: len(good) // 2], finish_reason="length")  # stops mid-statement
+    plan = Plan({(1, 0): [cut], (1, 1): [good], (2, 0): [cut], (2, 1): [cut], (2, 2): [cut]})
+    with FakeLLM(plan) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        assert evolve("--run", "cut", "--iterations", "3", "--max-fails", "5") == 0
+    run = Path("runs/cut")
+    records = RunFolder.open(run).load_records()
+    assert records[1]["finish"] == ["length", "stop"] and records[1]["status"] in ("keep", "discard")
+    assert records[2]["finish"] == ["length"] * 3 and records[2]["status"] == "invalid"
+    assert "cut off at the token limit (2048 tokens)" in records[2]["error"]
+    assert "finish" not in records[0]  # the baseline asked no model
+    repair = next(b for b in llm.requests if key(b) == (1, 1))
+    assert "cut off at the token limit" in users(repair)[-1]
+    headings = re.findall(r"^## answer (\d) \(tokens: \d+, finish: (\w+)\)$",
+                          (run / "responses" / "iter_0001.md").read_text(), re.M)
+    assert headings == [("1", "length"), ("2", "stop")]
+
+
 def test_model_down_stops_cleanly_and_resumes_without_loss(env, warm, monkeypatch, capsys):
     with FakeLLM(Plan({(2, 0): [ServerError(500)] * 10})) as llm:
         monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)

@@ -267,13 +267,12 @@ def test_cli_resume_refuses_changed_data(clean_env, warm, market, capsys):
     assert "the data changed since this run started" in capsys.readouterr().err
 
 
-def test_demo_runs_offline_and_fast(clean_env, warm, capsys):
-    start = time.perf_counter()
+def test_demo_runs_offline(clean_env, warm, capsys):
+    # How fast it runs is measured by hand (README, Performance), not asserted: wall-clock time
+    # depends on the machine.
     assert main(["evolve", "--demo", "--runs-dir", str(clean_env / "runs")]) == 0
-    elapsed = time.perf_counter() - start
     out = capsys.readouterr().out
     assert "proposer=mutate" in out and "iterations=20" in out and "run folder: " in out
-    assert elapsed < 60
 
 
 # --- kill -9 and Ctrl-C at random moments, then resume ---------------------------------------------

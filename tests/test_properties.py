@@ -1,6 +1,7 @@
 """Properties of the language front end, checked on random input with hypothesis.
 
-- Any text gives a Program or a StrategyError, never another exception, in bounded time.
+- Any text gives a Program or a StrategyError, never another exception, in bounded work
+  (counted in Python calls, not seconds).
 - Random valid programs survive formatting: parse(fmt(p)) == p, fmt is idempotent, check passes
   with the same warm-up.
 - The canonical hash ignores layout (spaces, comments, redundant parentheses, names) and changes
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,13 +23,16 @@ from autostrat.errors import StrategyError
 from autostrat.fmt import canonical_hash, fmt, number
 from autostrat.parse import parse
 from strategies import program_texts, programs
+from work import python_calls
 
 # Text properties are cheap; each random program costs a few milliseconds to draw and parse.
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROGRAMS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-TIME_LIMIT = 2.0  # seconds for any input up to a few kilobytes, even on a busy machine
+# Work for any input up to a few kilobytes, in Python calls (tests/work.py): the same on every
+# machine, unlike seconds. Linear handling costs a bounded number of calls per character.
+CALLS_BASE, CALLS_PER_CHAR = 20_000, 200
 
 
 # --- any text -----------------------------------------------------------------------------------
@@ -85,9 +88,9 @@ def _front_end(text: str) -> None:
 @FAST
 @given(st.one_of(st.text(), st.binary().map(lambda b: b.decode("utf-8", "replace")), token_soup, damaged_programs()))
 def test_any_text_gives_a_program_or_a_strategy_error(text):
-    start = time.perf_counter()
-    _front_end(text)
-    assert time.perf_counter() - start < TIME_LIMIT
+    error, calls = python_calls(_front_end, text)
+    assert error is None, error
+    assert calls < CALLS_BASE + CALLS_PER_CHAR * len(text), (calls, len(text))
 
 
 @SLOW
@@ -96,9 +99,9 @@ def test_long_token_runs_stay_fast(repeat_log, token, rnd):
     # Runs of one token are what make parsers slow (deep nesting, long chains, many lines).
     text = token * min(2 ** repeat_log, 30_000 // max(len(token), 1))
     text = text[: rnd.randint(0, len(text))] + "\nbuy when close > open\nsell when close < open\n"
-    start = time.perf_counter()
-    _front_end(text)
-    assert time.perf_counter() - start < TIME_LIMIT
+    error, calls = python_calls(_front_end, text)
+    assert error is None, error
+    assert calls < CALLS_BASE + CALLS_PER_CHAR * len(text), (calls, len(text))
 
 
 # --- valid programs -----------------------------------------------------------------------------
