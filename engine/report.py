@@ -55,8 +55,24 @@ def load_run_market(run: RunFolder, settings: Settings) -> Market | Universe:
 
 def build_report(path: str | Path, *, by: str = "report", with_robustness: bool = True,
                  n_splits: int | None = None, market: Market | None = None) -> dict[str, Any]:
-    """Everything the report shows, as a dict (plots as PNG bytes under `plots`)."""
+    """Everything the report shows, as a dict (plots as PNG bytes under `plots`).
+
+    `autostrat report` (by="report") holds the run's lock while it works, so that it never writes
+    sealed.json beside a search that is still running; `evolve` already holds it.
+    """
     run = RunFolder.open(Path(path))
+    if by == "report":
+        run.lock("report")
+    try:
+        report = _build_report(run, by, with_robustness, n_splits, market)
+    finally:
+        run.unlock()
+    report["notices"] = list(run.notices)  # what reading the folder found (a damaged record left out)
+    return report
+
+
+def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int | None,
+                  market: Market | None) -> dict[str, Any]:
     records = run.load_records()
     if not records:
         raise AutostratError(f"{run.path}: the run has no iterations yet; run `autostrat evolve --run {run.name}`")
@@ -241,6 +257,9 @@ def red_flags(report: dict[str, Any]) -> list[str]:
     if trades < MIN_TRADES:
         flags.append(f"Only {trades:.0f} trades in {' and '.join(names)}: too few to tell skill from luck "
                      f"(fewer than {MIN_TRADES}).")
+    if (report["sealed"] or {}).get("count_unknown"):
+        flags.append(f"The sealed test period was opened before an unknown number of times "
+                     f"({report['sealed']['count_unknown']}): read the test result as one of several looks.")
     val, test = best.get("validation") or {}, best.get("test")
     if test is not None:
         vs, ts = _num(val.get("sharpe")), _num(test.get("sharpe"))

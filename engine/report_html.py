@@ -127,7 +127,8 @@ def _metrics_tables(r: dict[str, Any]) -> str:
         if period == "test":
             n = sealed.get("times_opened", 1)
             title = (f'<span class="sealed">test (sealed)</span>: {_e(info["first"])} to {_e(info["last"])}, '
-                     f'{info["bars"]} bars; opened {n} time{"s" if n != 1 else ""}, first at {_e(sealed.get("opened_at"))}')
+                     f'{info["bars"]} bars; opened {n} time{"s" if n != 1 else ""}, first at {_e(sealed.get("opened_at"))}'
+                     + (", and before that an unknown number of times" if sealed.get("count_unknown") else ""))
         else:
             title = _e(title)
         head = '<tr><th class="l">strategy</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in TABLE_METRICS) + "</tr>"

@@ -13,6 +13,12 @@ opening to the run's sealed.json:
 
 A later opening happens only when the run has new iterations (a resumed run, a larger budget) or
 another population; every opening is kept, so the file says how often the test was looked at.
+
+The count is never reset. config.json keeps the number of openings too (`sealed_openings`), so a
+sealed.json that is missing although the test was opened, or that cannot be read (it is moved
+into damaged/), makes the next opening record `count_unknown` with the reason: the file says
+from then on that the test was opened before an unknown number of times, and the report raises a
+red flag.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     """
     records = run.load_records() if records is None else records
     k = settings.search.population
-    sealed = read_sealed(run.path) or {"openings": []}
+    sealed = _sealed_so_far(run)
     if is_current(sealed, records, k):
         return sealed
     opened_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
@@ -101,7 +107,26 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     sealed["opened_at"] = sealed["openings"][0]["opened_at"]
     sealed["times_opened"] = len(sealed["openings"])
     atomic_write(run.path / SEALED_FILE, json.dumps(clean_json(sealed), indent=2) + "\n")
+    run.write_config(dict(run.config, sealed_openings=int(run.config.get("sealed_openings") or 0) + 1))
     return sealed
+
+
+def _sealed_so_far(run: RunFolder) -> dict[str, Any]:
+    """sealed.json as the next opening extends it; a lost count is marked `count_unknown`, never reset."""
+    path = run.path / SEALED_FILE
+    before = run.config.get("sealed_openings") or 0
+    if not path.exists():
+        if not before:
+            return {"openings": []}
+        return {"openings": [], "count_unknown": f"{SEALED_FILE} is missing, but config.json says the test period "
+                                                 f"was opened {before} time{'s' if before != 1 else ''} before"}
+    sealed = read_sealed(run.path)
+    if isinstance(sealed, dict) and isinstance(sealed.get("openings"), list) \
+            and all(isinstance(o, dict) for o in sealed["openings"]):
+        return sealed
+    moved = run.move_aside(path, f"cannot read the record of the sealed test's openings")
+    return {"openings": [], "count_unknown": f"{SEALED_FILE} could not be read (moved to "
+                                             f"{moved.relative_to(run.path)}); the test period was opened before"}
 
 
 def _test_period(market, settings: Settings) -> dict[str, Any] | None:

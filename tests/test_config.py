@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +160,14 @@ def test_config_flag_reads_another_file(tmp_path, monkeypatch):
     assert settings.data.data_dir == "elsewhere" and settings.split.two_way is True
     with pytest.raises(ConfigError, match="missing.toml: config file not found"):
         settings_from_args(parser().parse_args(["--config", "missing.toml"]))
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    # The README's settings block is generated from the dataclasses: a new or changed setting
+    # fails here until the README is regenerated with `reference_toml()`.
+    from autostrat.config import reference_toml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml\n", 1)[1].split("```\n", 1)[0]
+    assert block == reference_toml(), "regenerate the README's settings block from autostrat.config.reference_toml()"
+    assert tomllib.loads(block) == Settings().to_dict()

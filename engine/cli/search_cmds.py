@@ -11,15 +11,17 @@ import sys
 from pathlib import Path
 
 from autostrat import __version__
+from autostrat.check import check
 from autostrat.cli.common import FLAG_SETTINGS, add_data_options, add_split_options, settings_from_args
 from autostrat.config import Settings
 from autostrat.constrain import MODES, constraint_for
 from autostrat.universe import Universe, load_data
-from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError
+from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError, StrategyError
 from autostrat.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
 from autostrat.loop import MutateProposer, Search, describe_reason, summary_table
 from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.objective import Evaluator, Objective, make_evaluator
+from autostrat.parse import parse
 from autostrat.resources import example_path, grammar_path
 from autostrat.runs import RunFolder
 
@@ -181,7 +183,7 @@ def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, 
     path = run.path.parent / name
     null = null_market(market, settings.search.seed)
     if RunFolder.exists(path):
-        nrun = RunFolder.open(path)
+        nrun = RunFolder.open(path).lock("evolve --null")
         if (nrun.config.get("data") or {}).get("sha256") != null.sha256:
             raise ConfigError(f"{path}: this null run was made on another market; remove the folder to redo it")
         nrun.write_config(dict(nrun.config, settings=settings.to_dict()))  # the real run's current budget
@@ -191,7 +193,7 @@ def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, 
                       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                       null_of=null_of(run.name, market, settings.search.seed, null),
                       data=data_info(settings.data.spec, null))
-        nrun = RunFolder.create(path, config)
+        nrun = RunFolder.create(path, config, lock="evolve --null")
     if run.config.get("null_run") != name:
         run.write_config(dict(run.config, null_run=name))
     evaluator = Evaluator(null, settings)
@@ -250,6 +252,11 @@ def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, 
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AutostratError(f"{source}: cannot read the baseline strategy ({exc})") from None
+    try:  # checked before the run folder exists, so that a typo leaves nothing behind
+        check(parse(text, str(source)))
+    except StrategyError as exc:
+        raise AutostratError(f"the baseline strategy does not check:\n{exc.format()}") from None
+    _require_model(settings)
     market = load_data(settings.data.spec, settings.data)
     if isinstance(market, Universe) and args.null:
         raise ConfigError("--null runs on one market's matched noise; on a universe, run the null search per "
@@ -266,11 +273,11 @@ def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, 
     }
     if settings.search.proposer == "llm":
         config["model"] = ModelConfig.resolve(settings.llm).public()
-    return RunFolder.create(path, config), market
+    return RunFolder.create(path, config, lock="evolve"), market
 
 
 def _resume(path: Path, args, fresh: Settings):
-    run = RunFolder.open(path)
+    run = RunFolder.open(path).lock("evolve")
     settings = Settings()
     settings.apply(run.config.get("settings", {}), source=str(path / "config.json"))
     settings.llm = fresh.llm  # how to reach the model may change between sessions
@@ -324,16 +331,20 @@ def data_info(spec: str, data) -> dict:
 def _proposer(settings: Settings, objective: Objective, evaluator, market: str):
     if settings.search.proposer == "mutate":
         return MutateProposer()
-    if not llm_configured(settings.llm):
-        raise ConfigError("the llm proposer needs a model endpoint: set OPENAI_BASE_URL (a local server such as "
-                          "http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI), in the environment or .env; "
-                          "or use --proposer mutate")
+    _require_model(settings)
     config = ModelConfig.resolve(settings.llm)
     constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
     print(constraint.describe(), flush=True)
     model = ChatModel(config, extra_body=constraint.extra_body)
     periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
     return LlmProposer(model, settings, objective, periods, market)
+
+
+def _require_model(settings: Settings) -> None:
+    if settings.search.proposer == "llm" and not llm_configured(settings.llm):
+        raise ConfigError("the llm proposer needs a model endpoint: set OPENAI_BASE_URL (a local server such as "
+                          "http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI), in the environment or .env; "
+                          "or use --proposer mutate")
 
 
 def _grammar_sha() -> str:
