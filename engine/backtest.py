@@ -26,6 +26,7 @@ from autostrat.data import Market, periods as split_periods
 from autostrat.errors import AutostratError, ConfigError
 from autostrat.evaluate import evaluate_tape, metrics_dicts
 from autostrat.parse import parse
+from autostrat.resources import read_text
 from autostrat.simulate import FILLS, SimResult, simulate
 from autostrat.stats import metrics
 from autostrat.vm import run_tape
@@ -34,24 +35,31 @@ SEARCH_PERIODS = ("train", "validation")
 ALL_PERIODS = ("train", "validation", "test")
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return len(text) < 4096 and Path(text).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
 @lru_cache(maxsize=512)
 def _load_text(text: str, path: str) -> TypedProgram:
     return check(parse(text, path))
 
 
 def load_strategy(strategy) -> TypedProgram:
-    """A TypedProgram from source text, a .strat path, a Program or a TypedProgram."""
+    """A TypedProgram from source text, a file path, a Program or a TypedProgram.
+
+    A Path, a one-line string ending in .strat, or a one-line string naming an existing file is
+    read as a file, whatever its extension; any other string is strategy text.
+    """
     if isinstance(strategy, TypedProgram):
         return strategy
     if isinstance(strategy, N.Program):
         return check(strategy)
     if isinstance(strategy, Path) or (isinstance(strategy, str) and "\n" not in strategy
-                                      and strategy.strip().endswith(".strat")):
-        path = Path(strategy)
-        try:
-            return _load_text(path.read_text(encoding="utf-8"), str(path))
-        except OSError as exc:
-            raise AutostratError(f"{path}: cannot read the strategy ({exc.strerror or exc})") from None
+                                      and (strategy.strip().endswith(".strat") or _is_file(strategy))):
+        return _load_text(read_text(strategy, "strategy"), str(strategy))
     if isinstance(strategy, str):
         return _load_text(strategy, "<strategy>")
     raise TypeError(f"expected strategy text, a .strat path, a Program or a TypedProgram, got {type(strategy).__name__}")

@@ -257,9 +257,10 @@ def red_flags(report: dict[str, Any]) -> list[str]:
     if trades < MIN_TRADES:
         flags.append(f"Only {trades:.0f} trades in {' and '.join(names)}: too few to tell skill from luck "
                      f"(fewer than {MIN_TRADES}).")
-    if (report["sealed"] or {}).get("count_unknown"):
-        flags.append(f"The sealed test period was opened before an unknown number of times "
-                     f"({report['sealed']['count_unknown']}): read the test result as one of several looks.")
+    unknown = (report.get("sealed") or {}).get("count_unknown")
+    if unknown:
+        flags.append(f"The sealed test period was opened before an unknown number of times ({unknown}): "
+                     "read the test result as one of several looks.")
     val, test = best.get("validation") or {}, best.get("test")
     if test is not None:
         vs, ts = _num(val.get("sharpe")), _num(test.get("sharpe"))

@@ -26,7 +26,8 @@ import numpy as np
 
 from autostrat.config import DataSettings
 from autostrat.data import Market, load_market
-from autostrat.errors import DataError
+from autostrat.errors import AutostratError, DataError
+from autostrat.resources import read_text
 
 ACROSS = ("mean", "median", "min")
 _SYNTH_KEYS = ("seed", "bars", "start")
@@ -110,10 +111,10 @@ def universe_specs(spec: str) -> list[str]:
         return split_specs(spec)
     path = Path(spec.partition(":")[2].strip())
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"universe file {path}: cannot read it ({exc.strerror or exc}); write one data "
-                        "spec per line (a ticker, a CSV path or synthetic:seed=N)") from None
+        lines = read_text(path, "universe file").splitlines()
+    except AutostratError as exc:
+        raise DataError(f"{exc}; a universe file lists one data spec per line (a ticker, a CSV path or "
+                        "synthetic:seed=N)") from None
     specs: list[str] = []
     for line in lines:
         text = line.split("#", 1)[0].strip()

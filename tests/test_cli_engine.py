@@ -79,3 +79,41 @@ def test_backtest_on_a_synthetic_market_does_not_import_pandas():
             "assert code == 0; print('pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+# --- every text input goes through one reader --------------------------------------------------------
+
+def _inputs(tmp_path):
+    """A Latin-1 strategy, a strategy without the .strat extension, and a folder."""
+    text = example_path("sma_cross").read_text()
+    latin = tmp_path / "latin1.strat"
+    latin.write_bytes(("# caf\xe9\n" + text).encode("latin-1"))
+    plain = tmp_path / "sma.txt"
+    plain.write_text(text)
+    return latin, plain, tmp_path
+
+
+@pytest.mark.parametrize("command", [["backtest"], ["bulk"], ["sweep", "--param", "fast=5:20:5"]],
+                         ids=["backtest", "bulk", "sweep"])
+def test_backtest_bulk_and_sweep_read_files_alike(tmp_path, capsys, command):
+    latin, plain, folder = _inputs(tmp_path)
+    name, *flags = command
+    assert main([name, str(latin), *flags, *DATA]) == 2
+    err = capsys.readouterr().err
+    assert f"{latin}:1: error: not UTF-8 text (byte 0xe9 at offset 5" in err and "save the strategy as UTF-8" in err
+    assert "Traceback" not in err
+    assert main([name, str(plain), *flags, *DATA]) == 0  # an existing path is a file, whatever its extension
+    capsys.readouterr()
+    assert main([name, str(folder), *flags, *DATA]) == 2
+    assert "this is a folder, not a strategy" in capsys.readouterr().err
+    assert main([name, str(tmp_path / "missing.txt"), *flags, *DATA]) == 2
+    assert f"{tmp_path / 'missing.txt'}: error: no such file" in capsys.readouterr().err
+
+
+def test_a_latin1_baseline_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    latin, _, _ = _inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evolve", "--from", str(latin), "--proposer", "mutate", *DATA, "--iterations", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8 text" in err and "save the baseline strategy as UTF-8" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -96,8 +96,8 @@ def test_check_every_example(run):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.strat", "no such file"),
-    (lambda d: d, "cannot read"),
-    (lambda d: (d / "latin1.strat").write_bytes(b"# caf\xe9\nbuy when true\n") and d / "latin1.strat", "not UTF-8"),
+    (lambda d: d, "error: this is a folder, not a strategy"),
+    (lambda d: (d / "latin1.strat").write_bytes(b"# caf\xe9\nbuy when true\n") and d / "latin1.strat", "latin1.strat:1: error: not UTF-8 text (byte 0xe9"),
 ])
 def test_unreadable_file_exits_2(run, tmp_path, make, message):
     path = make(tmp_path)

@@ -87,13 +87,17 @@ def test_load_records_in_order_and_refuses_a_gap(tmp_path):
         run.load_records()
 
 
-def test_an_unreadable_last_record_is_dropped_but_not_an_earlier_one(tmp_path):
+def test_an_unreadable_last_record_is_moved_aside_but_not_an_earlier_one(tmp_path):
     run = RunFolder.create(tmp_path / "r", {})
     for i in (0, 1, 2):
         run.commit(_record(i), f"s{i}\n")
     (tmp_path / "r" / "iter_0002.json").write_text("")  # a torn write after a power cut
-    assert [r["iteration"] for r in run.load_records()] == [0, 1]
+    assert [r["iteration"] for r in run.load_records()] == [0, 1]  # a reader leaves it in place
+    assert (tmp_path / "r" / "iter_0002.json").exists() and "left out" in run.notices[-1]
+    assert [r["iteration"] for r in run.load_records(repair=True)] == [0, 1]  # a resume moves it aside
     assert not (tmp_path / "r" / "iter_0002.json").exists()
+    assert (tmp_path / "r" / "damaged" / "iter_0002.json").read_text() == ""
+    assert (tmp_path / "r" / "damaged" / "iter_0002.strat").read_text() == "s2\n"
     (tmp_path / "r" / "iter_0000.json").write_text("{")
     with pytest.raises(AutostratError, match="iter_0000.json"):
         run.load_records()

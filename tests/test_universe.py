@@ -74,8 +74,11 @@ def test_universe_file_skips_comments_and_reads_paths_beside_it(tmp_path):
 
 
 def test_universe_file_errors(tmp_path):
-    with pytest.raises(DataError, match="cannot read it"):
+    with pytest.raises(DataError, match="missing.txt: error: no such file; a universe file lists one data spec"):
         universe_specs(f"universe:{tmp_path / 'missing.txt'}")
+    (tmp_path / "latin1.txt").write_bytes(b"synthetic:seed=1 # caf\xe9\n")
+    with pytest.raises(DataError, match=r"latin1.txt:1: error: not UTF-8 text .*save the universe file as UTF-8"):
+        universe_specs(f"universe:{tmp_path / 'latin1.txt'}")
     (tmp_path / "empty.txt").write_text("# nothing\n\n")
     with pytest.raises(DataError, match="lists no markets"):
         universe_specs(f"universe:{tmp_path / 'empty.txt'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
 from autostrat.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
@@ -60,7 +61,7 @@ def cmd_backtest(args) -> int:
     periods = ALL_PERIODS if args.test else SEARCH_PERIODS
     if isinstance(market, Universe):
         return _backtest_universe(args, s, market, periods)
-    result = backtest(args.file, market, s, periods=periods)
+    result = backtest(Path(args.file), market, s, periods=periods)
     hold = buy_and_hold(market, result.spans, s)
     if args.plot:
         _plot(result, args.plot)
@@ -93,7 +94,7 @@ def _backtest_universe(args, s, universe: Universe, periods) -> int:
     """One row per market and period block, then the mean, median and min and the share beating buy and hold."""
     if args.plot:
         raise AutostratError("--plot draws one market; on a universe, backtest the market you want to see")
-    result = backtest(args.file, universe, s, periods=periods)
+    result = backtest(Path(args.file), universe, s, periods=periods)
     summary = result.summary
     if args.json:
         print(json.dumps(_json_safe({"assets": result.metrics, "aggregate": summary}), indent=2))
@@ -224,7 +225,7 @@ def cmd_bulk(args) -> int:
     files = [str(f) for f in args.files]
 
     def work(data, executor, progress):
-        frame = evaluate_many(args.files, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
+        frame = evaluate_many([Path(f) for f in args.files], data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
         per = len(frame) // len(files)
         frame.insert(0, "file", [f for f in files for _ in range(per)])
         return frame
@@ -244,7 +245,7 @@ def cmd_sweep(args) -> int:
     grid = parse_grid(args.param)
 
     def work(data, executor, progress):
-        return sweep(args.file, grid, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
+        return sweep(Path(args.file), grid, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
 
     frame, label = _run_bulk(args, s, work, list(grid))
     if args.out:

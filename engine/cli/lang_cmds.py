@@ -10,22 +10,12 @@ from autostrat.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AutostratError,
 from autostrat.fmt import fmt
 from autostrat.parse import parse
 from autostrat.reference import builtins_markdown, reference_text, update_language_md
+from autostrat.resources import read_text
 
 
 def read_source(path: str) -> str:
-    """Read a strategy file (or stdin for '-'), with a clear error when it cannot be read."""
-    if path == "-":
-        return sys.stdin.read()
-    p = Path(path)
-    try:
-        # Bytes, not text mode: text mode would turn CRLF into LF and hide it from `fmt --check`.
-        return p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise AutostratError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise AutostratError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise AutostratError(f"{path}: cannot read ({exc.strerror})") from None
+    """A strategy file (or stdin for '-'), with a clear error when it cannot be read."""
+    return read_text(path, "strategy")
 
 
 def cmd_check(args) -> int:

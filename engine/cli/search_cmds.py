@@ -22,7 +22,7 @@ from autostrat.loop import MutateProposer, Search, describe_reason, summary_tabl
 from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.objective import Evaluator, Objective, make_evaluator
 from autostrat.parse import parse
-from autostrat.resources import example_path, grammar_path
+from autostrat.resources import example_path, grammar_path, read_text
 from autostrat.runs import RunFolder
 
 DEMO_ITERATIONS = 20
@@ -248,10 +248,7 @@ def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, 
     Objective.from_settings(settings.search)
     _check_numbers(settings)
     source = Path(args.from_file) if args.from_file else example_path("sma_cross")
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AutostratError(f"{source}: cannot read the baseline strategy ({exc})") from None
+    text = read_text(source, "baseline strategy")
     try:  # checked before the run folder exists, so that a typo leaves nothing behind
         check(parse(text, str(source)))
     except StrategyError as exc:
@@ -295,7 +292,7 @@ def _resume(path: Path, args, fresh: Settings):
     if mismatches:
         raise ConfigError(f"{path}: cannot resume with different settings:\n  " + "\n  ".join(mismatches)
                           + "\nstart a new run with another --run NAME, or leave these flags out")
-    if args.from_file and Path(args.from_file).read_text(encoding="utf-8") != run.config["baseline"]["text"]:
+    if args.from_file and read_text(args.from_file, "baseline strategy") != run.config["baseline"]["text"]:
         raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}); "
                           "leave --from out to resume it")
     _check_numbers(settings)
