@@ -149,7 +149,7 @@ class Reply:
 def add_usage(total: dict[str, int], usage: dict[str, int] | None) -> dict[str, int]:
     """Sum token usage dicts (prompt, completion, total, calls) into `total`."""
     for k, v in (usage or {}).items():
-        total[k] = total.get(k, 0) + (_count(v) or 0)
+        total[k] = total.get(k, 0) + (v if type(v) is int and v > 0 else 0)  # counts are sanitised in _usage
     return total
 
 
@@ -227,10 +227,19 @@ class ChatModel:
                 max_tokens=cfg.max_tokens, extra_body=self.extra_body) as response:
             content_type = response.headers.get("content-type", "")
             body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise Malformed(f"the body is larger than {MAX_BODY_BYTES >> 20} MiB")
+            try:
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        raise Malformed(f"the body is larger than {MAX_BODY_BYTES >> 20} MiB")
+            except Malformed:
+                raise
+            except Exception as exc:  # httpx's errors while the body arrives: the client does not wrap these
+                import openai
+
+                kind = openai.APITimeoutError if "Timeout" in type(exc).__name__ else openai.APIConnectionError
+                raise (kind(request=response.http_request) if kind is openai.APITimeoutError else
+                       kind(message=str(exc), request=response.http_request)) from exc
             return bytes(body), content_type
 
     def _within_deadline(self, request: Callable, messages: list[dict[str, str]]):
