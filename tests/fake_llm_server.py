@@ -81,11 +81,15 @@ class Cut:
 
 @dataclass
 class Drip:
-    """Headers at once, then the body one byte every `interval` seconds (until the server stops)."""
+    """Headers at once, then the body one byte every `interval` seconds (until the server stops).
+
+    With `whole`, the status line and the headers drip too.
+    """
 
     body: str
     interval: float = 0.2
     content_type: str = "application/json"
+    whole: bool = False
 
 
 @dataclass
@@ -231,6 +235,19 @@ class FakeLLM:
 
     def _send_body(self, handler, action) -> None:
         size = action.size if isinstance(action, Huge) else len(action.body.encode())
+        if isinstance(action, Drip) and action.whole:
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: {action.content_type}\r\nContent-Length: {size}\r\n"
+                    "Connection: close\r\n\r\n")
+            handler.close_connection = True
+            try:
+                for byte in head.encode() + action.body.encode():
+                    if self.stopping.wait(action.interval):
+                        return
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
+            except OSError:
+                pass
+            return
         handler.send_response(200)
         handler.send_header("Content-Type", getattr(action, "content_type", "application/json"))
         handler.send_header("Content-Length", str(size))
@@ -257,7 +274,7 @@ class FakeLLM:
 
 
 def drip_seconds(action: Drip) -> float:
-    """How long a Drip takes to send its whole body."""
+    """How long a Drip takes to send its whole body (its headers not counted)."""
     return len(action.body.encode()) * action.interval
 
 

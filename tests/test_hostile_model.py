@@ -33,7 +33,7 @@ HANG_GUARD = 60.0  # seconds: only to catch a hang, far above what any machine t
 STRAT = strategy_from("hostile")
 
 
-def _model(url, timeout=0.5, max_retries=3, max_answer_chars=400_000):
+def _model(url, timeout=5.0, max_retries=3, max_answer_chars=400_000):
     cfg = ModelConfig(base_url=url, api_key="k", model="m", temperature=0.0, max_tokens=64, timeout=timeout,
                       max_retries=max_retries, backoff=0.01, backoff_max=0.05, max_answer_chars=max_answer_chars)
     sleeps, logs = [], []
@@ -263,6 +263,14 @@ def test_a_dripping_server_times_out_as_a_whole_request():
         message = finishes(attempt)  # the guard is far below the drip's length
     assert "no answer within 1s; gave up after 2 attempts" in message
     assert logs == ["model: no answer within 1s; retry 1 of 1 in 0.01s"] and len(llm.requests) == 2
+
+
+def test_a_server_that_drips_its_headers_times_out_too():
+    drip = Drip(json.dumps(completion(STRAT)), interval=0.2, whole=True)
+    with FakeLLM([drip, "ok"]) as llm:
+        model, sleeps, logs = _model(llm.base_url, timeout=1.0)
+        reply = finishes(ask, model)
+    assert reply.text == "ok" and logs[0] == "model: no answer within 1s; retry 1 of 3 in 0.01s"
 
 
 def test_after_a_deadline_the_next_attempt_gets_a_fresh_connection():
