@@ -237,9 +237,9 @@ class ChatModel:
             except Exception as exc:  # httpx's errors while the body arrives: the client does not wrap these
                 import openai
 
-                kind = openai.APITimeoutError if "Timeout" in type(exc).__name__ else openai.APIConnectionError
-                raise (kind(request=response.http_request) if kind is openai.APITimeoutError else
-                       kind(message=str(exc), request=response.http_request)) from exc
+                if "Timeout" in type(exc).__name__:
+                    raise openai.APITimeoutError(request=response.http_request) from exc
+                raise openai.APIConnectionError(message=str(exc), request=response.http_request) from exc
             return bytes(body), content_type
 
     def _within_deadline(self, request: Callable, messages: list[dict[str, str]]):
