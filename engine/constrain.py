@@ -16,8 +16,11 @@ not the types or the names.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from autostrat.errors import ConfigError
 
 MODES = ("auto", "gbnf", "vllm", "off")
 _STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)  # vLLM renamed guided_* to structured_outputs; 0.12 dropped guided_*
+MAX_PROBE_BYTES = 2**20  # a probe reads at most this much of an answer; a model list is a few KB
 
 
 @dataclass(frozen=True)
@@ -100,42 +104,96 @@ def constraint_for(mode: str, base_url: str | None, api_key: str | None = None,
 
 
 def probe_server(base_url: str, api_key: str | None = None, timeout: float = 3.0) -> Server:
-    """Ask an OpenAI-compatible server what it is, with a few GET requests; never raises."""
+    """Ask an OpenAI-compatible server what it is, with a few GET requests; never raises.
+
+    Each GET reads at most MAX_PROBE_BYTES within `timeout` seconds in all; an answer that is too
+    big, too slow, not JSON or of another shape than expected counts as no answer, and the
+    Server's detail says why when nothing else told the kind.
+    """
     base = base_url.rstrip("/")
     root = re.sub(r"/v1$", "", base)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "not-needed" else {}
-    models = _get_json(f"{base}/models", headers, timeout)
-    owners = {str(m.get("owned_by", "")) for m in (models or {}).get("data", []) if isinstance(m, dict)}
+    models, why = _get_json(f"{base}/models", headers, timeout)
+    entries = models.get("data") if isinstance(models, dict) else None
+    if models is not None and not isinstance(models, dict):
+        why = f"answered {_kind(models)}, not an object with a `data` list"
+    elif models is not None and not isinstance(entries, list):
+        why = f"answered an object whose `data` is {_kind(entries)}, not a list"
+    owners = {str(m.get("owned_by", ""))[:100] for m in (entries if isinstance(entries, list) else [])
+              if isinstance(m, dict)}
     if "vllm" in owners:
-        version = (_get_json(f"{root}/version", headers, timeout) or {}).get("version", "")
-        return Server("vllm", str(version), "/v1/models owned_by vllm")
+        version = _field(_get_json(f"{root}/version", headers, timeout)[0], "version")
+        return Server("vllm", version, "/v1/models owned_by vllm")
     if "llamacpp" in owners:
         return Server("llama.cpp", detail="/v1/models owned_by llamacpp")
-    props = _get_json(f"{root}/props", headers, timeout)
+    props = _get_json(f"{root}/props", headers, timeout)[0]
     if isinstance(props, dict) and ("default_generation_settings" in props or "total_slots" in props):
-        return Server("llama.cpp", str(props.get("build_info", "")), "GET /props")
-    api = _get_json(f"{root}/openapi.json", headers, timeout)
-    title = str(((api or {}).get("info") or {}).get("title", "")) if isinstance(api, dict) else ""
+        return Server("llama.cpp", _field(props, "build_info"), "GET /props")
+    api = _get_json(f"{root}/openapi.json", headers, timeout)[0]
+    info = api.get("info") if isinstance(api, dict) else None
+    title = _field(info, "title")
     if "llama.cpp" in title or "llama_cpp" in title:
-        return Server("llama-cpp-python", str(((api or {}).get("info") or {}).get("version", "")),
-                      "openapi.json title")
-    version = _get_json(f"{root}/version", headers, timeout)
+        return Server("llama-cpp-python", _field(info, "version"), "openapi.json title")
+    version = _get_json(f"{root}/version", headers, timeout)[0]
     if isinstance(version, dict) and set(version) == {"version"}:
-        return Server("vllm", str(version["version"]), "GET /version")
+        return Server("vllm", _field(version, "version"), "GET /version")
     if "api.openai.com" in base:
         return Server("openai", detail="api.openai.com")
-    if models is None:
-        return Server("unknown", detail=f"{base}/models did not answer")
+    if why:
+        return Server("unknown", detail=f"{base}/models {why}")
     return Server("unknown", detail=f"owned_by {', '.join(sorted(owners)) or 'nothing'}")
 
 
-def _get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
+def _get_json(url: str, headers: dict[str, str], timeout: float) -> tuple[Any, str]:
+    """The JSON at `url` and "", or None and why not ("did not answer", "answered more than 1 MiB"...).
+
+    urllib's timeout bounds each socket operation, so a server that drips its answer would never
+    trip it: the GET runs in a daemon thread that this one waits for at most `timeout` seconds
+    (the thread itself stops reading at the deadline, or at the next byte after it).
+    """
+    deadline = time.monotonic() + timeout
+    box: dict[str, tuple[Any, str]] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("result", _fetch(url, headers, timeout, deadline)),
+                              name="autostrat-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return box.get("result", (None, f"did not answer within {timeout:g}s"))
+
+
+def _fetch(url: str, headers: dict[str, str], timeout: float, deadline: float) -> tuple[Any, str]:
     request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read(1_000_000).decode("utf-8", errors="replace"))
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+            body = bytearray()
+            while len(body) <= MAX_PROBE_BYTES:
+                if time.monotonic() > deadline:
+                    return None, f"did not answer within {timeout:g}s"
+                chunk = response.read1(65536)  # what has arrived, not a full 64 KB
+                if not chunk:
+                    break
+                body += chunk
+            if len(body) > MAX_PROBE_BYTES:
+                return None, f"answered more than {MAX_PROBE_BYTES >> 20} MiB"
+            if response.length:  # read1 does not complain when the body stops short of Content-Length
+                return None, "closed the connection before the end of its answer (cut off)"
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        return None, f"did not answer ({type(exc).__name__}: {str(exc)[:120]})"
+    try:
+        value = json.loads(body.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return None, "answered something that is not JSON"
+    return value, "" if value is not None else "answered null"
+
+
+def _field(value: Any, key: str) -> str:
+    """`value[key]` as short text when `value` is a JSON object, else ""."""
+    return str(value.get(key, ""))[:100] if isinstance(value, dict) else ""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "missing or null"
+    return {list: "a list", dict: "an object", str: "a string", bool: "true or false"}.get(type(value), "a number")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

@@ -219,10 +219,15 @@ def compact_prompt(learnings: str, budget_chars: int) -> str:
 
 # --- reading answers ---------------------------------------------------------------------------
 
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)",
-                    re.S | re.M)
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_RULE = re.compile(r"^\s*(buy|sell|short|cover)\s+when\b", re.M)
+# Reading is linear in the answer's length, whatever the model wrote: `*+` and `++` are possessive
+# (Python 3.11), so the engine never retries the splits of a long run; a leading `^` with
+# `[^\S\n]` (whitespace but the newline) keeps each attempt on its own line, where `^\s*` would
+# rescan a run of blank lines once per line; pairing fences and dropping <think> blocks is done
+# in Python over matches found in one pass.
+_FENCE_LINE = re.compile(r"^[ \t]*+(`{3,}+|~{3,}+)[ \t]*+([A-Za-z0-9_+-]*+)([^\n]*+)(\n?)", re.M)
+_THINK_OPEN = re.compile(r"<think>", re.I)
+_THINK_CLOSE = re.compile(r"</think>", re.I)
+_RULE = re.compile(r"^[^\S\n]*+(?:buy|sell|short|cover)\s++when\b", re.M)
 _STRAT_LANGS = {"strat", "strategy"}
 _PLAIN_LANGS = {"", "text", "txt", "plain", "plaintext"}
 _NOTE_LANGS = {"markdown", "md"}
@@ -242,18 +247,20 @@ def read_answer(text: str | None) -> Answer:
     """Find the strategy file in an answer: a ```strat (or ``` / ```text) block, else the whole text.
 
     `# hypothesis:` and `# learned:` comment lines give the hypothesis and the lesson; a
-    ```markdown block adds to the lesson.
+    ```markdown block adds to the lesson. Linear in the length of `text` (see _FENCE_LINE): a
+    10 MB answer of unclosed fences, <think> tags or blank lines is read in one pass.
     """
-    text = _THINK.sub("", text or "").strip()
+    text = strip_think(text or "").strip()
     if not text:
         return Answer(None, problem="the answer was empty")
-    blocks = [(m.group(2).lower(), m.group(3)) for m in _FENCE.finditer(text)]
+    found = fenced_blocks(text)
+    blocks = [(lang, body) for lang, body, _, _ in found]
     notes = "\n".join(b.strip() for lang, b in blocks if lang in _NOTE_LANGS).strip()
     strategy = next((b for lang, b in blocks if lang in _STRAT_LANGS), None)
     if strategy is None:
         strategy = next((b for lang, b in blocks if lang in _PLAIN_LANGS and _RULE.search(b)), None)
     if strategy is None:
-        rest = _FENCE.sub("", text) if blocks else text
+        rest = _outside(text, found) if found else text
         if _RULE.search(rest):
             strategy = rest.strip() + "\n"
     if strategy is None:
@@ -265,9 +272,53 @@ def read_answer(text: str | None) -> Answer:
     return Answer(strategy, hypothesis=hypothesis, learned=learned)
 
 
+def strip_think(text: str) -> str:
+    """`text` without its <think>...</think> blocks, in one pass; an unclosed <think> is kept as text."""
+    out, pos = [], 0
+    while (start := _THINK_OPEN.search(text, pos)) is not None:
+        end = _THINK_CLOSE.search(text, start.end())
+        if end is None:  # no later <think> can be closed either
+            break
+        out.append(text[pos : start.start()])
+        pos = end.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str, int, int]]:
+    """The fenced blocks of `text`: (language in lower case, body, start, end) in order.
+
+    A block opens at a line of three or more backticks or tildes and an optional language, and
+    closes at a line of the same fence alone; an unclosed block runs to the end. Its span
+    (start, end) runs from the opening line to the end of the closing line, newline excluded.
+    """
+    blocks = []
+    lines = _FENCE_LINE.finditer(text)
+    for m in lines:
+        if not m.group(4):  # the last line, without a newline, opens nothing
+            continue
+        fence, lang, body_start = m.group(1), m.group(2).lower(), m.end()
+        for c in lines:  # the same iterator: the closing line is searched from here on, once
+            if c.group(1) == fence and not c.group(2) and not c.group(3).strip(" \t\r"):
+                blocks.append((lang, text[body_start : c.start()], m.start(), c.end() - len(c.group(4))))
+                break
+        else:
+            blocks.append((lang, text[body_start:], m.start(), len(text)))
+    return blocks
+
+
+def _outside(text: str, blocks: list[tuple[str, str, int, int]]) -> str:
+    parts, pos = [], 0
+    for _, _, start, end in blocks:
+        parts.append(text[pos:start])
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 def _tagged(text: str, tag: str) -> list[str]:
-    pattern = re.compile(rf"^\s*#\s*{tag}\s*:\s*(.*?)\s*$", re.I | re.M)
-    return [m.group(1) for m in pattern.finditer(text) if m.group(1)]
+    pattern = re.compile(rf"^[^\S\n]*+#[^\S\n]*+{tag}[^\S\n]*+:([^\n]*+)", re.I | re.M)
+    return [value for m in pattern.finditer(text) if (value := m.group(1).strip())]
 
 
 def header_hypothesis(text: str) -> str:

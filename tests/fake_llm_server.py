@@ -9,7 +9,11 @@ A script is a list (consumed in order; when it runs out the server answers 500 "
 or a callable `(request_body, index) -> action`. An action is a string (the answer's content),
 an Answer (content and token counts), or a fault: RateLimit (429 with Retry-After), ServerError
 (500), Hang (no answer for a while, past the client's timeout), Drop (the connection is closed
-without an answer), Raw (any status and body). The real openai client talks to it over HTTP: nothing is mocked.
+without an answer), Raw (any status and body), and the hostile ones: Json (any JSON value as the
+body), Cut (the headers promise more bytes than are sent before the connection closes), Drip
+(headers, then the body one byte at a time) and Huge (a body of N bytes, streamed).
+`FakeLLM(script, gets={"/v1/models": action})` also answers GET requests, for the probes of
+`--constrain auto`. The real openai client talks to it over HTTP: nothing is mocked.
 """
 
 from __future__ import annotations
@@ -55,19 +59,66 @@ class Drop:
 class Raw:
     """Any status and body, e.g. an HTML page from something that is not an OpenAI-style server."""
 
-    body: str
+    body: str | bytes
     status: int = 200
     content_type: str = "text/html"
+
+
+@dataclass
+class Json:
+    """Any JSON value as the body: an answer of an unusual shape (a bare value in `gets` is sent as Json)."""
+
+    payload: Any
+    status: int = 200
+
+
+@dataclass
+class Cut:
+    """A body cut short: Content-Length says len(body) but only `at` bytes are sent, then the connection closes."""
+
+    body: str
+    at: int
+
+
+@dataclass
+class Drip:
+    """Headers at once, then the body one byte every `interval` seconds (until the server stops).
+
+    With `whole`, the status line and the headers drip too.
+    """
+
+    body: str
+    interval: float = 0.2
+    content_type: str = "application/json"
+    whole: bool = False
+
+
+@dataclass
+class Huge:
+    """A body of `size` bytes (`fill` repeated), streamed in 1 MiB writes."""
+
+    size: int
+    fill: bytes = b" "
+    content_type: str = "application/json"
 
 
 Action = Any
 
 
+def completion(content: Any = "ok", usage: Any = None, finish: Any = "stop", **message: Any) -> dict:
+    """A chat completion body with any content, usage and finish_reason (all may be odd)."""
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": "fake",
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": content, **message}}],
+            **({} if usage is None else {"usage": usage})}
+
+
 class FakeLLM:
     """The server. `start()` (or `with`) binds a free port; `base_url` ends in /v1."""
 
-    def __init__(self, script: list[Action] | Callable[[dict, int], Action]):
+    def __init__(self, script: list[Action] | Callable[[dict, int], Action], gets: dict[str, Action] | None = None):
         self.script = script
+        self.gets = gets or {}  # GET path -> action (a dict or list is sent as JSON)
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -95,6 +146,13 @@ class FakeLLM:
                     fake.requests.append(body)
                     action = fake._next(body, index)
                 fake._act(self, action, body)
+
+            def do_GET(self):  # noqa: N802 - http.server API
+                if self.path not in fake.gets:
+                    return self._json(404, {"error": {"message": f"no route {self.path}"}})
+                action = fake.gets[self.path]
+                faults = (Raw, Json, Cut, Drip, Huge, Hang, Drop, ServerError, RateLimit)
+                fake._act(self, action if isinstance(action, faults) else Json(action), {})
 
             def _json(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
@@ -156,12 +214,16 @@ class FakeLLM:
             self.stopping.wait(action.seconds)
             handler.close_connection = True
         elif isinstance(action, Raw):
-            data = action.body.encode()
+            data = action.body if isinstance(action.body, bytes) else action.body.encode()
             handler.send_response(action.status)
             handler.send_header("Content-Type", action.content_type)
             handler.send_header("Content-Length", str(len(data)))
             handler.end_headers()
             handler.wfile.write(data)
+        elif isinstance(action, Json):
+            handler._json(action.status, action.payload)
+        elif isinstance(action, (Cut, Drip, Huge)):
+            self._send_body(handler, action)
         elif isinstance(action, Drop):
             handler.close_connection = True
             try:
@@ -170,6 +232,51 @@ class FakeLLM:
                 pass
         else:
             raise TypeError(f"unknown action {action!r}")
+
+
+    def _send_body(self, handler, action) -> None:
+        size = action.size if isinstance(action, Huge) else len(action.body.encode())
+        if isinstance(action, Drip) and action.whole:
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: {action.content_type}\r\nContent-Length: {size}\r\n"
+                    "Connection: close\r\n\r\n")
+            handler.close_connection = True
+            try:
+                for byte in head.encode() + action.body.encode():
+                    if self.stopping.wait(action.interval):
+                        return
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
+            except OSError:
+                pass
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", getattr(action, "content_type", "application/json"))
+        handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            if isinstance(action, Cut):
+                handler.wfile.write(action.body.encode()[: action.at])
+                handler.wfile.flush()
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            elif isinstance(action, Drip):
+                handler.wfile.flush()
+                for byte in action.body.encode():
+                    if self.stopping.wait(action.interval):
+                        return
+                    handler.wfile.write(bytes([byte]))
+                    handler.wfile.flush()
+            else:
+                block = (action.fill * (2**20 // len(action.fill) + 1))[: 2**20]
+                for start in range(0, action.size, len(block)):
+                    handler.wfile.write(block[: action.size - start])
+        except OSError:  # the client gave up first: what these actions are for
+            pass
+
+
+def drip_seconds(action: Drip) -> float:
+    """How long a Drip takes to send its whole body (its headers not counted)."""
+    return len(action.body.encode()) * action.interval
 
 
 def last_user_message(body: dict) -> str:
