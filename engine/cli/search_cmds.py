@@ -103,7 +103,22 @@ def register(sub) -> None:
 
 
 def run_evolve(args: argparse.Namespace) -> int:
-    """Start or resume a run, search, print the summary; the exit code."""
+    """Start or resume a run, search, print the summary; the exit code.
+
+    The run's lock (and the null run's) is released when the command ends, however it ends.
+    """
+    try:
+        return _evolve(args)
+    finally:
+        for run in _HELD:
+            run.unlock()
+        _HELD.clear()
+
+
+_HELD: list[RunFolder] = []  # the run folders this command locked
+
+
+def _evolve(args: argparse.Namespace) -> int:
     load_env()
     if args.demo:
         args.data = args.data or "synthetic"
@@ -184,6 +199,7 @@ def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, 
     null = null_market(market, settings.search.seed)
     if RunFolder.exists(path):
         nrun = RunFolder.open(path).lock("evolve --null")
+        _HELD.append(nrun)
         if (nrun.config.get("data") or {}).get("sha256") != null.sha256:
             raise ConfigError(f"{path}: this null run was made on another market; remove the folder to redo it")
         nrun.write_config(dict(nrun.config, settings=settings.to_dict()))  # the real run's current budget
@@ -194,6 +210,7 @@ def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, 
                       null_of=null_of(run.name, market, settings.search.seed, null),
                       data=data_info(settings.data.spec, null))
         nrun = RunFolder.create(path, config, lock="evolve --null")
+        _HELD.append(nrun)
     if run.config.get("null_run") != name:
         run.write_config(dict(run.config, null_run=name))
     evaluator = Evaluator(null, settings)
@@ -270,11 +287,14 @@ def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, 
     }
     if settings.search.proposer == "llm":
         config["model"] = ModelConfig.resolve(settings.llm).public()
-    return RunFolder.create(path, config, lock="evolve"), market
+    run = RunFolder.create(path, config, lock="evolve")
+    _HELD.append(run)
+    return run, market
 
 
 def _resume(path: Path, args, fresh: Settings):
     run = RunFolder.open(path).lock("evolve")
+    _HELD.append(run)
     settings = Settings()
     settings.apply(run.config.get("settings", {}), source=str(path / "config.json"))
     settings.llm = fresh.llm  # how to reach the model may change between sessions
