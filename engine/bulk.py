@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 
 import numpy as np
@@ -220,14 +221,24 @@ def metrics_frame(values: np.ndarray, spans, names) -> pd.DataFrame:
 _RANGE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([-+0-9.eE%]+)\s*(?::\s*([-+0-9.eE%]+)\s*(?::\s*([-+0-9.eE%]+))?)?\s*$")
 
 
-def parse_grid(specs: list[str]) -> dict[str, list[float]]:
-    """`fast=5:50:5` (inclusive start:stop:step), `k=2` or `k=1,2,3` -> {name: values}."""
+MAX_SWEEP_POINTS = 1_000_000  # the default cap on a sweep's grid: each point is a program held in memory
+
+
+def parse_grid(specs: list[str], max_points: int = MAX_SWEEP_POINTS) -> dict[str, list[float]]:
+    """`fast=5:50:5` (inclusive start:stop:step), `k=2` or `k=1,2,3` -> {name: values}.
+
+    Values must be finite; a grid of more than `max_points` combinations is refused before any of
+    it is built (`--max-points` raises the cap).
+    """
     grid: dict[str, list[float]] = {}
+    total = 1
     for spec in specs:
         name, _, rhs = spec.partition("=")
         name = name.strip()
         if not name or not rhs:
             raise AutostratError(f"--param {spec!r}: write NAME=START:STOP:STEP or NAME=V1,V2,...")
+        if name in grid:
+            raise AutostratError(f"--param {spec!r}: {name} is given twice; give each param once")
         try:
             if "," in rhs:
                 values = [_num(v) for v in rhs.split(",")]
@@ -238,20 +249,33 @@ def parse_grid(specs: list[str]) -> dict[str, list[float]]:
                 lo, hi, step = parts
                 if step <= 0 or hi < lo:
                     raise ValueError
-                count = int(np.floor((hi - lo) / step + 1e-9)) + 1
+                count = math.floor((hi - lo) / step + 1e-9) + 1
+                if count * total > max_points:
+                    raise AutostratError(_too_many(spec, count * total, max_points))
                 values = [round(lo + i * step, 10) for i in range(count)]
             else:
                 values = [_num(rhs)]
         except ValueError:
-            raise AutostratError(f"--param {spec!r}: write NAME=START:STOP:STEP (step > 0, stop >= start) "
-                                 "or NAME=V1,V2,...") from None
+            raise AutostratError(f"--param {spec!r}: write NAME=START:STOP:STEP (finite numbers, step > 0, "
+                                 "stop >= start) or NAME=V1,V2,...") from None
+        total *= len(values)
+        if total > max_points:
+            raise AutostratError(_too_many(spec, total, max_points))
         grid[name] = values
     return grid
 
 
+def _too_many(spec: str, points: int, cap: int) -> str:
+    return (f"--param {spec!r}: the grid has {points:,} points, more than the limit of {cap:,}; use a larger "
+            "step or fewer values, or raise the limit with --max-points N")
+
+
 def _num(text: str) -> float:
     text = text.strip()
-    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[list[TypedProgram], list[dict]]:
@@ -280,6 +304,19 @@ def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[list[TypedPr
     return programs, combos
 
 
+def outside_ranges(strategy, grid: dict[str, list[float]]) -> list[str]:
+    """One line per param whose grid values leave the range it declares (a sweep runs them anyway)."""
+    lines = []
+    for p in load_strategy(strategy).program.statements:
+        if not isinstance(p, N.Param) or p.name not in grid or p.lo is None or p.hi is None:
+            continue
+        bad = [v for v in grid[p.name] if not p.lo.value <= v <= p.hi.value]
+        if bad:
+            lines.append(f"{p.name}: {len(bad)} of {len(grid[p.name])} values lie outside its declared range "
+                         f"{p.lo.value:g}..{p.hi.value:g} (for example {bad[0]:g}); they are run as asked")
+    return lines
+
+
 def _set_param(p: N.Param, value: float) -> N.Param:
     literal = value * 100 if p.value.percent else value
     num = N.Num(float(literal), p.value.percent)
@@ -305,6 +342,10 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
         raise AutostratError("no valid parameter combination in the grid")
     data = _data(data, s)
     params = pd.DataFrame(combos)
+    for column in params.columns:  # whole-number values (windows, counts) print as 5, not 5.0
+        values = params[column].to_numpy()
+        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2 ** 53):
+            params[column] = values.astype(np.int64)
     if isinstance(data, Universe) or executor is not None:
         universe = data if isinstance(data, Universe) else Universe((data,), data.name)
         values, names = universe_array(typed, universe, s, periods, chunk_size, executor=executor, progress=progress)

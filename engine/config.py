@@ -59,7 +59,7 @@ class SearchSettings:
     folds: int = 0  # walk-forward folds of train+validation for the objective; 0: off
     fold_mode: str = "rolling"  # rolling (equal consecutive windows) | anchored (windows grow from the start)
     fold_agg: str = "mean"  # mean | min of the metric over the folds
-    pbo_splits: int = 16  # S of PBO's CSCV in the run's report (even, >= 2)
+    pbo_splits: int = 16  # S of PBO's CSCV in the run's report (even, 2 to 20)
     across: str = "mean"  # on a universe: mean | median | min of each metric over the markets
 
 

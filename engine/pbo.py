@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 METRICS = ("sharpe", "mean")
+MAX_SPLITS = 20  # C(20, 10) = 184,756 combinations; C(64, 32) would never finish
 _CHUNK = 256  # combinations scored per pass (fastest of 16..1024 on 200 x 5,000)
 
 # A standard deviation this small relative to |mean| is the rounding noise of a constant series
@@ -91,6 +92,9 @@ def _validate(matrix, n_splits: int, metric: str):
     if n_splits < 2 or n_splits % 2:
         raise ValueError(f"n_splits must be an even integer >= 2 (half the blocks in-sample, half "
                          f"out), got {n_splits}")
+    if n_splits > MAX_SPLITS:
+        raise ValueError(f"n_splits={n_splits} gives {math.comb(n_splits, n_splits // 2):,} combinations; the "
+                         f"limit is {MAX_SPLITS} splits ({math.comb(MAX_SPLITS, MAX_SPLITS // 2):,} combinations)")
     x = np.asarray(matrix, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"pbo needs a 2-D matrix of returns (rows = days, columns = strategies), "

@@ -1,7 +1,7 @@
 """Charts as PNG bytes (matplotlib, Agg backend): the search's progress, equity against buy and hold.
 
 Figures have a fixed pixel size (inches x dpi, no tight bounding box), so a report's layout
-does not depend on the data. Every function returns the PNG's bytes; `save_png` writes them.
+does not depend on the data. Every function returns the PNG's bytes; the caller writes them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from autostrat.runs import atomic_write
 
 PROGRESS_SIZE = (11.0, 3.8)  # inches; x DPI = 1100 x 380 pixels
 EQUITY_SIZE = (11.0, 6.0)  # 1100 x 600 pixels
@@ -37,13 +36,6 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=DPI)
     _pyplot().close(fig)
     return buf.getvalue()
-
-
-def save_png(data: bytes, path: str | Path) -> Path:
-    """Write PNG bytes to `path` (atomically)."""
-    path = Path(path)
-    atomic_write(path, data)
-    return path
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -100,8 +92,8 @@ def progress_png(records: list[dict[str, Any]], objective: str, buy_hold: float 
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
-    ax.set_ylabel(objective if len(objective) < 28 else "objective")
-    ax.set_title(f"Search progress: {objective}", fontsize=11, loc="left")
+    ax.set_ylabel(objective if len(objective) < 28 else "objective", parse_math=False)
+    ax.set_title(f"Search progress: {objective}", fontsize=11, loc="left", parse_math=False)
     ax.grid(alpha=0.3)
     n = len(records)
     ax.set_xlim(-0.5, max(n - 0.5, 1))
@@ -203,7 +195,8 @@ def equity_png(curves: list[PeriodCurve], title: str = "") -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     if title:
-        ax.set_title(title, fontsize=11, loc="left", pad=16)
+        # Names are the user's or the model's text: drawn as plain text, never as mathtext ($...$).
+        ax.set_title(title, fontsize=11, loc="left", pad=16, parse_math=False)
     dd.set_ylabel("drawdown %")
     dd.grid(alpha=0.3)
     return _png(fig)

@@ -28,6 +28,7 @@ _GARCH_ALPHA, _GARCH_BETA = 0.08, 0.90  # persistence 0.98: clusters lasting wee
 _T_DOF = 5.0  # Student-t degrees of freedom: excess kurtosis 6 before GARCH mixing
 _START_PRICE = 100.0
 _DEFAULTS = {"seed": 7, "bars": 6750, "start": "2000-01-03"}
+MAX_BARS = 1_000_000  # a typo such as bars=1000000000 would ask for tens of gigabytes
 
 
 def synthetic_market(seed: int = 7, bars: int = 6750, start: str = "2000-01-03", name: str | None = None) -> Market:
@@ -39,6 +40,9 @@ def synthetic_market(seed: int = 7, bars: int = 6750, start: str = "2000-01-03",
     seed, bars = int(seed), int(bars)
     if bars < 2:
         raise DataError(f"synthetic market: bars={bars}; need at least 2 bars")
+    if bars > MAX_BARS:
+        raise DataError(f"synthetic market: bars={bars:,}; the limit is {MAX_BARS:,} (about 4,000 years of "
+                        "business days)")
     if seed < 0:
         raise DataError(f"synthetic market: seed={seed}; use a seed >= 0")
     dates = business_days(start, bars)

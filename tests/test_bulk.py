@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,34 @@ def test_sweep_widens_ranges_and_skips_invalid():
     typed, combos = sweep_programs(example_path("sma_cross"), {"fast": [0, 3, 300]})
     assert [c["fast"] for c in combos] == [3, 300]  # a window of 0 is not a strategy
     assert typed[1].param_values["fast"] == 300
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("fast=1:inf:1", "finite numbers"),
+    ("fast=nan", "finite numbers"),
+    ("fast=1,inf", "finite numbers"),
+    ("fast=1:2:1e-12", "more than the limit of 1,000,000; use a larger step"),
+    ("fast=1:100000000:1", "the grid has 100,000,000 points"),
+])
+def test_grids_that_cannot_be_built_are_refused_before_building(spec, message):
+    with pytest.raises(AutostratError, match=re.escape(message)):
+        parse_grid([spec])
+
+
+def test_the_grid_cap_counts_every_param_and_can_be_raised():
+    with pytest.raises(AutostratError, match="2,000,000 points"):
+        parse_grid(["a=1:2000:1", "b=1:1000:1"])
+    assert len(parse_grid(["a=1:2000:1", "b=1:1000:1"], max_points=2_000_000)["b"]) == 1000
+    with pytest.raises(AutostratError, match="given twice"):
+        parse_grid(["a=1", "a=2"])
+
+
+def test_a_sweep_warns_about_values_outside_the_declared_range_and_prints_whole_numbers(tmp_path, capsys):
+    from autostrat.cli import main
+
+    path = tmp_path / "s.strat"
+    path.write_text("param fast = 10 in 5..50\nbuy when close > sma(close, fast)\nsell when close < sma(close, fast)\n")
+    assert main(["sweep", str(path), "--param", "fast=2:8:3", "--data", "synthetic:seed=3"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: fast: 1 of 3 values lie outside its declared range 5..50 (for example 2)" in err
+    assert " 5.0 " not in out and " 8.0 " not in out

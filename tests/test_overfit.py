@@ -319,3 +319,9 @@ def test_pbo_full_size_is_vectorised():
     res, calls = python_calls(pbo, x, n_splits=16)
     assert res.n_combinations == 12870 and res.n_rows_used == 4992 and res.logits.shape == (12870,)
     assert calls < 12870, calls
+
+
+def test_too_many_pbo_splits_are_refused_before_any_work():
+    x = noise_search(14, t=400, n=5)
+    with pytest.raises(ValueError, match=r"n_splits=64 gives 1,832,624,140,942,590,534 combinations; the limit is 20"):
+        pbo(x, n_splits=64)

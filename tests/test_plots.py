@@ -77,3 +77,24 @@ def test_backtest_plot_writes_a_png(tmp_path, warm, capsys):
     assert "ending in .png" in capsys.readouterr().err
     with pytest.raises(ValueError):
         png_size(b"GIF89a" + bytes(30))
+
+
+@pytest.mark.parametrize("name", ["$x^{", "a $\\frac{1}{0}$ b", "50$ and 60$", "\\$ \\\\ $$"])
+def test_names_with_dollar_signs_are_drawn_as_plain_text(warm, name):
+    # matplotlib would read "$...$" as mathtext and fail on a broken formula; names are the user's text.
+    result = backtest(example_path("sma_cross"), warm, small_settings(), periods=ALL_PERIODS)
+    assert header(equity_png(result_curves(result), f"{name} on synthetic")) == EQUITY_PX
+    assert header(progress_png([{"iteration": 0, "status": "keep", "objective": 0.1}], name, 0.0, None)) \
+        == PROGRESS_PX
+
+
+def test_plot_paths_that_cannot_be_written_are_clear_errors(tmp_path, warm, capsys):
+    args = ["backtest", str(example_path("sma_cross")), "--data", DATA, *SPLIT_FLAGS, "--plot"]
+    assert main([*args, str(tmp_path / "new" / "eq.png")]) == 0  # a missing folder is made
+    assert (tmp_path / "new" / "eq.png").is_file()
+    (tmp_path / "eq.png").mkdir()
+    (tmp_path / "file").write_text("")
+    for target, message in ((tmp_path / "eq.png", "this is a folder"), (tmp_path / "file" / "eq.png", "is a file, not a folder")):
+        assert main([*args, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

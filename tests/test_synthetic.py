@@ -139,3 +139,11 @@ def test_a_bad_start_is_named():
 
     with pytest.raises(DataError, match="is not a date"):
         business_days("someday", 5)
+
+
+def test_a_huge_synthetic_market_is_refused_with_the_limit():
+    from autostrat.data import load_market
+    from autostrat.errors import DataError
+
+    with pytest.raises(DataError, match="bars=1,000,000,000; the limit is 1,000,000"):
+        load_market("synthetic:bars=1000000000")

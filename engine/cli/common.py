@@ -7,9 +7,12 @@ the flags given on the command line. A flag that was not given is None and chang
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from autostrat.config import Settings
+from autostrat.errors import AutostratError
 from autostrat.data import Market, load_market
 from autostrat.universe import Universe, load_data
 
@@ -88,3 +91,34 @@ def load_market_from_args(args: argparse.Namespace, settings: Settings) -> Marke
 def load_data_from_args(args: argparse.Namespace, settings: Settings) -> Market | Universe:
     """The market, or the universe of markets, the resolved settings name."""
     return load_data(settings.data.spec, settings.data)
+
+
+def output_path(path: str | None, flag: str) -> Path | None:
+    """`path` checked before any work is done: not a folder, and its folder can be made and written.
+
+    A missing folder is created when the file is written (as run folders are).
+    """
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise AutostratError(f"{flag} {path}: error: this is a folder; give a file name inside it")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AutostratError(f"{flag} {path}: error: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AutostratError(f"{flag} {path}: error: cannot write in {parent} (permission denied); choose "
+                             "another place")
+    return p
+
+
+def write_output(path: Path, data: str | bytes, flag: str) -> None:
+    """Write an output file atomically; one clear error if the system refuses."""
+    from autostrat.runs import atomic_write
+
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise AutostratError(f"{flag} {path}: error: cannot write it ({exc.strerror or exc})") from None

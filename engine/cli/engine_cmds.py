@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
-from autostrat.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
-from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
+from autostrat.bulk import MAX_SWEEP_POINTS, across_assets_frame, evaluate_many, outside_ranges, parse_grid, sweep
+from autostrat.cli.common import (add_data_options, add_split_options, load_data_from_args, output_path,
+                                  settings_from_args, write_output)
 from autostrat.errors import EXIT_OK, AutostratError
 from autostrat.stats import METRIC_NAMES
 from autostrat.universe import ACROSS, Universe
@@ -57,6 +58,7 @@ def _settings(args):
 
 def cmd_backtest(args) -> int:
     s = _settings(args)
+    output_path(args.plot, "--plot")
     market = load_data_from_args(args, s)
     periods = ALL_PERIODS if args.test else SEARCH_PERIODS
     if isinstance(market, Universe):
@@ -137,13 +139,13 @@ def _share(value, n: int) -> str:
 
 def _plot(result, path: str) -> None:
     """Equity against buy and hold with the drawdown, periods shaded, as a PNG."""
-    from autostrat.plots import equity_png, result_curves, save_png
+    from autostrat.plots import equity_png, result_curves
 
     if not str(path).lower().endswith(".png"):
         raise AutostratError(f"--plot {path}: the chart is a PNG image; give a file name ending in .png")
     title = f"{result.name or 'strategy'} on {result.market.name} against buy and hold"
-    out = save_png(equity_png(result_curves(result), title), path)
-    print(f"plot: {out}", file=sys.stderr)
+    write_output(Path(path), equity_png(result_curves(result), title), "--plot")
+    print(f"plot: {path}", file=sys.stderr)
 
 
 def _objective(args, s) -> str:
@@ -198,6 +200,8 @@ def _progress(label: str):
 def _run_bulk(args, s, work, keys: list[str]):
     """Run `work(data, executor, progress)` here or on the --scheduler; on a universe, write the
     per-asset rows (--per-asset) and return one row per strategy aggregated with --across."""
+    output_path(args.out, "--out")
+    output_path(args.per_asset, "--per-asset")
     data = load_data_from_args(args, s)
     universe = isinstance(data, Universe)
     if args.per_asset and not universe:
@@ -212,7 +216,7 @@ def _run_bulk(args, s, work, keys: list[str]):
     if not universe:
         return frame, data.name
     if args.per_asset:
-        frame.to_csv(args.per_asset, index=False)
+        write_output(Path(args.per_asset), frame.to_csv(index=False), "--per-asset")
         print(f"wrote {len(frame)} rows (strategy x market) to {args.per_asset}")
     across = args.across or s.search.across
     label = f"{len(data)} markets, {across} across them"
@@ -232,7 +236,7 @@ def cmd_bulk(args) -> int:
 
     frame, label = _run_bulk(args, s, work, ["file", "name"])
     if args.out:
-        frame.to_csv(args.out, index=False)
+        write_output(Path(args.out), frame.to_csv(index=False), "--out")
         print(f"wrote {len(frame)} rows to {args.out}")
     print(f"{len(frame)} strategies on {label}; best {min(args.top, len(frame))} by {objective}:")
     _print_ranked(frame, objective, args.top, ["file"])
@@ -242,14 +246,16 @@ def cmd_bulk(args) -> int:
 def cmd_sweep(args) -> int:
     s = _settings(args)
     objective = _objective(args, s)
-    grid = parse_grid(args.param)
+    grid = parse_grid(args.param, args.max_points)
+    for line in outside_ranges(Path(args.file), grid):
+        print(f"warning: {line}", file=sys.stderr)
 
     def work(data, executor, progress):
         return sweep(Path(args.file), grid, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
 
     frame, label = _run_bulk(args, s, work, list(grid))
     if args.out:
-        frame.to_csv(args.out, index=False)
+        write_output(Path(args.out), frame.to_csv(index=False), "--out")
         print(f"wrote {len(frame)} rows to {args.out}")
     print(f"{len(frame)} combinations of {', '.join(grid)} on {label}; best {min(args.top, len(frame))} by {objective}:")
     _print_ranked(frame, objective, args.top, list(grid))
@@ -281,6 +287,8 @@ def register(sub) -> None:
             p.add_argument("file", metavar="FILE", help="strategy file with params")
             p.add_argument("--param", action="append", required=True, metavar="NAME=START:STOP:STEP",
                            help="a param's values: START:STOP:STEP (inclusive) or V1,V2,...; repeat per param")
+            p.add_argument("--max-points", type=int, default=MAX_SWEEP_POINTS, metavar="N",
+                           help=f"refuse a grid of more than N combinations (default {MAX_SWEEP_POINTS:,})")
         add_data_options(p)
         add_split_options(p)
         _add_backtest_options(p)

@@ -9,6 +9,7 @@ from pathlib import Path
 from autostrat.cli.common import add_config_option
 from autostrat.config import Settings
 from autostrat.errors import EXIT_OK, AutostratError
+from autostrat.pbo import MAX_SPLITS
 
 _HELP = """\
 Write runs/RUN/report.html: the search's progress, the best strategy's equity against buy and hold
@@ -50,8 +51,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     settings = Settings.load(getattr(args, "config", None))
     path = find_run(args.run, args.runs_dir or settings.search.runs_dir)
-    if args.pbo_splits is not None and (args.pbo_splits < 2 or args.pbo_splits % 2):
-        raise AutostratError(f"--pbo-splits {args.pbo_splits}: use an even number of at least 2 (e.g. 16)")
+    if args.pbo_splits is not None and not (2 <= args.pbo_splits <= MAX_SPLITS and args.pbo_splits % 2 == 0):
+        raise AutostratError(f"--pbo-splits {args.pbo_splits}: use an even number from 2 to {MAX_SPLITS} (e.g. 16)")
     html_path, report = write_report(path, by="report", with_robustness=not args.no_robustness,
                                      n_splits=args.pbo_splits)
     for notice in report.get("notices", []):
