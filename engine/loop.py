@@ -89,8 +89,9 @@ class MutateProposer:
         """One mutation of the parent (the other members are crossover donors)."""
         from autostrat.mutate import mutate
 
+        donors = [f"iteration {m.iteration}" for m in ctx.population if m is not ctx.parent]
         try:
-            program, description = mutate(ctx.parents, ctx.rng)
+            program, description = mutate(ctx.parents, ctx.rng, donor_labels=donors)
         except AutostratError as exc:
             return Proposal(None, "", status="error", error=str(exc), description="no mutation found")
         return Proposal(program, fmt(program), hypothesis=description, description=description)

@@ -46,13 +46,15 @@ OPERATORS: dict[str, float] = {
 
 
 def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
-           weights: dict[str, float] | None = None) -> tuple[N.Program, str]:
+           weights: dict[str, float] | None = None, donor_labels: list[str] | None = None) -> tuple[N.Program, str]:
     """A checked program that differs from parents[0], and a one-line description of the change.
 
-    parents[0] is the program to change; any others are crossover donors ("parent 2" is
-    parents[1]). Deterministic for a given rng state. `weights` overrides OPERATORS (a kind left
-    out or weighted 0 is never used). Raises AutostratError when max_tries attempts give nothing
-    valid and new.
+    parents[0] is the program to change; any others are crossover donors, named in descriptions
+    by `donor_labels` (the search passes "iteration N"), else "parent 2" for parents[1] and so on.
+    Deterministic for a given rng state. `weights` overrides OPERATORS (a kind left out or weighted
+    0 is never used). Raises AutostratError when max_tries attempts give nothing valid and new.
+    Comments on a statement the change rewrote are dropped (they described the old statement),
+    and so are the parent's `# learned:` lines.
     """
     if not parents:
         raise AutostratError("mutate needs at least one parent program")
@@ -66,8 +68,8 @@ def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
         raise AutostratError(f"mutate: unknown operator {unknown[0]!r}; the operators are {', '.join(_OPS)}")
     header = parent.statements[0].comments
     body = [replace(parent.statements[0], comments=()), *parent.statements[1:]]
-    draft = Draft(body, [(f"parent {j}" + (f" '{p.name}'" if p.name else ""), p)
-                         for j, p in enumerate(parents[1:], 2)])
+    labels = donor_labels or [f"parent {j}" for j in range(2, len(parents) + 1)]
+    draft = Draft(body, [(label + (f" '{p.name}'" if p.name else ""), p) for label, p in zip(labels, parents[1:])])
     if not draft.donors:
         table.pop("crossover", None)
     base = canonical_hash(parent)
@@ -77,7 +79,7 @@ def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
         if result is None:
             break
         statements, desc = result
-        statements = prune(body, statements)
+        statements = _uncomment_changed(body, prune(body, statements))
         program = N.Program(tuple(_with_header(statements, header, desc)), end_comments=parent.end_comments)
         try:
             check(program)
@@ -129,13 +131,28 @@ def operator_of(description: str) -> str:
 # --- header and clean-up -----------------------------------------------------------------------------
 
 _HYPOTHESIS = re.compile(r"#\s*hypothesis\b", re.IGNORECASE)
+_LEARNED = re.compile(r"#\s*learned\b", re.IGNORECASE)
 
 
 def _with_header(statements: list, header: tuple[str, ...], desc: str) -> list:
-    """Put the header comments back on the first statement, the hypothesis line first."""
+    """Put the header comments back on the first statement, the hypothesis line first.
+
+    The parent's `# learned:` lines were lessons from its own result, not this variant's.
+    """
     rest = header[1:] if header and _HYPOTHESIS.match(header[0]) else header
+    rest = tuple(c for c in rest if not _LEARNED.match(c))
     first = statements[0]
     return [replace(first, comments=(f"# hypothesis: {desc}", *rest, *first.comments)), *statements[1:]]
+
+
+def _uncomment_changed(before: list, after: list) -> list:
+    """`after` with no comments on the statements that are not in `before` (they described the old ones).
+
+    Statements compare without their comments, so an unchanged statement keeps its own.
+    """
+    return [s if any(s == b for b in before) else replace(s, comments=tuple(c for c in s.comments if c == ""),
+                                                         trailing="")
+            for s in after]
 
 
 def prune(before: list, after: list) -> list:

@@ -117,3 +117,20 @@ def test_a_latin1_baseline_is_a_clear_error(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "not UTF-8 text" in err and "save the baseline strategy as UTF-8" in err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bulk_skip_invalid_lists_every_bad_file_and_ranks_the_rest(tmp_path, capsys):
+    (tmp_path / "typo.strat").write_text("buy when close >> open\nsell when close < open\n")
+    (tmp_path / "nosell.strat").write_text("buy when close > open\n")
+    (tmp_path / "latin1.strat").write_bytes(b"# caf\xe9\nbuy when close > open\nsell when close < open\n")
+    files = [SMA, str(tmp_path / "typo.strat"), str(example_path("macd_trend")), str(tmp_path / "nosell.strat"),
+             str(tmp_path / "latin1.strat")]
+    assert main(["bulk", *files, *DATA]) in (1, 2)  # without the flag: the first bad file stops it
+    capsys.readouterr()
+    assert main(["bulk", *files, *DATA, "--skip-invalid", "--out", str(tmp_path / "r.csv")]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("skipped: ") == 3 and "typo.strat:1:" in err and "nosell.strat" in err and "latin1.strat:1:" in err
+    assert "skipped 3 of 5 files" in err and "2 strategies on" in out
+    assert (tmp_path / "r.csv").read_text().count("\n") == 3
+    assert main(["bulk", str(tmp_path / "typo.strat"), *DATA, "--skip-invalid"]) == 2
+    assert "no strategy file checks" in capsys.readouterr().err

@@ -445,3 +445,24 @@ def test_operator_of_reads_descriptions():
         assert operator_of(desc) == kind
     with pytest.raises(ValueError):
         operator_of("something else")
+
+
+def test_a_rewritten_statement_loses_its_comments_and_unchanged_ones_keep_theirs():
+    text = ("# hypothesis: the parent's idea\n# learned: the parent's lesson\n# keep this note\n"
+            "param fast = 10 in 2..50\n# the entry: price over its mean\nbuy when close > sma(close, fast)\n"
+            "# the exit: price under its mean\nsell when close < sma(close, fast)  # trailing note\n")
+    program = parse(text)
+    for seed in range(30):
+        child, desc = mutate([program], random.Random(seed), weights={"flip": 1, "move": 1})
+        out = fmt(child)
+        assert out.startswith(f"# hypothesis: {desc}\n# keep this note\n") and "learned" not in out
+        for old, note in ((program.statements[1], "# the entry"), (program.statements[2], "# the exit")):
+            new = next(s for s in child.statements if isinstance(s, N.Rule) and s.kind == old.kind)
+            assert (note in out) == (new == old), (desc, out)
+
+
+def test_crossover_names_its_donor_by_the_label_the_search_gives():
+    a = parse("buy when close > sma(close, 10)\nsell when close < sma(close, 10)\n")
+    b = parse('strategy "b"\nbuy when rsi(close, 2) < 10\nsell when rsi(close, 2) > 90\n')
+    _, desc = mutate([a, b], random.Random(1), weights={"crossover": 1}, donor_labels=["iteration 7"])
+    assert desc.startswith("crossover: ") and " from iteration 7 'b'" in desc

@@ -7,11 +7,11 @@ import math
 import sys
 from pathlib import Path
 
-from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
+from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold, load_strategy
 from autostrat.bulk import MAX_SWEEP_POINTS, across_assets_frame, evaluate_many, outside_ranges, parse_grid, sweep
 from autostrat.cli.common import (add_data_options, add_split_options, load_data_from_args, output_path,
                                   settings_from_args, write_output)
-from autostrat.errors import EXIT_OK, AutostratError
+from autostrat.errors import EXIT_FINDINGS, EXIT_OK, AutostratError, StrategyError
 from autostrat.stats import METRIC_NAMES
 from autostrat.universe import ACROSS, Universe
 
@@ -226,10 +226,25 @@ def _run_bulk(args, s, work, keys: list[str]):
 def cmd_bulk(args) -> int:
     s = _settings(args)
     objective = _objective(args, s)
-    files = [str(f) for f in args.files]
+    files, programs, skipped = [], [], 0
+    for f in args.files:  # every file is read and checked before any data is loaded
+        try:
+            programs.append(load_strategy(Path(f)))
+        except AutostratError as exc:
+            if not args.skip_invalid:
+                raise
+            skipped += 1
+            text = exc.format() if isinstance(exc, StrategyError) else str(exc)
+            print(f"skipped: {text}", file=sys.stderr)
+            continue
+        files.append(str(f))
+    if skipped:
+        print(f"skipped {skipped} of {len(args.files)} files that do not check (listed above)", file=sys.stderr)
+    if not programs:
+        raise AutostratError("no strategy file checks; nothing to rank")
 
     def work(data, executor, progress):
-        frame = evaluate_many([Path(f) for f in args.files], data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
+        frame = evaluate_many(programs, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
         per = len(frame) // len(files)
         frame.insert(0, "file", [f for f in files for _ in range(per)])
         return frame
@@ -240,7 +255,7 @@ def cmd_bulk(args) -> int:
         print(f"wrote {len(frame)} rows to {args.out}")
     print(f"{len(frame)} strategies on {label}; best {min(args.top, len(frame))} by {objective}:")
     _print_ranked(frame, objective, args.top, ["file"])
-    return EXIT_OK
+    return EXIT_FINDINGS if skipped else EXIT_OK
 
 
 def cmd_sweep(args) -> int:
@@ -283,6 +298,8 @@ def register(sub) -> None:
                            "simulated in parallel on all cores.")
         if name == "bulk":
             p.add_argument("files", nargs="+", metavar="FILE", help="strategy files (.strat)")
+            p.add_argument("--skip-invalid", action="store_true", help="list every file that does not check "
+                           "with its error, rank the rest, and exit 1 (default: stop at the first)")
         else:
             p.add_argument("file", metavar="FILE", help="strategy file with params")
             p.add_argument("--param", action="append", required=True, metavar="NAME=START:STOP:STEP",
