@@ -56,6 +56,7 @@ class SearchSettings:
     max_total_tokens: int = 0  # 0: no limit
     learnings_budget_chars: int = 6000  # a longer learnings log is summarised for the prompt
     runs_dir: str = "runs"  # where run folders are made
+    prompts_dir: str = ""  # a folder whose program.md, iteration.md, repair.md, compact.md replace the shipped ones
     folds: int = 0  # walk-forward folds of train+validation for the objective; 0: off
     fold_mode: str = "rolling"  # rolling (equal consecutive windows) | anchored (windows grow from the start)
     fold_agg: str = "mean"  # mean | min of the metric over the folds

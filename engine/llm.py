@@ -436,7 +436,7 @@ class LlmProposer:
     def summarise(self, learnings: str) -> tuple[str, dict[str, int]]:
         """The model's summary of a learnings log that outgrew its budget (one call)."""
         budget = self.settings.search.learnings_budget_chars
-        reply = self.model.chat([{"role": "user", "content": compact_prompt(learnings, budget)}])
+        reply = self.model.chat([{"role": "user", "content": compact_prompt(learnings, budget, self.settings.search.prompts_dir)}])
         return read_answer_notes(reply.text), reply.usage
 
     def propose(self, ctx: Context) -> Proposal:
@@ -481,7 +481,7 @@ class LlmProposer:
                          f"before it ended; write a shorter strategy.\n{error}")
             if repair < attempts:
                 messages = messages + [{"role": "assistant", "content": reply.text},
-                                       {"role": "user", "content": repair_prompt(error, repair + 1, attempts)}]
+                                       {"role": "user", "content": repair_prompt(error, repair + 1, attempts, self.settings.search.prompts_dir)}]
         return Proposal(program=None, text=text, status="invalid", error=error,
                         hypothesis=answer.hypothesis if answer else "", learned=answer.learned if answer else "",
                         tokens=tokens, repairs=attempts, prompt=transcript(ctx.iteration, messages),

@@ -6,18 +6,26 @@ the run: the templates hard-code no limit and no metric. Filling is strict: an u
 missing placeholder is an error, so a template and this module cannot drift apart silently.
 
 Only train and validation numbers ever reach a prompt: the records hold no other period.
+
+`[search] prompts_dir` names a folder whose files replace the shipped templates of the same name
+(any of them; the others stay). `check_prompts_dir` reads them before a run starts: each must be
+one of the four templates, use only the placeholders the shipped one knows, and keep the ones
+the search cannot work without (REQUIRED).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from autostrat.config import Settings
+from autostrat.errors import ConfigError
 from autostrat.objective import Member, Objective
 from autostrat.reference import reference_text
-from autostrat.resources import prompts_dir
+from autostrat.resources import prompts_dir, read_text
 from autostrat.runs import fmt_number
 from autostrat.walkforward import fold_names
 
@@ -28,10 +36,47 @@ MAX_ASSET_ROWS = 12  # markets listed per table on a universe: the worst and the
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
 
 
-def template(name: str) -> str:
-    """The text of prompts/NAME (with or without .md)."""
-    path = prompts_dir() / (name if name.endswith(".md") else name + ".md")
-    return path.read_text(encoding="utf-8")
+TEMPLATES = ("program", "iteration", "repair", "compact")
+# What a replacement template must keep: without these the model could not do its job.
+REQUIRED = {"program": {"language_reference", "objective"}, "iteration": {"parent_text", "last_result"},
+            "repair": {"error"}, "compact": {"learnings"}}
+
+
+def template(name: str, folder: str = "") -> str:
+    """The text of prompts/NAME (with or without .md), or of FOLDER/NAME when that file exists."""
+    file = name if name.endswith(".md") else name + ".md"
+    if folder and (Path(folder) / file).is_file():
+        return read_text(Path(folder) / file, "prompt template")
+    return (prompts_dir() / file).read_text(encoding="utf-8")
+
+
+def check_prompts_dir(folder: str) -> list[str]:
+    """The templates `folder` replaces (names); ConfigError for a folder or template that cannot serve."""
+    if not folder:
+        return []
+    where = Path(folder)
+    if not where.is_dir():
+        raise ConfigError(f"search.prompts_dir {folder}: no such folder; it should hold replacements for "
+                          f"{', '.join(t + '.md' for t in TEMPLATES)}")
+    replaced = []
+    for path in sorted(where.glob("*.md")):
+        name = path.stem
+        if name not in TEMPLATES:
+            raise ConfigError(f"{path}: error: not a prompt template; the templates are "
+                              f"{', '.join(t + '.md' for t in TEMPLATES)}")
+        used, known = placeholders(read_text(path, "prompt template")), placeholders(template(name))
+        unknown = sorted(used - known)
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f" (did you mean {{{{{close[0]}}}}}?)" if close else ""
+            raise ConfigError(f"{path}: error: unknown placeholder {{{{{unknown[0]}}}}}{hint}; {name}.md can use "
+                              + ", ".join("{{" + k + "}}" for k in sorted(known)))
+        missing = sorted(REQUIRED[name] - used)
+        if missing:
+            raise ConfigError(f"{path}: error: the template must use " + ", ".join("{{" + k + "}}" for k in missing)
+                              + "; without it the model cannot do its part")
+        replaced.append(name)
+    return replaced
 
 
 def placeholders(text: str) -> set[str]:
@@ -152,7 +197,8 @@ def _dates(p: dict[str, Any] | None) -> str:
 
 def system_prompt(settings: Settings, objective: Objective, periods: dict[str, dict[str, Any]], market: str) -> str:
     """program.md, filled."""
-    return fill(template("program"), system_values(settings, objective, periods, market), "program.md")
+    return fill(template("program", settings.search.prompts_dir), system_values(settings, objective, periods, market),
+                "program.md")
 
 
 def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[int] = frozenset()) -> str:
@@ -202,19 +248,19 @@ def iteration_prompt(settings: Settings, objective: Objective, iteration: int, p
         "parent_metrics": metrics_table(parent.metrics, objective), "parent_text": strat_block(parent.text),
         "learnings": learnings.strip() or "(empty)", "last_result": last_result(last, objective, {m.iteration for m in population}),
     }
-    return fill(template("iteration"), values, "iteration.md")
+    return fill(template("iteration", settings.search.prompts_dir), values, "iteration.md")
 
 
-def repair_prompt(error: str, attempt: int, attempts: int) -> str:
-    """repair.md, filled with the error text."""
-    return fill(template("repair"), {"error": error.rstrip(), "attempt": attempt, "attempts": attempts},
+def repair_prompt(error: str, attempt: int, attempts: int, folder: str = "") -> str:
+    """repair.md (from `folder` when it holds one), filled with the error text."""
+    return fill(template("repair", folder), {"error": error.rstrip(), "attempt": attempt, "attempts": attempts},
                 "repair.md")
 
 
-def compact_prompt(learnings: str, budget_chars: int) -> str:
-    """compact.md, filled: the request to summarise the learnings log."""
-    return fill(template("compact"), {"learnings": learnings.strip(), "budget_chars": int(budget_chars * 0.8)},
-                "compact.md")
+def compact_prompt(learnings: str, budget_chars: int, folder: str = "") -> str:
+    """compact.md (from `folder` when it holds one), filled: the request to summarise the learnings log."""
+    return fill(template("compact", folder),
+                {"learnings": learnings.strip(), "budget_chars": int(budget_chars * 0.8)}, "compact.md")
 
 
 # --- reading answers ---------------------------------------------------------------------------

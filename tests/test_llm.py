@@ -216,6 +216,22 @@ def test_an_answer_cut_off_at_the_token_limit_is_recorded_and_repaired(env, warm
     assert headings == [("1", "length"), ("2", "stop")]
 
 
+def test_a_prompts_dir_replaces_the_shipped_templates_in_a_run(env, warm, monkeypatch, capsys):
+    mine = env / "my-prompts"
+    mine.mkdir()
+    (mine / "program.md").write_text("MY SYSTEM PROMPT for {{objective}}\n{{language_reference}}\n")
+    (env / "autostrat.toml").write_text(TOML + f"[search]\nprompts_dir = {str(mine)!r}\n")
+    with FakeLLM(Plan()) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        assert evolve("--run", "p", "--iterations", "2") == 0
+    assert "prompts: program.md from " in capsys.readouterr().out
+    system = llm.requests[0]["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("MY SYSTEM PROMPT for validation.total_return")
+    (mine / "iteration.md").write_text("{{parent_text}}")  # {{last_result}} is missing
+    assert evolve("--run", "p2", "--iterations", "2") == 2
+    assert "must use {{last_result}}" in capsys.readouterr().err and not Path("runs/p2").exists()
+
+
 def test_model_down_stops_cleanly_and_resumes_without_loss(env, warm, monkeypatch, capsys):
     with FakeLLM(Plan({(2, 0): [ServerError(500)] * 10})) as llm:
         monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)

@@ -8,6 +8,7 @@ import pytest
 
 from autostrat import learnings as L
 from autostrat.config import Settings
+from autostrat.errors import AutostratError
 from autostrat.objective import Member, Objective
 from autostrat.prompting import (
     compact_prompt, fill, iteration_prompt, last_result, metrics_table, placeholders, read_answer,
@@ -206,3 +207,31 @@ def test_nan_objectives_fold_without_a_best():
     text = L.fold(records, OBJ, 1200)
     assert "40 invalid" in text or "invalid" in text.split(")")[0]
     assert "best" not in text.split(")")[0]
+
+
+# --- replacement templates ([search] prompts_dir) ------------------------------------------------------
+
+def test_a_prompts_dir_replaces_only_the_templates_it_holds(tmp_path):
+    from autostrat.prompting import check_prompts_dir, repair_prompt
+
+    (tmp_path / "repair.md").write_text("Fix this ({{attempt}}/{{attempts}}):\n{{error}}\n")
+    assert check_prompts_dir(str(tmp_path)) == ["repair"]
+    assert repair_prompt("bad rule", 1, 2, str(tmp_path)) == "Fix this (1/2):\nbad rule\n"
+    assert "Your strategy could not be used" in repair_prompt("bad rule", 1, 2)  # the shipped one
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("repair.md", "{{error}} {{eror}}", "unknown placeholder {{eror}} (did you mean {{error}}?)"),
+    ("repair.md", "Try again.", "must use {{error}}"),
+    ("iteration.md", "{{parent_text}}", "must use {{last_result}}"),
+    ("system.md", "hello", "not a prompt template; the templates are program.md"),
+    ("compact.md", b"{{learnings}} caf\xe9", "not UTF-8 text"),
+])
+def test_a_template_that_cannot_serve_is_refused_before_the_run(tmp_path, name, text, message):
+    from autostrat.prompting import check_prompts_dir
+
+    (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(AutostratError, match=re.escape(message)):
+        check_prompts_dir(str(tmp_path))
+    with pytest.raises(AutostratError, match="no such folder"):
+        check_prompts_dir(str(tmp_path / "nope"))

@@ -22,6 +22,7 @@ from autostrat.loop import MutateProposer, Search, describe_reason, summary_tabl
 from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.objective import Evaluator, Objective, make_evaluator
 from autostrat.parse import parse
+from autostrat.prompting import check_prompts_dir
 from autostrat.resources import example_path, grammar_path, read_text
 from autostrat.runs import RunFolder
 
@@ -348,7 +349,7 @@ def data_info(spec: str, data) -> dict:
 def _proposer(settings: Settings, objective: Objective, evaluator, market: str):
     if settings.search.proposer == "mutate":
         return MutateProposer()
-    _require_model(settings)
+    _require_model(settings, say=True)
     config = ModelConfig.resolve(settings.llm)
     constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
     print(constraint.describe(), flush=True)
@@ -357,8 +358,14 @@ def _proposer(settings: Settings, objective: Objective, evaluator, market: str):
     return LlmProposer(model, settings, objective, periods, market)
 
 
-def _require_model(settings: Settings) -> None:
-    if settings.search.proposer == "llm" and not llm_configured(settings.llm):
+def _require_model(settings: Settings, say: bool = False) -> None:
+    """What the llm proposer needs, checked: an endpoint and any replacement prompt templates."""
+    if settings.search.proposer != "llm":
+        return
+    for name in check_prompts_dir(settings.search.prompts_dir):
+        if say:
+            print(f"prompts: {name}.md from {settings.search.prompts_dir}", flush=True)
+    if not llm_configured(settings.llm):
         raise ConfigError("the llm proposer needs a model endpoint: set OPENAI_BASE_URL (a local server such as "
                           "http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI), in the environment or .env; "
                           "or use --proposer mutate")
