@@ -17,12 +17,12 @@ import pytest
 
 pytest.importorskip("distributed", reason="the Dask executor needs the optional `distributed` package (.[dask])")
 
-from autostrat.bulk import LocalExecutor, sweep  # noqa: E402
-from autostrat.cluster import DaskExecutor, open_executor  # noqa: E402
+from autostrat.sim.bulk import LocalExecutor, sweep  # noqa: E402
+from autostrat.sim.cluster import DaskExecutor, open_executor  # noqa: E402
 from autostrat.config import Settings  # noqa: E402
 from autostrat.errors import AutostratError  # noqa: E402
 from autostrat.resources import example_path  # noqa: E402
-from autostrat.universe import load_universe  # noqa: E402
+from autostrat.data.universe import load_universe  # noqa: E402
 
 # four markets with train, validation and test; the fifth ends before the test period (NaN metrics)
 UNIVERSE = "synthetic:seed=1..4,bars=1500,start=2015-01-01,synthetic:seed=5,bars=1200,start=2015-01-01"
@@ -144,9 +144,9 @@ def test_connect_to_a_running_scheduler(cluster, universe, settings, expected, c
         assert isinstance(remote, DaskExecutor)
         _assert_identical(_sweep(universe, settings, executor=remote), expected)
     assert capsys.readouterr().err.strip() == f"dask: using the Dask scheduler at {addr}: 2 workers, 2 threads"
-    import autostrat.cluster
+    import autostrat.sim.cluster
 
-    monkeypatch.setattr(autostrat.cluster, "source_hash", lambda: "0123456789abcdef")  # here, not on the workers
+    monkeypatch.setattr(autostrat.sim.cluster, "source_hash", lambda: "0123456789abcdef")  # here, not on the workers
     with pytest.raises(AutostratError, match="runs other autostrat sources.*install the same commit"):
         with open_executor(addr):
             pass

@@ -6,16 +6,16 @@ import re
 
 import pytest
 
-from autostrat import learnings as L
+from autostrat.search import learnings as L
 from autostrat.config import Settings
-from autostrat.objective import Member, Objective
-from autostrat.prompting import (
+from autostrat.sim.objective import Member, Objective
+from autostrat.search.prompting import (
     compact_prompt, fill, iteration_prompt, last_result, metrics_table, placeholders, read_answer,
     repair_prompt, shown_metrics, system_prompt, template,
 )
-from autostrat.reference import reference_text
+from autostrat.lang.reference import reference_text
 from autostrat.resources import prompts_dir
-from autostrat.stats import METRIC_NAMES
+from autostrat.sim.metrics import METRIC_NAMES
 
 OBJ = Objective.parse("validation.total_return")
 PERIODS = {"train": {"first": "2000-01-03", "last": "2003-12-31", "bars": 1042},

@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from autostrat import runs as R
+from autostrat.search import runs as R
 from autostrat.errors import AutostratError
-from autostrat.objective import Objective
-from autostrat.runs import RunFolder, atomic_write, clean_json, read_results_tsv
+from autostrat.sim.objective import Objective
+from autostrat.search.runs import RunFolder, atomic_write, clean_json, read_results_tsv
 
 
 def _record(i, status="keep", objective=0.5, **extra):

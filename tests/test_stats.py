@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autostrat.simulate import EXIT_REASONS, simulate_nb
-from autostrat.stats import METRIC_NAMES, metrics, metrics_nb
+from autostrat.sim.simulate import EXIT_REASONS, simulate_nb
+from autostrat.sim.metrics import METRIC_NAMES, metrics, metrics_nb
 
 END = EXIT_REASONS.index("end")
 SIGNAL = EXIT_REASONS.index("signal")

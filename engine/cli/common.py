@@ -10,8 +10,8 @@ import argparse
 from collections.abc import Mapping
 
 from autostrat.config import Settings
-from autostrat.data import Market, load_market
-from autostrat.universe import Universe, load_data
+from autostrat.data.market import Market, load_market
+from autostrat.data.universe import Universe, load_data
 
 # argparse destination -> the setting it overrides. Commands may pass more with `extra`.
 FLAG_SETTINGS = {

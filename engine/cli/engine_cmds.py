@@ -6,12 +6,12 @@ import json
 import math
 import sys
 
-from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
-from autostrat.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
+from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
+from autostrat.sim.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
 from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
 from autostrat.errors import EXIT_OK, AutostratError
-from autostrat.stats import METRIC_NAMES
-from autostrat.universe import ACROSS, Universe
+from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.data.universe import ACROSS, Universe
 
 _PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "avg_trade_return", "exposure",
             "buy_hold_return", "excess_return"}
@@ -136,7 +136,7 @@ def _share(value, n: int) -> str:
 
 def _plot(result, path: str) -> None:
     """Equity against buy and hold with the drawdown, periods shaded, as a PNG."""
-    from autostrat.plots import equity_png, result_curves, save_png
+    from autostrat.report.plots import equity_png, result_curves, save_png
 
     if not str(path).lower().endswith(".png"):
         raise AutostratError(f"--plot {path}: the chart is a PNG image; give a file name ending in .png")
@@ -202,7 +202,7 @@ def _run_bulk(args, s, work, keys: list[str]):
     if args.per_asset and not universe:
         raise AutostratError("--per-asset writes one row per market of a universe; --data names one market")
     if args.scheduler:
-        from autostrat.cluster import open_executor
+        from autostrat.sim.cluster import open_executor
 
         with open_executor(args.scheduler) as executor:
             frame = work(data, executor, _progress(args.command))

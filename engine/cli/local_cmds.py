@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 def cmd_grammar(args) -> int:
     """`autostrat grammar --format gbnf|lark`: print the exported grammar."""
-    from autostrat.grammar_export import export
+    from autostrat.lang.grammar_export import export
 
     sys.stdout.write(export(args.format))
     return EXIT_OK
@@ -52,7 +52,7 @@ def cmd_grammar(args) -> int:
 
 def cmd_serve_local(args) -> int:
     """`autostrat serve-local`: run the local server in the foreground until it stops or Ctrl-C."""
-    from autostrat.local import LocalServer
+    from autostrat.search.local import LocalServer
 
     server = LocalServer(port=args.port or None, n_ctx=args.ctx, threads=args.threads or None, seed=args.seed,
                          quiet=False)

@@ -45,7 +45,7 @@ def find_run(name: str, runs_dir: str | Path) -> Path:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the report; print its numbers and its path."""
-    from autostrat.report import summary_lines, write_report
+    from autostrat.report.build import summary_lines, write_report
 
     settings = Settings.load(getattr(args, "config", None))
     path = find_run(args.run, args.runs_dir or settings.search.runs_dir)

@@ -13,15 +13,15 @@ from pathlib import Path
 from autostrat import __version__
 from autostrat.cli.common import FLAG_SETTINGS, add_data_options, add_split_options, settings_from_args
 from autostrat.config import Settings
-from autostrat.constrain import MODES, constraint_for
-from autostrat.universe import Universe, load_data
+from autostrat.search.constrain import MODES, constraint_for
+from autostrat.data.universe import Universe, load_data
 from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError
-from autostrat.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
-from autostrat.loop import MutateProposer, Search, describe_reason, summary_table
-from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
-from autostrat.objective import Evaluator, Objective, make_evaluator
+from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
+from autostrat.search.loop import MutateProposer, Search, describe_reason, summary_table
+from autostrat.search.nullrun import null_market, null_of, null_run_name, rebuild_market
+from autostrat.sim.objective import Evaluator, Objective, make_evaluator
 from autostrat.resources import example_path, grammar_path
-from autostrat.runs import RunFolder
+from autostrat.search.runs import RunFolder
 
 DEMO_ITERATIONS = 20
 EXIT_INTERRUPTED = 130
@@ -166,7 +166,7 @@ def run_evolve(args: argparse.Namespace) -> int:
 
 def _finish(path: Path, market) -> None:
     """Open the sealed test period for the final population, write the report, print its numbers."""
-    from autostrat.report import summary_lines, write_report
+    from autostrat.report.build import summary_lines, write_report
 
     html_path, report = write_report(path, by="evolve", market=market)
     print("honest evaluation (train and validation statistics; test sealed until now):")

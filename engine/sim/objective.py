@@ -1,0 +1,251 @@
+"""What the search measures: the objective, and the evaluation of one candidate on train and validation.
+
+The objective is `PERIOD.METRIC` with PERIOD train or validation and METRIC one of
+autostrat.sim.metrics.METRIC_NAMES; the search maximises it and ranks NaN below every number. With
+walk-forward folds (`search.folds`, autostrat.sim.walkforward) it is the mean or the minimum of METRIC
+over the folds instead. On a universe (`UniverseEvaluator`) every metric is first aggregated over
+the markets (`search.across`: mean, median or min), so the objective reads the aggregate; the
+per-market numbers ride along under `metrics["assets"]` for the prompt. The test period is sealed:
+an objective cannot name it, and no evaluator here computes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
+from autostrat.lang.check import TypedProgram
+from autostrat.tape.compile import compile
+from autostrat.config import Settings
+from autostrat.data.market import Market
+from autostrat.errors import ConfigError
+from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
+from autostrat.sim.simulate import simulate_nb
+from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.data.universe import ACROSS, Universe, across_assets
+from autostrat.tape.vm import run_tape
+from autostrat.sim.walkforward import aggregate, check_fold_settings, describe, fold_names, fold_spans
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric of one search period (or its aggregate over walk-forward folds), maximised."""
+
+    period: str
+    metric: str
+    folds: int = 0  # walk-forward folds; 0: the metric of `period`
+    fold_mode: str = "rolling"
+    fold_agg: str = "mean"
+
+    @classmethod
+    def parse(cls, text: str) -> "Objective":
+        """`validation.total_return` -> Objective; a clear ConfigError for anything else."""
+        period, dot, metric = str(text).strip().partition(".")
+        if period == "test":
+            raise ConfigError(
+                f"objective {text!r}: the test period is sealed; the search never sees it (it is "
+                "evaluated once, after the search). Use train.METRIC or validation.METRIC, e.g. "
+                "validation.total_return")
+        if not dot or period not in SEARCH_PERIODS:
+            raise ConfigError(f"objective {text!r}: write PERIOD.METRIC with PERIOD train or validation, "
+                              "e.g. validation.total_return")
+        if metric not in METRIC_NAMES:
+            near = difflib.get_close_matches(metric, METRIC_NAMES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"objective {text!r}: unknown metric {metric!r}{hint}; metrics are "
+                              f"{', '.join(METRIC_NAMES)}")
+        return cls(period, metric)
+
+    @classmethod
+    def from_settings(cls, search, universe: bool = False) -> "Objective":
+        """The objective that SearchSettings describe: `objective`, and `folds`, `fold_mode`, `fold_agg`;
+        on a universe also `across`."""
+        base = cls.parse(search.objective)
+        check_fold_settings(search.folds, search.fold_mode, search.fold_agg)
+        if search.across not in ACROSS:
+            raise ConfigError(f"search.across {search.across!r}: use {', '.join(ACROSS)}")
+        across = search.across if universe else ""
+        if not search.folds:
+            return cls(base.period, base.metric, across=across)
+        return cls(base.period, base.metric, search.folds, search.fold_mode, search.fold_agg, across)
+
+    across: str = ""  # on a universe: how the markets are aggregated (mean | median | min); "" on one market
+
+    def __str__(self) -> str:
+        text = (describe(self.folds, self.fold_mode, self.fold_agg, self.metric) if self.folds
+                else f"{self.period}.{self.metric}")
+        return f"{text} ({self.across} over markets)" if self.across else text
+
+    def value(self, metrics: dict[str, dict[str, float]] | None) -> float:
+        """The objective's value in {period: {metric: value}}; NaN when missing.
+
+        With folds, the aggregate of the metric over the `fold_k` entries.
+        """
+        if self.folds:
+            try:
+                return aggregate([metrics[name][self.metric] for name in fold_names(self.folds)],  # type: ignore[index]
+                                 self.fold_agg)
+            except (KeyError, TypeError, ValueError):
+                return math.nan
+        try:
+            return float(metrics[self.period][self.metric])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            return math.nan
+
+
+def rank_key(value: float) -> tuple[bool, float]:
+    """Sort key, larger is better: every number beats NaN."""
+    return (False, 0.0) if value is None or math.isnan(value) else (True, float(value))
+
+
+def beats(a: float, b: float) -> bool:
+    """True when objective value `a` is strictly better than `b` (NaN is worst; ties do not beat)."""
+    return rank_key(a) > rank_key(b)
+
+
+@dataclass
+class Member:
+    """A kept strategy: where it came from, how it scored, and its text."""
+
+    iteration: int
+    objective: float
+    metrics: dict[str, dict[str, float]]
+    text: str
+    hash: str = ""
+
+    @property
+    def key(self) -> tuple[tuple[bool, float], int]:
+        """Sort key, best first: higher objective, then the earlier iteration."""
+        good, value = rank_key(self.objective)
+        return ((not good, -value), self.iteration)
+
+
+@dataclass
+class Evaluation:
+    """One candidate's metrics per search period, and its daily returns (train then validation)."""
+
+    metrics: dict[str, dict[str, float]]
+    returns: np.ndarray | None = None  # float32; layout in Evaluator.returns_layout
+
+
+class Evaluator:
+    """Backtests checked programs on the train and validation periods of one market.
+
+    With `search.folds`, also on each walk-forward fold (`fold_spans`; metrics keys fold_1..).
+    The test period is not in `spans` nor in a fold, so nothing here can compute it.
+    """
+
+    def __init__(self, market: Market, settings: Settings):
+        self.market = market
+        self.settings = settings
+        self.spans = period_spans(market, settings, SEARCH_PERIODS)
+        missing = [p for p in SEARCH_PERIODS if p not in self.spans]
+        if missing:
+            raise ConfigError(f"{market.name}: no {missing[0]} period; the search needs train and validation")
+        offsets, start = {}, 0
+        for name, (a, b) in self.spans.items():
+            offsets[name] = (start, start + (b - a - 1))
+            start += b - a - 1
+        self.returns_layout = offsets
+        s = settings.search
+        self.fold_spans = (fold_spans(self.spans["train"][0], self.spans["validation"][1], s.folds, s.fold_mode)
+                           if s.folds else {})
+
+    def __call__(self, typed: TypedProgram) -> Evaluation:
+        """Metrics ({period: {metric: value}}, folds included) and the daily returns of one program."""
+        tape = compile(typed)
+        spans = {**self.spans, **self.fold_spans}
+        values = evaluate_tape(tape, self.market, spans, self.settings.backtest)[0]
+        metrics = metrics_dicts(values, spans)
+        return Evaluation(metrics, self._returns(tape))
+
+    def _returns(self, tape) -> np.ndarray:
+        # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
+        # backtest.Result is skipped because building it costs more than the whole simulation.
+        regs = run_tape(tape, self.market)
+        m, bt = self.market, self.settings.backtest
+        zeros = np.zeros(len(m))
+        out = tape.outputs[0]
+        sig = [regs[r] if r >= 0 else zeros for r in out]
+        ex = tape.exits[0]
+        parts = []
+        for a, b in self.spans.values():
+            equity, _, _ = simulate_nb(m.open, m.high, m.low, m.close, sig[0], sig[1], sig[2], sig[3],
+                                       a, b, int(tape.warmups[0]), bt.fill == "close",
+                                       bt.commission_bps / 1e4, bt.slippage_bps / 1e4,
+                                       ex[0], ex[1], ex[2], int(ex[3]), float(bt.initial_capital))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = np.where(equity[:-1] > 0, equity[1:] / equity[:-1] - 1.0, 0.0)
+            parts.append(r)
+        return np.concatenate(parts).astype(np.float32)
+
+    def period_dates(self) -> dict[str, dict[str, object]]:
+        """First and last date and bar count of each search period, for config.json and prompts."""
+        d = self.market.dates
+        return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
+                for name, (a, b) in self.spans.items()}
+
+    def fold_dates(self) -> dict[str, dict[str, object]]:
+        """First and last date and bar count of each walk-forward fold ({} without folds)."""
+        d = self.market.dates
+        return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
+                for name, (a, b) in self.fold_spans.items()}
+
+
+class UniverseEvaluator:
+    """An Evaluator per market of a universe; metrics aggregated over the markets with `search.across`.
+
+    The daily returns are pooled: for each search period, every market's returns one after another
+    (train of market 1, train of market 2, ..., then validation), so the run's statistics (PSR, DSR,
+    PBO) read one long series per candidate.
+    """
+
+    def __init__(self, universe: Universe, settings: Settings):
+        self.universe = universe
+        self.settings = settings
+        self.across = settings.search.across
+        self.evaluators = [Evaluator(m, settings) for m in universe]
+        self.fold_spans = self.evaluators[0].fold_spans  # truthy when folds are on
+        layout, start = {}, 0
+        for period in SEARCH_PERIODS:
+            length = sum(e.returns_layout[period][1] - e.returns_layout[period][0] for e in self.evaluators)
+            layout[period] = (start, start + length)
+            start += length
+        self.returns_layout = layout
+
+    def __call__(self, typed: TypedProgram) -> Evaluation:
+        per = {e.market.name: e(typed) for e in self.evaluators}
+        by_asset = {name: ev.metrics for name, ev in per.items()}
+        metrics: dict = across_assets(by_asset, self.across)
+        metrics["assets"] = by_asset
+        parts = []
+        for period in SEARCH_PERIODS:
+            for e, ev in zip(self.evaluators, per.values()):
+                a, b = e.returns_layout[period]
+                parts.append(ev.returns[a:b])
+        return Evaluation(metrics, np.concatenate(parts))
+
+    def period_dates(self) -> dict[str, dict[str, object]]:
+        """Per search period: the earliest first date, the latest last date, bars summed over the markets."""
+        return _spread_dates([e.period_dates() for e in self.evaluators])
+
+    def fold_dates(self) -> dict[str, dict[str, object]]:
+        return _spread_dates([e.fold_dates() for e in self.evaluators])
+
+
+def _spread_dates(each: list[dict[str, dict[str, object]]]) -> dict[str, dict[str, object]]:
+    out = {}
+    for name in each[0]:
+        rows = [d[name] for d in each if name in d]
+        out[name] = {"first": min(str(r["first"]) for r in rows), "last": max(str(r["last"]) for r in rows),
+                     "bars": sum(int(r["bars"]) for r in rows), "markets": len(rows)}
+    return out
+
+
+def make_evaluator(data: Market | Universe, settings: Settings):
+    """An Evaluator for one market, a UniverseEvaluator for a universe."""
+    return UniverseEvaluator(data, settings) if isinstance(data, Universe) else Evaluator(data, settings)
