@@ -89,7 +89,7 @@ def main() -> None:
     from autostrat.sim.bulk import (DEFAULT_ASSETS_PER_CHUNK, DEFAULT_CHUNK, REGISTER_BUDGET, LocalExecutor, plan_chunks,
                                 universe_array)
     from autostrat.tape.compile import compile_many
-    from autostrat.data.universe import load_universe
+    from autostrat.data.load import load_universe
 
     settings = autostrat.Settings()
     typed, t_build = timed(lambda: variants(args.variants))

@@ -21,11 +21,13 @@ from autostrat.sim.bulk import across_assets_frame, evaluate_many, sweep  # noqa
 from autostrat.lang.check import TypedProgram, check  # noqa: E402
 from autostrat.tape.compile import Tape, compile, compile_many  # noqa: E402,A004
 from autostrat.config import Settings  # noqa: E402
-from autostrat.data.market import Market, load_market  # noqa: E402
+from autostrat.data.load import load_market  # noqa: E402
+from autostrat.data.market import Market  # noqa: E402
 from autostrat.errors import AutostratError, DataError, StrategyError  # noqa: E402
 from autostrat.lang.fmt import canonical_hash, fmt  # noqa: E402
 from autostrat.lang.parse import parse  # noqa: E402
-from autostrat.data.universe import Universe, load_universe  # noqa: E402
+from autostrat.data.load import load_universe  # noqa: E402
+from autostrat.data.universe import Universe  # noqa: E402
 
 __all__ = [
     "AutostratError", "DataError", "Market", "Result", "Settings", "StrategyError", "Tape",

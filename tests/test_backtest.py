@@ -10,11 +10,11 @@ import autostrat
 from autostrat.sim.backtest import backtest, buy_and_hold, load_strategy, period_spans
 from autostrat.tape.compile import compile
 from autostrat.config import Settings
-from autostrat.data.market import market_from_frame
+from autostrat.data.csv_file import market_from_frame
 from autostrat.errors import AutostratError, StrategyError
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.resources import example_path
-from autostrat.sim.simulate import simulate
+from autostrat.sim.simulation import simulate
 from autostrat.sim.metrics import METRIC_NAMES, metrics
 from autostrat.data.synthetic import synthetic_market
 from seed_harness import seed_backtest

@@ -22,7 +22,7 @@ from autostrat.sim.cluster import DaskExecutor, open_executor  # noqa: E402
 from autostrat.config import Settings  # noqa: E402
 from autostrat.errors import AutostratError  # noqa: E402
 from autostrat.resources import example_path  # noqa: E402
-from autostrat.data.universe import load_universe  # noqa: E402
+from autostrat.data.load import load_universe  # noqa: E402
 
 # four markets with train, validation and test; the fifth ends before the test period (NaN metrics)
 UNIVERSE = "synthetic:seed=1..4,bars=1500,start=2015-01-01,synthetic:seed=5,bars=1200,start=2015-01-01"

@@ -13,7 +13,11 @@ import pytest
 from autostrat.data import market as data_mod
 from autostrat.data import yahoo
 from autostrat.config import DataSettings, SplitSettings
-from autostrat.data.market import Market, describe, load_market, periods, prepare_csv, prepare_ticker, read_csv
+from autostrat.data.csv_file import read_csv
+from autostrat.data.load import load_market
+from autostrat.data.market import Market
+from autostrat.data.prepare import prepare_csv, prepare_ticker
+from autostrat.data.splits import describe, periods
 from autostrat.errors import ConfigError, DataError
 from autostrat.data.synthetic import synthetic_market
 

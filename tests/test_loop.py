@@ -20,7 +20,7 @@ from autostrat.sim import objective as O
 from autostrat.sim.backtest import backtest, load_strategy
 from autostrat.cli import main
 from autostrat.config import Settings
-from autostrat.data.market import load_market
+from autostrat.data.load import load_market
 from autostrat.errors import ConfigError
 from autostrat.search.loop import MutateProposer, Proposal, Search
 from autostrat.sim.objective import Evaluation, Evaluator, Objective, beats

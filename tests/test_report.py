@@ -23,7 +23,8 @@ from autostrat.search.loop import MutateProposer, Proposal, Search
 from autostrat.sim.objective import Evaluator, Objective
 from autostrat.honest.deflated_sharpe import dsr, pbo, psr
 from autostrat.report.plots import png_size
-from autostrat.report.build import lineage, red_flags
+from autostrat.honest.red_flags import red_flags
+from autostrat.report.build import lineage
 from autostrat.report.html import SECTIONS
 from autostrat.resources import example_path
 from autostrat.search.runs import RunFolder

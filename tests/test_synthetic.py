@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from autostrat.config import SplitSettings
-from autostrat.data.market import Market, load_market, periods
+from autostrat.data.load import load_market
+from autostrat.data.market import Market
+from autostrat.data.splits import periods
 from autostrat.errors import DataError
 from autostrat.data.synthetic import matched_synthetic, synthetic_market
 

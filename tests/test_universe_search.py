@@ -15,7 +15,8 @@ from autostrat.config import Settings
 from autostrat.sim.objective import Evaluator, Objective, UniverseEvaluator
 from autostrat.search.prompting import asset_spread, metrics_table
 from autostrat.resources import example_path
-from autostrat.data.universe import aggregate, load_universe
+from autostrat.data.load import load_universe
+from autostrat.data.universe import aggregate
 
 DATA = "synthetic:seed=1..3,bars=1500"
 SPLIT = {"train_end": "2003-12-31", "validation_start": "2004-01-01", "validation_end": "2004-12-31",

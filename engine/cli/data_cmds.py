@@ -8,7 +8,8 @@ import sys
 
 
 from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
-from autostrat.data.market import describe, meta_path, prepare_csv, prepare_ticker
+from autostrat.data.prepare import meta_path, prepare_csv, prepare_ticker
+from autostrat.data.splits import describe
 from autostrat.errors import EXIT_USAGE, AutostratError, ConfigError
 from autostrat.data.universe import Universe
 

@@ -14,7 +14,8 @@ from autostrat import __version__
 from autostrat.cli.common import FLAG_SETTINGS, add_data_options, add_split_options, settings_from_args
 from autostrat.config import Settings
 from autostrat.search.constrain import MODES, constraint_for
-from autostrat.data.universe import Universe, load_data
+from autostrat.data.load import load_data
+from autostrat.data.universe import Universe
 from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError
 from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
 from autostrat.search.loop import MutateProposer, Search, describe_reason, summary_table

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autostrat.config import DataSettings
-from autostrat.data.market import Market, load_market
+from autostrat.data.market import Market
 from autostrat.errors import DataError
 
 ACROSS = ("mean", "median", "min")
@@ -127,30 +126,6 @@ def universe_specs(spec: str) -> list[str]:
     if not specs:
         raise DataError(f"universe file {path} lists no markets: write one data spec per line")
     return specs
-
-
-def load_universe(spec: str, settings: DataSettings | None = None) -> Universe:
-    """Load and validate every market of a universe spec; a bad one is named with its position."""
-    settings = settings or DataSettings()
-    specs = universe_specs(spec)
-    markets: list[Market] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(specs, 1):
-        try:
-            market = load_market(item, settings)
-        except DataError as exc:
-            raise DataError(f"universe market {i} of {len(specs)} ({item}): {exc}") from None
-        if market.name in seen:
-            raise DataError(f"universe {spec!r}: {market.name!r} is listed twice (markets {seen[market.name]} "
-                            f"and {i}); each market may appear once")
-        seen[market.name] = i
-        markets.append(market)
-    return Universe(tuple(markets), spec)
-
-
-def load_data(spec: str, settings: DataSettings | None = None) -> Market | Universe:
-    """A Market for a single-market spec, a Universe for a list or a universe file."""
-    return load_universe(spec, settings) if is_universe_spec(spec) else load_market(spec, settings)
 
 
 # --- aggregates -------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from importlib import metadata
 
 import numpy as np
 
-from autostrat.data.market import COLUMNS, standard_frame
+from autostrat.data.csv_file import standard_frame
+from autostrat.data.market import COLUMNS
 from autostrat.errors import DataError
 
 _ALTERNATIVES = (

@@ -40,7 +40,7 @@ from autostrat.lang.fmt import canonical_hash, expr as expr_text, number
 from autostrat.sim.objective import Objective
 from autostrat.lang.registry import BUILTINS
 from autostrat.sim.walkforward import fold_spans
-from autostrat.data.universe import Universe, aggregate
+from autostrat.data.universe import aggregate, Universe
 
 JITTER = 0.2
 MAX_POINTS = 81  # 3^4: a full grid for up to four numbers

@@ -27,7 +27,7 @@ from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.sim.objective import Member
 from autostrat.search.runs import RunFolder, as_float, atomic_write, clean_json
-from autostrat.data.universe import Universe, across_assets
+from autostrat.data.universe import across_assets, Universe
 
 SEALED_FILE = "sealed.json"
 

@@ -25,18 +25,17 @@ from autostrat.errors import AutostratError, ConfigError
 from autostrat.search.nullrun import null_path, rebuild_market
 from autostrat.sim.objective import Objective
 from autostrat.report.plots import equity_png, progress_png, result_curves
+from autostrat.honest.red_flags import num as _num, red_flags
 from autostrat.honest.robustness import robustness
 from autostrat.search.runs import RunFolder, atomic_write, clean_json
 from autostrat.honest.run_statistics import run_settings, run_statistics
 from autostrat.honest.sealed import latest_opening, open_seal, sealed_metrics, top_records
-from autostrat.data.universe import Universe, across_assets, load_data
+from autostrat.data.load import load_data
+from autostrat.data.universe import across_assets, Universe
 from autostrat.sim.walkforward import fold_spans
 
 REPORT_FILE = "report.html"
 REPORT_JSON = "report.json"
-MIN_TRADES = 20
-DSR_BAR = 0.95
-PBO_BAR = 0.5
 
 
 def load_run_market(run: RunFolder, settings: Settings) -> Market | Universe:
@@ -214,64 +213,6 @@ def lineage(records: list[dict[str, Any]], top: set[int]) -> list[dict[str, Any]
         else:
             roots.append(nodes[r["iteration"]])
     return roots
-
-
-def _num(x: Any) -> float:
-    try:
-        return math.nan if x is None else float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def red_flags(report: dict[str, Any]) -> list[str]:
-    """The warnings a reader should see first, one sentence each."""
-    s, flags = report["stats"], []
-    best = report["best"]["metrics"]
-    dsr, pbo = _num(s.get("dsr")), _num(s.get("pbo"))
-    if math.isnan(dsr):
-        flags.append("DSR could not be computed (too few trials or a constant record): selection luck is unmeasured.")
-    elif dsr < DSR_BAR:
-        flags.append(f"DSR {dsr:.2f} is below {DSR_BAR}: the best result is consistent with the luck of picking "
-                     f"the best of {s['n_trials']} tries.")
-    if pbo > PBO_BAR:
-        flags.append(f"PBO {pbo:.2f} is above {PBO_BAR}: the candidate that looks best in one half of the data "
-                     "is usually below the median in the other half.")
-    names = ("train", "validation") if report["folds"] else (s["selection"],)
-    trades = sum(_num((best.get(p) or {}).get("num_trades")) for p in names)
-    if trades < MIN_TRADES:
-        flags.append(f"Only {trades:.0f} trades in {' and '.join(names)}: too few to tell skill from luck "
-                     f"(fewer than {MIN_TRADES}).")
-    val, test = best.get("validation") or {}, best.get("test")
-    if test is not None:
-        vs, ts = _num(val.get("sharpe")), _num(test.get("sharpe"))
-        if vs > 0 and not ts >= 0.5 * vs:
-            flags.append(f"The sealed test period is far below validation: Sharpe {ts:.2f} on test against "
-                         f"{vs:.2f} on validation.")
-    edge = [p for p in ("validation", "test") if (best.get(p) or {}).get("excess_return") is not None
-            and _num(best[p]["excess_return"]) <= 0]
-    if edge:
-        flags.append(f"No edge over buy and hold after costs on {' and '.join(edge)}: the strategy returned "
-                     "no more than holding the market.")
-    mtrl, record = _num(s.get("min_track_record")), _num(s.get("track_record"))
-    if not math.isnan(mtrl) and mtrl > record:
-        flags.append(f"The record is too short: {record:.0f} days, while {mtrl:.0f} are needed for 95% "
-                     "confidence that the Sharpe ratio is above zero.")
-    null = report.get("null")
-    if null and _num(null["best_objective"]) >= _num(s.get("best_objective")):
-        flags.append(f"On pure noise the same search reached {report['objective']} = {_num(null['best_objective']):.4f}, "
-                     f"at least the {_num(s.get('best_objective')):.4f} it reached on the market.")
-    elif null and _num(null.get("best_validation_excess")) >= _num(val.get("excess_return")):
-        flags.append(f"On pure noise the same search's best beat buy and hold on validation by "
-                     f"{_num(null['best_validation_excess']):.1%}, at least the {_num(val.get('excess_return')):.1%} "
-                     "it managed on the market.")
-    rob = report.get("robustness")
-    if rob:
-        found = _num(rob["found"]["objective"])
-        median = _num(rob["rows"][0]["objective"][1])
-        if found > 0 and not median >= 0.5 * found:
-            flags.append(f"Fragile: with its numbers moved by +-{rob['factor']:.0%} the median objective is "
-                         f"{median:.4f}, less than half of the {found:.4f} found.")
-    return flags
 
 
 def write_report(path: str | Path, **kwargs) -> tuple[Path, dict[str, Any]]:

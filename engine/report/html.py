@@ -11,7 +11,7 @@ import html
 import math
 from typing import Any
 
-from autostrat.report.build import DSR_BAR, PBO_BAR
+from autostrat.honest.red_flags import DSR_BAR, PBO_BAR
 
 SECTIONS = {
     "summary": "Summary and red flags",

@@ -22,11 +22,12 @@ from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram, check
 from autostrat.tape.compile import RULE_ORDER, Tape, compile
 from autostrat.config import Settings
-from autostrat.data.market import Market, periods as split_periods
+from autostrat.data.market import Market
+from autostrat.data.splits import periods as split_periods
 from autostrat.errors import AutostratError, ConfigError
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.lang.parse import parse
-from autostrat.sim.simulate import FILLS, SimResult, simulate
+from autostrat.sim.simulation import FILLS, SimResult, simulate
 from autostrat.sim.metrics import metrics
 from autostrat.tape.vm import run_tape
 
@@ -168,7 +169,8 @@ def backtest(strategy, data="synthetic", settings: Settings | None = None, *, pe
     override the backtest settings. Returns a Result with `.metrics[period][metric]`; on a
     Universe (or a universe spec such as "SPY,QQQ"), a UniverseResult with one Result per market.
     """
-    from autostrat.data.universe import Universe, load_data
+    from autostrat.data.load import load_data
+    from autostrat.data.universe import Universe
 
     s = resolve_settings(settings, dict(fill=fill, commission_bps=commission_bps,
                                         slippage_bps=slippage_bps, initial_capital=initial_capital))

@@ -24,7 +24,8 @@ from autostrat.errors import AutostratError, StrategyError
 from autostrat.sim.evaluate import evaluate_tape, evaluate_tape_nb
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.tape.template import compile_batch
-from autostrat.data.universe import Universe, load_data
+from autostrat.data.load import load_data
+from autostrat.data.universe import Universe
 
 DEFAULT_CHUNK = 256
 DEFAULT_ASSETS_PER_CHUNK = 8

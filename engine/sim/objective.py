@@ -26,7 +26,7 @@ from autostrat.errors import ConfigError
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.sim.simulate import simulate_nb
 from autostrat.sim.metrics import METRIC_NAMES
-from autostrat.data.universe import ACROSS, Universe, across_assets
+from autostrat.data.universe import ACROSS, across_assets, Universe
 from autostrat.tape.vm import run_tape
 from autostrat.sim.walkforward import aggregate, check_fold_settings, describe, fold_names, fold_spans
 
