@@ -243,3 +243,13 @@ def test_vm_rejects_an_unknown_opcode(jit):
     m = synthetic_market(1, 10)
     with pytest.raises(ValueError):
         run_tape_nb(code, np.zeros(1), 6, kernel_table(code), m.open, m.high, m.low, m.close, m.volume)
+
+
+def test_vm_is_generated_and_current():
+    # vm.py is written by `python -m autostrat.tape.gen_vm` from the opcode table and the kernels'
+    # signatures: after adding a built-in (registry row + kernel), run it.
+    from autostrat.tape import gen_vm
+
+    assert VM_SOURCE.read_text(encoding="utf-8") == gen_vm.render(), \
+        "engine/tape/vm.py is stale: run python -m autostrat.tape.gen_vm"
+    assert gen_vm.main(["--check"]) == 0
