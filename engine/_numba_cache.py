@@ -19,21 +19,27 @@ from pathlib import Path
 def configure() -> None:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    h = hashlib.sha256()
-    for path in jitted_sources():
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autostrat" / "numba"
-    os.environ["NUMBA_CACHE_DIR"] = str(base / h.hexdigest()[:16])
+    os.environ["NUMBA_CACHE_DIR"] = str(base / source_key())
 
 
-def jitted_sources() -> list[Path]:
+def source_key(root: Path | None = None) -> str:
+    """The cache folder's name: a hash of the jitted sources under `root` (the package by default)."""
+    root = root or Path(__file__).parent
+    h = hashlib.sha256()
+    for path in jitted_sources(root):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def jitted_sources(root: Path | None = None) -> list[Path]:
     """The modules that import numba, and every autostrat module they import, transitively, sorted.
 
     An imported module can change what jitted code computes without a jitted line changing (the
     registry's order numbers the opcodes), so it is part of the key.
     """
-    root = Path(__file__).parent
+    root = root or Path(__file__).parent
     files = {_dotted(root, p): p for p in root.rglob("*.py")}
     texts = {name: p.read_text(encoding="utf-8") for name, p in files.items()}
     todo = [name for name, text in texts.items() if _NUMBA.search(text)]
@@ -46,7 +52,7 @@ def jitted_sources() -> list[Path]:
         for match in _IMPORT.finditer(texts[name]):
             package = match.group(1)
             todo.append(package)  # `from autostrat.tape.opcodes import X` or a package's names
-            for item in match.group(2).split(","):  # `from autostrat.tape import kernels_ta`
+            for item in match.group(2).split(","):  # `from autostrat.tape import kernels_rolling`
                 todo.append(f"{package}.{item.strip().split(' ')[0]}")
     seen -= {"__init__", "_numba_cache"}
     return [files[name] for name in sorted(seen)]

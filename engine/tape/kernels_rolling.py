@@ -1,13 +1,12 @@
-"""Window kernels of the strategy language: averages, statistics and most oscillators, and the
-rolling and recursive primitives that autostrat.tape.kernels builds its indicators on.
+"""Rolling kernels of the strategy language: averages and statistics, and the rolling and
+recursive primitives that autostrat.tape.kernels_indicators builds its indicators on.
 
 Conventions (see autostrat.tape.kernels): float64 series with NaN for missing values, the result
 written into a preallocated `out` of the same length. A rolling window is NaN when it holds a NaN.
 Recursive averages start from the mean of the first n valid values and reseed after a NaN. Windows
 longer than the series give an all-NaN result. Exact definitions: docs/builtins.md.
 
-Jitted functions here call only jitted functions of this module: numba's on-disk cache does not
-notice edits to a callee defined in another file.
+Jitted functions here call only jitted functions of this module.
 """
 
 from __future__ import annotations
@@ -370,123 +369,3 @@ def corr_nb(x, y, n, out):
             out[t] = out[t] / np.sqrt(cxx[t] * cyy[t])
         else:
             out[t] = np.nan
-
-
-# ---------------------------------------------------------------- oscillators
-
-
-@njit(cache=True)
-def rsi_nb(x, n, out):
-    """Wilder's RSI: 100 - 100/(1 + rma(gains, n)/rma(losses, n)); 100 without losses, 50 when
-    flat; warm-up n."""
-    gain = np.empty(x.shape[0])
-    loss = np.empty(x.shape[0])
-    for t in range(x.shape[0]):
-        d = x[t] - x[t - 1] if t >= 1 else np.nan
-        gain[t] = max(d, 0.0) if not np.isnan(d) else np.nan
-        loss[t] = max(-d, 0.0) if not np.isnan(d) else np.nan
-    rma_nb(gain, n, out)
-    rma_nb(loss, n, loss)
-    for t in range(x.shape[0]):
-        _ratio_index(out[t], loss[t], out, t)
-
-
-@njit(cache=True)
-def _ratio_index(up, down, out, t):
-    """out[t] = 100 - 100/(1 + up/down): 100 when only down is 0, 50 when both are, NaN for NaN."""
-    if np.isnan(up) or np.isnan(down):
-        out[t] = np.nan
-    elif down == 0.0:
-        out[t] = 100.0 if up > 0.0 else 50.0
-    else:
-        out[t] = 100.0 - 100.0 / (1.0 + up / down)
-
-
-@njit(cache=True)
-def _range_position(high, low, close, n, out):
-    """Writes close - lowest(low, n) into out; returns highest(high, n) - lowest(low, n)."""
-    hh = np.empty(close.shape[0])
-    ll = np.empty(close.shape[0])
-    highest_nb(high, n, hh)
-    lowest_nb(low, n, ll)
-    for t in range(close.shape[0]):
-        out[t] = close[t] - ll[t]
-        hh[t] = hh[t] - ll[t]
-    return hh
-
-
-@njit(cache=True)
-def stoch_k_nb(high, low, close, n, out):
-    """100 * (close - lowest low) / (highest high - lowest low) over n bars, NaN for a zero range;
-    warm-up n-1."""
-    rng = _range_position(high, low, close, n, out)
-    for t in range(close.shape[0]):
-        out[t] = 100.0 * out[t] / rng[t] if rng[t] != 0.0 else np.nan
-
-
-@njit(cache=True)
-def stoch_d_nb(high, low, close, n, m, out):
-    """sma(stoch_k(n), m); warm-up n+m-2."""
-    k = np.empty(close.shape[0])
-    stoch_k_nb(high, low, close, n, k)
-    sma_nb(k, m, out)
-
-
-@njit(cache=True)
-def williams_r_nb(high, low, close, n, out):
-    """-100 * (highest high - close) / (highest high - lowest low), NaN for a zero range;
-    warm-up n-1."""
-    rng = _range_position(high, low, close, n, out)
-    for t in range(close.shape[0]):
-        # highest - close = range - (close - lowest)
-        out[t] = -100.0 * (rng[t] - out[t]) / rng[t] if rng[t] != 0.0 else np.nan
-
-
-@njit(cache=True)
-def mfi_nb(high, low, close, volume, n, out):
-    """Money flow index over n bars: 100 - 100/(1 + positive flow / negative flow); 100 without
-    negative flow, 50 without either; warm-up n."""
-    tp = (high + low + close) / 3.0
-    pos = np.empty(tp.shape[0])
-    neg = np.empty(tp.shape[0])
-    for t in range(tp.shape[0]):
-        flow = tp[t] * volume[t]
-        if t == 0 or np.isnan(flow) or np.isnan(tp[t - 1]):
-            pos[t] = np.nan
-            neg[t] = np.nan
-        else:
-            pos[t] = flow if tp[t] > tp[t - 1] else 0.0
-            neg[t] = flow if tp[t] < tp[t - 1] else 0.0
-    neg_sum = np.empty(tp.shape[0])
-    _rolling_sum_nb(pos, n, out)
-    _rolling_sum_nb(neg, n, neg_sum)
-    for t in range(tp.shape[0]):
-        _ratio_index(out[t], neg_sum[t], out, t)
-
-
-@njit(cache=True)
-def macd_nb(x, fast, slow, out):
-    """ema(x, fast) - ema(x, slow); warm-up max(fast, slow)-1."""
-    slow_ema = np.empty(x.shape[0])
-    ema_nb(x, fast, out)
-    ema_nb(x, slow, slow_ema)
-    for t in range(x.shape[0]):
-        out[t] -= slow_ema[t]
-
-
-@njit(cache=True)
-def macd_signal_nb(x, fast, slow, signal, out):
-    """ema(macd(x, fast, slow), signal); warm-up max(fast, slow)+signal-2."""
-    line = np.empty(x.shape[0])
-    macd_nb(x, fast, slow, line)
-    ema_nb(line, signal, out)
-
-
-@njit(cache=True)
-def macd_hist_nb(x, fast, slow, signal, out):
-    """macd - macd_signal; warm-up max(fast, slow)+signal-2."""
-    line = np.empty(x.shape[0])
-    macd_nb(x, fast, slow, line)
-    ema_nb(line, signal, out)
-    for t in range(x.shape[0]):
-        out[t] = line[t] - out[t]
