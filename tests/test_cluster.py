@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,3 +218,16 @@ def test_without_distributed_names_the_extra(monkeypatch):
 def test_no_scheduler_runs_here():
     with open_executor(None) as ex:
         assert isinstance(ex, LocalExecutor)
+
+
+def test_the_same_sources_check_reads_every_subpackage(tmp_path, monkeypatch):
+    # A worker with another kernel, two folders down, runs other code: the hash must see it.
+    from autostrat.sim import cluster
+
+    root = Path(cluster.__file__).parent.parent
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*.py")}
+    assert {"tape/kernels_rolling.py", "sim/simulate.py", "cli/__init__.py", "errors.py"} <= files
+    before = cluster.source_hash()
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: real(p) + (b"#" if p.name == "kernels_rolling.py" else b""))
+    assert cluster.source_hash() != before

@@ -85,9 +85,9 @@ def _run_chunk(tape: tuple, markets: list, spans: list[np.ndarray], costs: tuple
 
 def source_hash() -> str:
     """A hash of autostrat's Python sources: workers must run the same code to give the same numbers."""
-    root = Path(__file__).parent
+    root = Path(__file__).parent.parent  # the package: every subpackage's modules
     h = hashlib.sha256()
-    for path in sorted([*root.glob("*.py"), *root.glob("cli/*.py")]):
+    for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
