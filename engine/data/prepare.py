@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 from autostrat.data.csv_file import read_csv, validate_frame
 from autostrat.data.market import COLUMNS
 from autostrat.errors import DataError
+from autostrat.files import atomic_write
 
 TICKER = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9.^=_-]{0,19}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -78,27 +77,9 @@ def _write_prepared(frame: pd.DataFrame, data_dir: Path, name: str, meta: dict) 
         "last_date": str(dates[-1]),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
-    _atomic_write(csv_path, payload)
-    _atomic_write(meta_path(csv_path), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-    return csv_path
-
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    # Not tempfile.mkstemp: its files are private (0600); these should get the usual umask mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(tmp, "xb")
+        atomic_write(csv_path, payload)
+        atomic_write(meta_path(csv_path), json.dumps(meta, indent=2) + "\n")
     except OSError as exc:
-        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise DataError(f"{exc.filename or csv_path}: cannot write ({exc.strerror or exc})") from None
+    return csv_path

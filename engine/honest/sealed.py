@@ -26,7 +26,8 @@ from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
 from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.sim.objective import Member
-from autostrat.search.runs import RunFolder, as_float, atomic_write, clean_json
+from autostrat.files import atomic_write
+from autostrat.search.runs import as_float, clean_json, RunFolder
 from autostrat.data.universe import across_assets, Universe
 
 SEALED_FILE = "sealed.json"

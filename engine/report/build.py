@@ -27,7 +27,8 @@ from autostrat.sim.objective import Objective
 from autostrat.report.plots import equity_png, progress_png, result_curves
 from autostrat.honest.red_flags import num as _num, red_flags
 from autostrat.honest.robustness import robustness
-from autostrat.search.runs import RunFolder, atomic_write, clean_json
+from autostrat.files import atomic_write
+from autostrat.search.runs import clean_json, RunFolder
 from autostrat.honest.run_statistics import run_settings, run_statistics
 from autostrat.honest.sealed import latest_opening, open_seal, sealed_metrics, top_records
 from autostrat.data.load import load_data

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from autostrat.search.runs import atomic_write
+from autostrat.files import atomic_write
 
 PROGRESS_SIZE = (11.0, 3.8)  # inches; x DPI = 1100 x 380 pixels
 EQUITY_SIZE = (11.0, 6.0)  # 1100 x 600 pixels

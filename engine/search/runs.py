@@ -19,9 +19,9 @@ Every file is written to a temporary name in the same folder and renamed over th
 (os.replace), so a killed process leaves either the old file or the new one, never a torn one.
 An iteration counts once its iter_NNNN.json exists: its other files are written first, and the
 derived files (results.tsv, learnings.md, best.strat) are rebuilt from the records after it. A
-resumed run deletes leftovers of an iteration that never reached its record. No fsync: the
-guarantee is against a killed process, not a power cut (a record that cannot be read on resume
-is treated as never written when it is the last one).
+resumed run deletes leftovers of an iteration that never reached its record. Files are written by
+autostrat.files.atomic_write, which fsyncs (a record that cannot be read on resume is still
+treated as never written when it is the last one).
 """
 
 from __future__ import annotations
@@ -29,56 +29,18 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autostrat.errors import AutostratError
+from autostrat.files import atomic_write
 
 STATUSES = ("keep", "discard", "invalid", "duplicate", "error")
 TSV_COLUMNS = ("iteration", "objective", "train", "validation", "status", "description")
 _RECORD = re.compile(r"^iter_(\d{4,})\.json$")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()  # read once, at import, before any threads of ours exist
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temporary file and a rename.
-
-    The file gets the permissions a plain open() would give it (an existing file keeps its own):
-    mkstemp's temporary files are private (0600), which would leave run folders unreadable to
-    the rest of a team sharing them.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        mode = path.stat().st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def clean_json(value: Any) -> Any:

@@ -24,11 +24,12 @@ from autostrat.tape.compile import RULE_ORDER, Tape, compile
 from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.data.splits import periods as split_periods
-from autostrat.errors import AutostratError, ConfigError
+from autostrat.errors import AutostratError
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.lang.parse import parse
-from autostrat.sim.simulation import FILLS, SimResult, simulate
-from autostrat.sim.metrics import metrics
+from autostrat.sim.metrics import daily_returns, metrics
+from autostrat.sim.simulate import simulate_nb, simulator_args
+from autostrat.sim.simulation import SimResult, check_backtest, simulate
 from autostrat.tape.vm import run_tape
 
 SEARCH_PERIODS = ("train", "validation")
@@ -65,13 +66,7 @@ def resolve_settings(settings: Settings | None, overrides: dict) -> Settings:
     for key, value in overrides.items():
         if value is not None:
             s.set(f"backtest.{key}", value, source="backtest()")
-    bt = s.backtest
-    if bt.fill not in FILLS:
-        raise ConfigError(f"backtest.fill must be one of {', '.join(FILLS)}, got {bt.fill!r}")
-    if not (bt.commission_bps >= 0 and bt.slippage_bps >= 0):
-        raise ConfigError("backtest.commission_bps and backtest.slippage_bps must be >= 0")
-    if not bt.initial_capital > 0:
-        raise ConfigError(f"backtest.initial_capital must be > 0, got {bt.initial_capital!r}")
+    check_backtest(s.backtest)
     return s
 
 
@@ -118,14 +113,10 @@ class Result:
         """The period's full simulation (equity, positions, trades)."""
         if period not in self._sims:
             a, b = self.spans[period]
-            regs, out = self.registers, self.tape.outputs[0]
-            sig = [regs[r] if r >= 0 else None for r in out]
-            ex = self.tape.exits[0]
-            self._sims[period] = simulate(
-                self.market, sig[0], sig[1], sig[2], sig[3], settings=self.settings, start=a, stop=b,
-                warmup=int(self.tape.warmups[0]),
-                stop_loss=None if np.isnan(ex[0]) else ex[0], take_profit=None if np.isnan(ex[1]) else ex[1],
-                trailing_stop=None if np.isnan(ex[2]) else ex[2], max_hold=None if ex[3] < 0 else int(ex[3]))
+            bt = self.settings.backtest
+            equity, position, rows = simulate_nb(*simulator_args(self.tape, self.registers, self.market, a, b, bt))
+            self._sims[period] = SimResult(equity, position, rows, int(a), int(b), float(bt.initial_capital),
+                                           self.market.dates)
         return self._sims[period]
 
     @cached_property
@@ -151,8 +142,7 @@ class Result:
 
     def daily_returns(self, period: str) -> np.ndarray:
         """The strategy's daily returns over one period."""
-        eq = self.simulation(period).equity
-        return eq[1:] / eq[:-1] - 1.0
+        return daily_returns(self.simulation(period).equity)
 
     def table(self) -> pd.DataFrame:
         """Metrics as a DataFrame: one row per metric, one column per period."""

@@ -3,7 +3,7 @@
 `evaluate_many` compiles a batch of programs into one tape per chunk (identical sub-expressions
 computed once for the whole chunk), runs it, and simulates the programs in parallel on all cores.
 Chunks bound memory: a chunk's registers are (registers x bars) floats. The work is the pure
-function `autostrat.sim.evaluate.evaluate_tape_nb`, so an executor can map it over chunks elsewhere.
+function `autostrat.sim.evaluate.evaluate_arrays`, so an executor can map it over chunks elsewhere.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from autostrat.tape.compile import compile_many
 from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.errors import AutostratError, StrategyError
-from autostrat.sim.evaluate import evaluate_tape, evaluate_tape_nb
+from autostrat.sim.evaluate import evaluate_tape, evaluate_arrays
 from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.simulate import backtest_args
 from autostrat.tape.template import compile_batch
 from autostrat.data.load import load_data
 from autostrat.data.universe import Universe
@@ -80,12 +81,6 @@ def tape_arrays(tape) -> tuple:
     return (tape.code, tape.consts, int(tape.n_regs), tape.outputs, tape.warmups, tape.exits)
 
 
-def backtest_args(settings: Settings) -> tuple[bool, float, float, float]:
-    """(fill_close, commission, slippage, capital) as evaluate_tape_nb takes them."""
-    bt = settings.backtest
-    return (bt.fill == "close", bt.commission_bps / 1e4, bt.slippage_bps / 1e4, float(bt.initial_capital))
-
-
 def chunk_metrics(tape: tuple, markets, spans: list[np.ndarray], costs: tuple, parallel: bool = True) -> np.ndarray:
     """The pure work of one chunk: a compiled tape over some markets -> float64 (P, A, S, M).
 
@@ -98,7 +93,7 @@ def chunk_metrics(tape: tuple, markets, spans: list[np.ndarray], costs: tuple, p
         have = np.flatnonzero(sp[:, 0] >= 0)
         if have.size == 0:
             continue
-        out[:, a, have, :] = evaluate_tape_nb(code, consts, n_regs, outputs, warmups, exits, m.open, m.high,
+        out[:, a, have, :] = evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, m.open, m.high,
                                               m.low, m.close, m.volume, np.ascontiguousarray(sp[have]), *costs,
                                               parallel=parallel)
     return out
@@ -151,7 +146,7 @@ def universe_array(typed: list[TypedProgram], universe: Universe, settings: Sett
     chunks = plan_chunks(typed, universe, chunk_size, assets_per_chunk)
     out = np.full((len(typed), len(universe), len(names), len(METRIC_NAMES)), np.nan)
     runner = executor or LocalExecutor()
-    for (ps, asl), values in runner.map(typed, universe, spans, backtest_args(settings), chunks, progress):
+    for (ps, asl), values in runner.map(typed, universe, spans, backtest_args(settings.backtest), chunks, progress):
         out[ps, asl] = values
     return out, names
 

@@ -1,6 +1,6 @@
 """Evaluate compiled tapes: run the VM once, then simulate and score every program and period.
 
-`evaluate_tape_nb` is the pure core of all evaluation, single or bulk: (tape arrays, market
+`evaluate_arrays` is the pure core of all evaluation, single or bulk: (tape arrays, market
 arrays, periods, costs) -> metrics array. It has no Python objects in its signature, so a
 distributed executor can map it over chunks of programs and assets.
 """
@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from autostrat.tape.kernel_table import kernel_table
-from autostrat.sim.simulate import simulate_nb
+from autostrat.sim.simulate import backtest_args, simulate_nb
 from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
 from autostrat.tape.vm import run_tape_nb
 
@@ -58,7 +58,7 @@ def _score_serial_nb(regs, outputs, warmups, exits, open_, high, low, close, spa
     return out
 
 
-def evaluate_tape_nb(code, consts, n_regs, outputs, warmups, exits, open_, high, low, close, volume,
+def evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, open_, high, low, close, volume,
                      spans, fill_close, commission, slippage, capital, parallel=True):
     """Metrics float64[n_programs, n_periods, N_METRICS] for every program of a tape.
 
@@ -78,12 +78,10 @@ def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:
 
 
 def evaluate_tape(tape, market, spans: dict[str, tuple[int, int]], backtest) -> np.ndarray:
-    """`evaluate_tape_nb` for a Tape, a Market, named periods and BacktestSettings."""
-    return evaluate_tape_nb(tape.code, tape.consts, tape.n_regs, tape.outputs, tape.warmups,
-                            tape.exits, market.open, market.high, market.low, market.close,
-                            market.volume, spans_array(spans), backtest.fill == "close",
-                            backtest.commission_bps / 1e4, backtest.slippage_bps / 1e4,
-                            backtest.initial_capital)
+    """`evaluate_arrays` for a Tape, a Market, named periods and BacktestSettings."""
+    return evaluate_arrays(tape.code, tape.consts, tape.n_regs, tape.outputs, tape.warmups, tape.exits,
+                           market.open, market.high, market.low, market.close, market.volume, spans_array(spans),
+                           *backtest_args(backtest))
 
 
 def metrics_dicts(values: np.ndarray, names) -> dict[str, dict[str, float]]:

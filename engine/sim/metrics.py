@@ -173,3 +173,13 @@ def metrics(equity, position, trades, close, start: int, stop: int,
     out = {name: float(v) for name, v in zip(METRIC_NAMES, values)}
     out["num_trades"] = int(values[6])
     return out
+
+
+def daily_returns(equity: np.ndarray) -> np.ndarray:
+    """r_t = equity_t / equity_{t-1} - 1 (the module docstring's r); 0 once the equity reached 0.
+
+    The returns `metrics_nb` computes its Sharpe and Sortino ratios from, for the Python side
+    (Result.daily_returns, the returns files of a run).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(equity[:-1] > 0, equity[1:] / equity[:-1] - 1.0, 0.0)

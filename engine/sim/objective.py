@@ -24,8 +24,8 @@ from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.errors import ConfigError
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
-from autostrat.sim.simulate import simulate_nb
-from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.metrics import METRIC_NAMES, daily_returns
+from autostrat.sim.simulate import simulate_nb, simulator_args
 from autostrat.data.universe import ACROSS, across_assets, Universe
 from autostrat.tape.vm import run_tape
 from autostrat.sim.walkforward import aggregate, check_fold_settings, describe, fold_names, fold_spans
@@ -167,20 +167,10 @@ class Evaluator:
         # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
         # backtest.Result is skipped because building it costs more than the whole simulation.
         regs = run_tape(tape, self.market)
-        m, bt = self.market, self.settings.backtest
-        zeros = np.zeros(len(m))
-        out = tape.outputs[0]
-        sig = [regs[r] if r >= 0 else zeros for r in out]
-        ex = tape.exits[0]
         parts = []
         for a, b in self.spans.values():
-            equity, _, _ = simulate_nb(m.open, m.high, m.low, m.close, sig[0], sig[1], sig[2], sig[3],
-                                       a, b, int(tape.warmups[0]), bt.fill == "close",
-                                       bt.commission_bps / 1e4, bt.slippage_bps / 1e4,
-                                       ex[0], ex[1], ex[2], int(ex[3]), float(bt.initial_capital))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.where(equity[:-1] > 0, equity[1:] / equity[:-1] - 1.0, 0.0)
-            parts.append(r)
+            equity, _, _ = simulate_nb(*simulator_args(tape, regs, self.market, a, b, self.settings.backtest))
+            parts.append(daily_returns(equity))
         return np.concatenate(parts).astype(np.float32)
 
     def period_dates(self) -> dict[str, dict[str, object]]:

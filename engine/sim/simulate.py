@@ -274,3 +274,32 @@ def as_price_array(values: Any) -> np.ndarray:
     return arr
 
 
+# ---------------------------------------------------------------- arguments
+
+
+def fraction_of_bps(bps: float) -> float:
+    """Basis points as a fraction: 1 bp is 0.0001."""
+    return bps / 1e4
+
+
+def backtest_args(bt) -> tuple[bool, float, float, float]:
+    """(fill_close, commission, slippage, capital): BacktestSettings as every kernel takes them."""
+    return (bt.fill == "close", fraction_of_bps(bt.commission_bps), fraction_of_bps(bt.slippage_bps),
+            float(bt.initial_capital))
+
+
+def simulator_args(tape, registers: np.ndarray, market, start: int, stop: int, bt, program: int = 0) -> tuple:
+    """The positional arguments of `simulate_nb` for one program of a tape over bars [start, stop).
+
+    `registers` is the tape's register file on `market` (autostrat.tape.vm.run_tape) and `bt` the
+    BacktestSettings. A missing short rule is an all-zero series, a missing exit NaN (max_hold -1),
+    as the kernel expects.
+    """
+    fill_close, commission, slippage, capital = backtest_args(bt)
+    zeros = np.zeros(len(market.close))
+    long_entry, long_exit, short_entry, short_exit = (registers[r] if r >= 0 else zeros
+                                                      for r in tape.outputs[program])
+    ex = tape.exits[program]
+    return (market.open, market.high, market.low, market.close, long_entry, long_exit, short_entry, short_exit,
+            int(start), int(stop), int(tape.warmups[program]), fill_close, commission, slippage,
+            ex[0], ex[1], ex[2], int(ex[3]), capital)

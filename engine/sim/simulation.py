@@ -16,9 +16,25 @@ import numpy as np
 
 from autostrat.config import BacktestSettings, Settings
 from autostrat.errors import ConfigError
-from autostrat.sim.simulate import EXIT_REASONS, TRADE_COLUMNS, as_kernel_array, as_price_array, simulate_nb
+from autostrat.sim.simulate import (EXIT_REASONS, TRADE_COLUMNS, as_kernel_array, as_price_array, backtest_args,
+                                    simulate_nb)
 
 FILLS = ("next_open", "close")
+
+
+def check_backtest(bt: BacktestSettings) -> BacktestSettings:
+    """`bt` when its fill, costs and capital are valid; a ConfigError naming the setting otherwise.
+
+    The one check of the backtest settings: `simulate` and `backtest` both call it.
+    """
+    if bt.fill not in FILLS:
+        raise ConfigError(f"backtest.fill must be one of {', '.join(FILLS)}, got {bt.fill!r}")
+    for name in ("commission_bps", "slippage_bps"):
+        if not getattr(bt, name) >= 0:
+            raise ConfigError(f"backtest.{name} must be >= 0, got {getattr(bt, name)!r}")
+    if not bt.initial_capital > 0:
+        raise ConfigError(f"backtest.initial_capital must be > 0, got {bt.initial_capital!r}")
+    return bt
 
 
 @dataclass(frozen=True)
@@ -52,14 +68,7 @@ def simulate(market: Any, long_entry, long_exit, short_entry=None, short_exit=No
     (fractions, e.g. 0.08 for 8%; max_hold in bars) come from the strategy. Missing short rules
     mean long only.
     """
-    bt = settings.backtest if isinstance(settings, Settings) else settings or BacktestSettings()
-    if bt.fill not in FILLS:
-        raise ConfigError(f"backtest.fill must be one of {', '.join(FILLS)}, got {bt.fill!r}")
-    for name in ("commission_bps", "slippage_bps"):
-        if not getattr(bt, name) >= 0:
-            raise ConfigError(f"backtest.{name} must be >= 0, got {getattr(bt, name)!r}")
-    if not bt.initial_capital > 0:
-        raise ConfigError(f"backtest.initial_capital must be > 0, got {bt.initial_capital!r}")
+    bt = check_backtest(settings.backtest if isinstance(settings, Settings) else settings or BacktestSettings())
 
     open_, high, low, close = _ohlc(market)
     n = len(close)
@@ -79,10 +88,10 @@ def simulate(market: Any, long_entry, long_exit, short_entry=None, short_exit=No
         raise ValueError(f"max_hold must be a whole number of bars >= 1 (or None for no limit), "
                          f"got {max_hold!r}")
 
+    fill_close, commission, slippage, capital = backtest_args(bt)
     equity, position, rows = simulate_nb(
         open_, high, low, close, *signals, int(start), int(stop), int(warmup),
-        bt.fill == "close", bt.commission_bps / 1e4, bt.slippage_bps / 1e4, *exits,
-        -1 if max_hold is None else int(max_hold), float(bt.initial_capital))
+        fill_close, commission, slippage, *exits, -1 if max_hold is None else int(max_hold), capital)
     return SimResult(equity, position, rows, int(start), int(stop), float(bt.initial_capital), _dates(market))
 
 
