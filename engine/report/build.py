@@ -21,17 +21,17 @@ from autostrat.sim.backtest import ALL_PERIODS, backtest, buy_and_hold, period_s
 from autostrat.report.card import card
 from autostrat.config import Settings
 from autostrat.data.market import Market
-from autostrat.errors import AutostratError, ConfigError
-from autostrat.search.nullrun import null_path, rebuild_market
+from autostrat.errors import AutostratError
+from autostrat.search.nullrun import null_path
 from autostrat.sim.objective import Objective
 from autostrat.report.plots import equity_png, progress_png, result_curves
 from autostrat.honest.red_flags import num as _num, red_flags
 from autostrat.honest.robustness import robustness
 from autostrat.files import atomic_write
 from autostrat.search.runs import clean_json, RunFolder
+from autostrat.search.session import load_run_data
 from autostrat.honest.run_statistics import run_settings, run_statistics
 from autostrat.honest.sealed import latest_opening, open_seal, sealed_metrics, top_records
-from autostrat.data.load import load_data
 from autostrat.data.universe import across_assets, Universe
 from autostrat.sim.walkforward import fold_spans
 
@@ -42,15 +42,7 @@ REPORT_JSON = "report.json"
 def load_run_market(run: RunFolder, settings: Settings) -> Market | Universe:
     """The market (or universe) the run searched (its data spec, or the null run's matched market),
     checked by sha256."""
-    market = load_data(settings.data.spec, settings.data)
-    if not isinstance(market, Universe):
-        market = rebuild_market(run.config, market)
-    want = (run.config.get("data") or {}).get("sha256")
-    if want and market.sha256 != want:
-        raise ConfigError(f"{run.path}: the data changed since this run was made: {settings.data.spec} now has "
-                          f"sha256 {market.sha256[:16]}..., the run used {str(want)[:16]}...; a report on other "
-                          "data would not describe this run")
-    return market
+    return load_run_data(run, settings, "; a report on other data would not describe this run", required=False)
 
 
 def build_report(path: str | Path, *, by: str = "report", with_robustness: bool = True,
