@@ -25,7 +25,8 @@ from autostrat.config import Settings
 from autostrat.search.constrain import request_body
 from autostrat.errors import StrategyError
 from autostrat.search.local import MODEL_ALIAS, LocalServer
-from autostrat.sim.objective import Member, Objective
+from autostrat.search.population import Member
+from autostrat.sim.objective import Objective
 from autostrat.lang.parse import parse
 from autostrat.search.prompting import iteration_prompt, read_answer, system_prompt
 from autostrat.resources import examples_dir

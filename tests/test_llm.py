@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from autostrat.sim import objective as O
+from autostrat.sim import evaluator as O
 from autostrat.sim.backtest import backtest
 from autostrat.cli import main
 from autostrat.config import LlmSettings

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autostrat.sim import objective as O
+from autostrat.sim import evaluator as O
 from autostrat.sim.backtest import backtest, load_strategy
 from autostrat.cli import main
 from autostrat.config import Settings
 from autostrat.data.load import load_market
 from autostrat.errors import ConfigError
 from autostrat.search.loop import MutateProposer, Proposal, Search
-from autostrat.sim.objective import Evaluation, Evaluator, Objective, beats
+from autostrat.sim.evaluator import Evaluation, Evaluator
+from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
 from autostrat.resources import example_path
 from autostrat.search.runs import RunFolder, read_results_tsv

@@ -8,7 +8,8 @@ import pytest
 
 from autostrat.search import learnings as L
 from autostrat.config import Settings
-from autostrat.sim.objective import Member, Objective
+from autostrat.search.population import Member
+from autostrat.sim.objective import Objective
 from autostrat.search.prompting import (
     compact_prompt, fill, iteration_prompt, last_result, metrics_table, placeholders, read_answer,
     repair_prompt, shown_metrics, system_prompt, template,

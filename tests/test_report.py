@@ -20,7 +20,8 @@ from autostrat.cli import main
 from autostrat.config import Settings
 from autostrat.lang.fmt import fmt
 from autostrat.search.loop import MutateProposer, Proposal, Search
-from autostrat.sim.objective import Evaluator, Objective
+from autostrat.sim.evaluator import Evaluator
+from autostrat.sim.objective import Objective
 from autostrat.honest.deflated_sharpe import dsr, pbo, psr
 from autostrat.report.plots import png_size
 from autostrat.honest.red_flags import red_flags

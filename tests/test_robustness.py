@@ -13,7 +13,8 @@ from autostrat.lang import nodes as N
 from autostrat.sim.backtest import backtest, load_strategy
 from autostrat.sim.bulk import sweep
 from autostrat.lang.fmt import fmt
-from autostrat.sim.objective import Evaluator, Objective
+from autostrat.sim.evaluator import Evaluator
+from autostrat.sim.objective import Objective
 from autostrat.lang.parse import parse
 from autostrat.resources import example_path
 from autostrat.honest.robustness import MAX_POINTS, grid, jitter, knobs, robustness

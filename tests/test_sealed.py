@@ -18,7 +18,7 @@ from autostrat.search.runs import RunFolder
 from autostrat.honest.sealed import SEALED_FILE, open_seal, read_sealed, top_records
 
 B = importlib.import_module("autostrat.sim.backtest")  # the module: `autostrat.sim.backtest` is also a function
-O = importlib.import_module("autostrat.sim.objective")
+O = importlib.import_module("autostrat.sim.evaluator")
 BULK = importlib.import_module("autostrat.sim.bulk")
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -45,10 +45,10 @@ def test_test_period_is_evaluated_after_the_loop_for_the_top_k_only(clean_env, w
     assert evolve(clean_env, "--run", "s", "--iterations", "8", "--max-fails", "8", "--population", "2") == 0
     out = capsys.readouterr().out
     run = clean_env / "runs" / "s"
-    loop = [i for i, (module, _) in enumerate(spy) if module == "autostrat.sim.objective"]
+    loop = [i for i, (module, _) in enumerate(spy) if module == "autostrat.sim.evaluator"]
     tests = [i for i, (_, spans) in enumerate(spy) if "test" in spans]
     assert loop and tests and max(loop) < min(tests)  # the test period only after the last loop evaluation
-    assert all(spans == ("train", "validation") for module, spans in spy if module == "autostrat.sim.objective")
+    assert all(spans == ("train", "validation") for module, spans in spy if module == "autostrat.sim.evaluator")
     records = RunFolder.open(run).load_records()
     sealed = json.loads((run / SEALED_FILE).read_text())
     opened = datetime.datetime.fromisoformat(sealed["opened_at"]).timestamp()

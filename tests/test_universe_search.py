@@ -12,7 +12,8 @@ import pytest
 from autostrat.sim.backtest import load_strategy
 from autostrat.cli import main
 from autostrat.config import Settings
-from autostrat.sim.objective import Evaluator, Objective, UniverseEvaluator
+from autostrat.sim.evaluator import Evaluator, UniverseEvaluator
+from autostrat.sim.objective import Objective
 from autostrat.search.prompting import asset_spread, metrics_table
 from autostrat.resources import example_path
 from autostrat.data.load import load_universe

@@ -12,7 +12,9 @@ import pytest
 from autostrat.sim.backtest import backtest, load_strategy
 from autostrat.errors import ConfigError
 from autostrat.search.loop import MutateProposer, Search
-from autostrat.sim.objective import Evaluator, Member, Objective
+from autostrat.search.population import Member
+from autostrat.sim.evaluator import Evaluator
+from autostrat.sim.objective import Objective
 from autostrat.search.prompting import iteration_prompt, metrics_table, system_prompt
 from autostrat.resources import example_path
 from autostrat.search.runs import RunFolder

@@ -20,7 +20,8 @@ from autostrat.search.loop import Search, describe_reason, summary_table
 from autostrat.search.session import (NULL_ON_UNIVERSE, choose_proposer, make_proposer, new_run_name, resume_run,
                                       run_null, start_run)
 from autostrat.search.runs import RunFolder
-from autostrat.sim.objective import Objective, make_evaluator
+from autostrat.sim.evaluator import make_evaluator
+from autostrat.sim.objective import Objective
 
 DEMO_ITERATIONS = 20
 EXIT_INTERRUPTED = 130

@@ -25,7 +25,7 @@ from typing import Any
 from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
 from autostrat.config import Settings
 from autostrat.data.market import Market
-from autostrat.sim.objective import Member
+from autostrat.search.population import Member
 from autostrat.files import atomic_write
 from autostrat.search.runs import as_float, clean_json, RunFolder
 from autostrat.data.universe import across_assets, Universe

@@ -30,7 +30,9 @@ from autostrat.lang.check import check
 from autostrat.errors import AutostratError, StrategyError
 from autostrat.lang.fmt import canonical_hash, fmt
 from autostrat.search.learnings import for_prompt, render
-from autostrat.sim.objective import Evaluation, Member, Objective, beats
+from autostrat.search.population import Member
+from autostrat.sim.evaluator import Evaluation
+from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
 from autostrat.search.prompting import header_hypothesis
 from autostrat.search.runs import RunFolder, as_float, fmt_number

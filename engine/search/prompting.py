@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from autostrat.config import Settings
-from autostrat.sim.objective import Member, Objective
+from autostrat.search.population import Member
+from autostrat.sim.objective import Objective
 from autostrat.lang.reference import reference_text
 from autostrat.resources import prompts_dir
 from autostrat.search.runs import fmt_number

@@ -34,7 +34,8 @@ from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig, llm_config
 from autostrat.search.loop import MutateProposer, Search, describe_reason
 from autostrat.search.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.search.runs import RunFolder
-from autostrat.sim.objective import Evaluator, Objective, make_evaluator
+from autostrat.sim.evaluator import Evaluator, make_evaluator
+from autostrat.sim.objective import Objective
 
 # Settings a resumed run must keep: changing them would change what the records mean.
 IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
