@@ -10,26 +10,16 @@ from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_an
 from autostrat.sim.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
 from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
 from autostrat.errors import EXIT_OK, AutostratError
-from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.metrics import METRIC_NAMES, format_metric
 from autostrat.data.universe import ACROSS, Universe
 
-_PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "avg_trade_return", "exposure",
-            "buy_hold_return", "excess_return"}
 _SHOWN = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "num_trades",
           "win_rate", "profit_factor", "avg_trade_return", "exposure", "turnover", "final_equity")
 
 
 def fmt_metric(name: str, value) -> str:
-    """A metric for a table: percentages for fractions, 2-4 significant places otherwise."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if name in _PERCENT:
-        return f"{value:.2%}"
-    if name == "num_trades":
-        return f"{int(value)}"
-    if name == "final_equity":
-        return f"{value:,.2f}"
-    return f"{value:.3f}"
+    """A metric for a table, as the metric table says (autostrat.sim.metrics.format_metric)."""
+    return format_metric(name, value)
 
 
 def _json_safe(obj):

@@ -67,33 +67,16 @@ def build_report(path: str | Path, *, by: str = "report", with_robustness: bool 
     hold = buy_and_hold(market, result.spans, settings)
     folds = _folds(market, settings, result.spans)
     hold_objective = objective.value({**hold, **buy_and_hold(market, folds, settings)} if folds else hold)
-    null = null_summary(run, n_splits)
-    report: dict[str, Any] = {
-        "run": run.name, "path": str(run.path), "config": run.config, "objective": str(objective),
-        "objective_metric": objective.metric, "folds": objective.folds, "records": records, "stats": stats,
-        "sealed": sealed, "top": [_top_entry(r, sealed) for r in top], "buy_hold": hold,
-        "buy_hold_objective": hold_objective, "best": _top_entry(best, sealed), "null": null,
-        "market_name": market.name,
-        "periods": {p: {"first": str(market.dates[a]), "last": str(market.dates[b - 1]), "bars": int(b - a)}
-                    for p, (a, b) in result.spans.items()},
-    }
+    periods = {p: {"first": str(market.dates[a]), "last": str(market.dates[b - 1]), "bars": int(b - a)}
+               for p, (a, b) in result.spans.items()}
+    extra = {}
     if folds:
-        report["fold_periods"] = {f: {"first": str(market.dates[a]), "last": str(market.dates[b - 1]),
-                                      "bars": int(b - a)} for f, (a, b) in folds.items()}
-        report["fold_buy_hold"] = buy_and_hold(market, folds, settings)
-    report["robustness"] = robustness(result.typed, market, settings, objective) if with_robustness else None
-    bars = {p: v["bars"] for p, v in report["periods"].items()}
-    report["card"] = card(result.typed, result.metrics, bars)
-    report["source"] = run.read_strategy(best["iteration"])
-    report["lineage"] = lineage(records, {r["iteration"] for r in top})
-    report["flags"] = red_flags(report)
-    report["plots"] = {
-        "progress": progress_png(records, str(objective), hold_objective,
-                                 null["best_objective"] if null else None),
-        "equity": equity_png(result_curves(result), f"Best strategy (iteration {best['iteration']}) against "
-                                                    "buy and hold"),
-    }
-    return report
+        extra["fold_periods"] = {f: {"first": str(market.dates[a]), "last": str(market.dates[b - 1]),
+                                     "bars": int(b - a)} for f, (a, b) in folds.items()}
+        extra["fold_buy_hold"] = buy_and_hold(market, folds, settings)
+    return _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_objective, market.name,
+                     periods, extra, result, result.metrics, market, with_robustness, n_splits,
+                     f"Best strategy (iteration {best['iteration']}) against buy and hold")
 
 
 def _universe_report(run, records, settings, objective, universe, sealed, stats, top, best,
@@ -125,26 +108,39 @@ def _universe_report(run, records, settings, objective, universe, sealed, stats,
         if rows:
             periods[p] = {"first": min(r[0] for r in rows), "last": max(r[1] for r in rows),
                           "bars": sum(r[2] for r in rows), "markets": len(rows)}
+    extra = {"universe": {"across": across, "median_market": median_name, "markets": result.metrics,
+                          "buy_hold": holds}}
+    return _assemble(run, records, settings, objective, stats, sealed, top, hold, objective.value(hold_all),
+                     f"{universe.name} ({len(universe)} markets, {across} over them)", periods, extra, median,
+                     metrics, universe, with_robustness, n_splits,
+                     f"Best strategy (iteration {best['iteration']}) on {median_name}, the median market, "
+                     "against buy and hold")
+
+
+def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_objective, market_name, periods,
+              extra, result, card_metrics, data, with_robustness, n_splits, equity_title) -> dict[str, Any]:
+    """The report's dict, built in one place for a market and a universe alike.
+
+    `result` is the best strategy's backtest shown (on a universe, its median market's), `data` the
+    market or universe its robustness is checked on, `extra` the keys only one kind of report has.
+    """
+    best = top[0]
     null = null_summary(run, n_splits)
     report: dict[str, Any] = {
         "run": run.name, "path": str(run.path), "config": run.config, "objective": str(objective),
         "objective_metric": objective.metric, "folds": objective.folds, "records": records, "stats": stats,
         "sealed": sealed, "top": [_top_entry(r, sealed) for r in top], "buy_hold": hold,
-        "buy_hold_objective": objective.value(hold_all), "best": _top_entry(best, sealed), "null": null,
-        "market_name": f"{universe.name} ({len(universe)} markets, {across} over them)", "periods": periods,
-        "universe": {"across": across, "median_market": median_name, "markets": result.metrics,
-                     "buy_hold": holds},
+        "buy_hold_objective": hold_objective, "best": _top_entry(best, sealed), "null": null,
+        "market_name": market_name, "periods": periods, **extra,
     }
-    report["robustness"] = robustness(median.typed, universe, settings, objective) if with_robustness else None
-    report["card"] = card(median.typed, metrics, {p: v["bars"] for p, v in periods.items()})
-    report["source"] = text
+    report["robustness"] = robustness(result.typed, data, settings, objective) if with_robustness else None
+    report["card"] = card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()})
+    report["source"] = run.read_strategy(best["iteration"])
     report["lineage"] = lineage(records, {r["iteration"] for r in top})
     report["flags"] = red_flags(report)
     report["plots"] = {
-        "progress": progress_png(records, str(objective), report["buy_hold_objective"],
-                                 null["best_objective"] if null else None),
-        "equity": equity_png(result_curves(median), f"Best strategy (iteration {best['iteration']}) on "
-                                                    f"{median_name}, the median market, against buy and hold"),
+        "progress": progress_png(records, str(objective), hold_objective, null["best_objective"] if null else None),
+        "equity": equity_png(result_curves(result), equity_title),
     }
     return report
 

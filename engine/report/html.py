@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from autostrat.honest.red_flags import DSR_BAR, PBO_BAR
+from autostrat.sim.metrics import COUNT, FRACTION, METRIC, RATIO, format_metric
 
 SECTIONS = {
     "summary": "Summary and red flags",
@@ -27,8 +28,6 @@ SECTIONS = {
     "lineage": "Lineage of the kept strategies",
     "details": "Run details",
 }
-PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "excess_return", "buy_hold_return",
-           "avg_trade_return"}
 TABLE_METRICS = (("total_return", "return"), ("cagr", "CAGR"), ("sharpe", "Sharpe"), ("sortino", "Sortino"),
                  ("max_drawdown", "max DD"), ("calmar", "Calmar"), ("num_trades", "trades"),
                  ("win_rate", "win rate"), ("exposure", "exposure"), ("excess_return", "vs buy&hold"))
@@ -66,15 +65,16 @@ def _f(x: Any) -> float:
 
 
 def fmt(name: str, value: Any) -> str:
-    """A metric for a table: percentages for fractions, whole trades, 2-3 decimals otherwise."""
+    """A metric for the report's tables: the metric table's units (autostrat.sim.metrics), compact."""
     x = _f(value)
     if math.isnan(x):
         return "n/a"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    if name in PERCENT:
-        return f"{x:.1%}"
-    if name == "num_trades":
+    unit = METRIC[name].unit if name in METRIC else RATIO
+    if unit == FRACTION:
+        return format_metric(name, x, METRIC[name].places - 1)  # the report's tables: one decimal fewer
+    if unit == COUNT:
         return f"{x:.0f}"
     return f"{x:.3f}" if abs(x) < 100 else f"{x:,.0f}"
 
@@ -298,8 +298,8 @@ def _robustness(r: dict[str, Any]) -> str:
 def _fine(name: str, value: Any) -> str:
     """One more decimal than `fmt`: small differences between checks stay visible."""
     x = _f(value)
-    if name in PERCENT and not math.isnan(x) and not math.isinf(x):
-        return f"{x:.2%}"
+    if name in METRIC and METRIC[name].unit == FRACTION and not math.isnan(x) and not math.isinf(x):
+        return format_metric(name, x)
     return fmt(name, value)
 
 

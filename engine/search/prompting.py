@@ -20,6 +20,7 @@ from autostrat.sim.objective import Objective
 from autostrat.lang.reference import reference_text
 from autostrat.resources import prompts_dir
 from autostrat.search.runs import fmt_number
+from autostrat.sim.metrics import COUNT, METRIC
 from autostrat.sim.walkforward import fold_names
 
 # The metrics a prompt shows per period, the objective's own metric first when it is not here.
@@ -61,7 +62,7 @@ def metrics_table(metrics: dict[str, dict[str, float]] | None, objective: Object
     periods += [f for f in fold_names(objective.folds) if f in metrics]
     rows = ["| metric | " + " | ".join(periods) + " |", "|---|" + "---|" * len(periods)]
     for m in shown_metrics(objective):
-        digits = 0 if m == "num_trades" else 4
+        digits = 0 if METRIC[m].unit == COUNT else 4  # the model reads fractions as fractions
         rows.append(f"| {m} | " + " | ".join(fmt_number(metrics[p].get(m), digits) for p in periods) + " |")
     if metrics.get("assets"):
         rows.append("\n" + asset_spread(metrics["assets"], objective))

@@ -1,8 +1,12 @@
 """Performance metrics of one simulated period.
 
-`metrics_nb` (numba, arrays and scalars only, safe inside prange) writes float64[15] in the order
-of METRIC_NAMES into its `out` argument; `metrics` wraps it into a flat dict. Inputs are what `simulate_nb` returns for the
-period [start, stop) plus the full-history close and the initial capital.
+`METRICS` is the one metric table: each metric's name, unit, display precision, which way is
+better and what it means. `metrics_nb` (numba, arrays and scalars only, safe inside prange) writes
+the metrics into its float64 `out` argument by name (`out[M.sharpe]`, in the table's order);
+`metrics` wraps them into a flat dict. Inputs are what `simulate_nb` returns for the period
+[start, stop) plus the full-history close and the initial capital. The CLI tables, the report and
+the prompt read units and precision from the table (`format_metric`). Adding a metric: a row in
+METRICS, a line in `metrics_nb`, its formula below.
 
 Conventions (n = number of bars in the period, r = daily returns of the equity curve):
 
@@ -39,21 +43,74 @@ Conventions (n = number of bars in the period, r = daily returns of the equity c
 from __future__ import annotations
 
 import math
+from collections import namedtuple
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
 from autostrat.sim.simulate import as_kernel_array, as_price_array
 
-METRIC_NAMES = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
-                "num_trades", "win_rate", "profit_factor", "avg_trade_return", "exposure",
-                "turnover", "final_equity", "buy_hold_return", "excess_return")
+FRACTION, RATIO, COUNT, MONEY = "fraction", "ratio", "count", "money"  # a fraction is shown as a percentage
+HIGHER, LOWER, NEITHER = "higher", "lower", ""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: how it is shown and read. `places`: decimals in a table (percent for a fraction)."""
+
+    name: str
+    unit: str
+    places: int
+    better: str
+    meaning: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("total_return", FRACTION, 2, HIGHER, "final equity / initial capital - 1"),
+    Metric("cagr", FRACTION, 2, HIGHER, "compound annual growth rate (252 trading days a year)"),
+    Metric("sharpe", RATIO, 3, HIGHER, "annualised mean / standard deviation of daily returns, risk-free rate 0"),
+    Metric("sortino", RATIO, 3, HIGHER, "annualised mean / downside deviation of daily returns"),
+    Metric("max_drawdown", FRACTION, 2, HIGHER, "deepest fall of equity from its peak (<= 0: nearer 0 is better)"),
+    Metric("calmar", RATIO, 3, HIGHER, "cagr / |max_drawdown|"),
+    Metric("num_trades", COUNT, 0, NEITHER, "closed round trips, the end-of-period close-out included"),
+    Metric("win_rate", FRACTION, 2, HIGHER, "share of trades with a positive return"),
+    Metric("profit_factor", RATIO, 3, HIGHER, "sum of winning / |sum of losing| trade returns"),
+    Metric("avg_trade_return", FRACTION, 2, HIGHER, "mean net return per trade"),
+    Metric("exposure", FRACTION, 2, NEITHER, "share of bars with a position at the close"),
+    Metric("turnover", RATIO, 3, NEITHER, "traded notional per year / mean equity"),
+    Metric("final_equity", MONEY, 2, HIGHER, "equity at the period's last close"),
+    Metric("buy_hold_return", FRACTION, 2, NEITHER, "close[last] / close[first] - 1, no costs"),
+    Metric("excess_return", FRACTION, 2, HIGHER, "total_return - buy_hold_return"),
+)
+METRIC = {m.name: m for m in METRICS}
+METRIC_NAMES = tuple(METRIC)
+# Each metric's slot in a metrics array, by name: numba reads a global NamedTuple as constants.
+M = namedtuple("MetricSlots", METRIC_NAMES)(*range(len(METRICS)))
 TRADING_DAYS = 252.0
+
+
+def format_metric(name: str, value, places: int | None = None) -> str:
+    """`value` as the table says metric `name` is shown: a percentage for a fraction, a whole
+    number for a count, thousands separators for money; `places` overrides the table's decimals.
+    'n/a' for a missing value; a name outside the table is shown as a ratio."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    m = METRIC.get(name)
+    unit, digits = (m.unit, m.places) if m else (RATIO, 3)
+    digits = digits if places is None else places
+    if unit == FRACTION:
+        return f"{value:.{digits}%}"
+    if unit == COUNT:
+        return f"{int(value)}"
+    if unit == MONEY:
+        return f"{value:,.{digits}f}"
+    return f"{value:.{digits}f}"
 
 
 @njit(cache=True)
 def metrics_nb(equity, position, trades, close, start, stop, initial_capital, out):
-    """Write the 15 metrics of one period into `out`, in METRIC_NAMES order (module docstring).
+    """Write the metrics of one period into `out`, each in its slot `M.<name>` (module docstring).
 
     equity, position: simulate_nb's arrays for bars [start, stop); trades: its float64[n, 8] rows;
     close: the full-history close (for buy and hold).
@@ -138,21 +195,21 @@ def metrics_nb(equity, position, trades, close, start, stop, initial_capital, ou
     buy_hold = close[stop - 1] / close[start] - 1.0
     total = final / initial_capital - 1.0
 
-    out[0] = total
-    out[1] = cagr
-    out[2] = sharpe
-    out[3] = sortino
-    out[4] = max_dd
-    out[5] = calmar
-    out[6] = k
-    out[7] = wins / k if k > 0 else 0.0
-    out[8] = profit_factor
-    out[9] = ret_sum / k if k > 0 else 0.0
-    out[10] = held / n
-    out[11] = notional / mean_equity / years if mean_equity > 0.0 else 0.0
-    out[12] = final
-    out[13] = buy_hold
-    out[14] = total - buy_hold
+    out[M.total_return] = total
+    out[M.cagr] = cagr
+    out[M.sharpe] = sharpe
+    out[M.sortino] = sortino
+    out[M.max_drawdown] = max_dd
+    out[M.calmar] = calmar
+    out[M.num_trades] = k
+    out[M.win_rate] = wins / k if k > 0 else 0.0
+    out[M.profit_factor] = profit_factor
+    out[M.avg_trade_return] = ret_sum / k if k > 0 else 0.0
+    out[M.exposure] = held / n
+    out[M.turnover] = notional / mean_equity / years if mean_equity > 0.0 else 0.0
+    out[M.final_equity] = final
+    out[M.buy_hold_return] = buy_hold
+    out[M.excess_return] = total - buy_hold
 
 
 def metrics(equity, position, trades, close, start: int, stop: int,
@@ -171,7 +228,7 @@ def metrics(equity, position, trades, close, start: int, stop: int,
     metrics_nb(equity, as_kernel_array(position, np.int8), rows, as_price_array(close), int(start),
                int(stop), float(initial_capital), values)
     out = {name: float(v) for name, v in zip(METRIC_NAMES, values)}
-    out["num_trades"] = int(values[6])
+    out["num_trades"] = int(values[M.num_trades])
     return out
 
 
