@@ -43,7 +43,7 @@ class SimResult:
 
     equity: np.ndarray  # float64, marked at every close of the period
     position: np.ndarray  # int8, -1/0/1 held at each close
-    trades_array: np.ndarray  # the kernel's float64[n, 8] rows, what stats.metrics_nb reads
+    trades_array: np.ndarray  # the kernel's float64[n, 8] rows, what metrics.metrics_nb reads
     start: int
     stop: int
     initial_capital: float
