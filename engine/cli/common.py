@@ -10,9 +10,8 @@ import argparse
 from collections.abc import Mapping
 
 from autostrat.config import Settings
-from autostrat.data.load import load_market
+from autostrat.data.load import load_data, load_market
 from autostrat.data.market import Market
-from autostrat.data.load import load_data
 from autostrat.data.universe import Universe
 
 # argparse destination -> the setting it overrides. Commands may pass more with `extra`.

@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 
-
 from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
 from autostrat.data.prepare import meta_path, prepare_csv, prepare_ticker
 from autostrat.data.splits import describe
-from autostrat.errors import EXIT_USAGE, AutostratError, ConfigError
 from autostrat.data.universe import Universe
+from autostrat.errors import EXIT_USAGE, AutostratError, ConfigError
 
 _PREPARE_HELP = """\
 Store market data in the data folder, validated and in one format (Date,Open,High,Low,Close,Volume),

@@ -6,12 +6,12 @@ import json
 import math
 import sys
 
+from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
+from autostrat.data.universe import ACROSS, Universe
+from autostrat.errors import EXIT_OK, AutostratError
 from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold
 from autostrat.sim.bulk import across_assets_frame, evaluate_many, parse_grid, sweep
-from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
-from autostrat.errors import EXIT_OK, AutostratError
 from autostrat.sim.metrics import METRIC_NAMES, format_metric
-from autostrat.data.universe import ACROSS, Universe
 
 _SHOWN = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "num_trades",
           "win_rate", "profit_factor", "avg_trade_return", "exposure", "turnover", "final_equity")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from autostrat.lang.check import check
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AutostratError, StrategyError
+from autostrat.lang.check import check
 from autostrat.lang.fmt import fmt
 from autostrat.lang.parse import parse
 from autostrat.lang.reference import builtins_markdown, reference_text, update_language_md

@@ -17,9 +17,9 @@ from autostrat.errors import EXIT_OK, EXIT_USAGE, ConfigError
 from autostrat.search.constrain import MODES
 from autostrat.search.llm import ModelError, load_env
 from autostrat.search.loop import Search, describe_reason, summary_table
+from autostrat.search.runs import RunFolder
 from autostrat.search.session import (NULL_ON_UNIVERSE, choose_proposer, make_proposer, new_run_name, resume_run,
                                       run_null, start_run)
-from autostrat.search.runs import RunFolder
 from autostrat.sim.evaluator import make_evaluator
 from autostrat.sim.objective import Objective
 

@@ -22,7 +22,7 @@ from autostrat.data.csv_file import check_min_bars, read_csv
 from autostrat.data.market import Market
 from autostrat.data.prepare import TICKER, meta_path, prepare_ticker
 from autostrat.data.synthetic import synthetic_from_spec
-from autostrat.data.universe import is_universe_spec, Universe, universe_specs
+from autostrat.data.universe import Universe, is_universe_spec, universe_specs
 from autostrat.errors import DataError
 
 

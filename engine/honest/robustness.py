@@ -28,19 +28,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from autostrat.lang import nodes as N
-from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans
-from autostrat.sim.bulk import metrics_array
-from autostrat.lang.check import TypedProgram, check
 from autostrat.config import Settings
 from autostrat.data.market import Market
+from autostrat.data.universe import Universe, aggregate
 from autostrat.errors import StrategyError
-from autostrat.sim.evaluate import metrics_dicts
-from autostrat.lang.fmt import canonical_hash, expr as expr_text, number
-from autostrat.sim.objective import Objective
+from autostrat.lang import nodes as N
+from autostrat.lang.check import TypedProgram, check
+from autostrat.lang.fmt import canonical_hash, number
+from autostrat.lang.fmt import expr as expr_text
 from autostrat.lang.registry import BUILTINS
+from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans
+from autostrat.sim.bulk import metrics_array
+from autostrat.sim.evaluate import metrics_dicts
+from autostrat.sim.objective import Objective
 from autostrat.sim.walkforward import fold_spans
-from autostrat.data.universe import aggregate, Universe
 
 JITTER = 0.2
 MAX_POINTS = 81  # 3^4: a full grid for up to four numbers

@@ -26,12 +26,12 @@ import numpy as np
 
 from autostrat.config import Settings
 from autostrat.errors import AutostratError
-from autostrat.sim.objective import Objective
-from autostrat.honest.deflated_sharpe import expected_max_sharpe, min_track_record_length, pbo, psr, sharpe_ratio
-from autostrat.honest.deflated_sharpe import trial_sharpe_variance
-from autostrat.search.runs import RunFolder
+from autostrat.honest.deflated_sharpe import (expected_max_sharpe, min_track_record_length, pbo, psr, sharpe_ratio,
+                                              trial_sharpe_variance)
 from autostrat.honest.sealed import best_record
+from autostrat.search.runs import RunFolder
 from autostrat.sim.metrics import TRADING_DAYS
+from autostrat.sim.objective import Objective
 
 TRIAL_STATUSES = ("keep", "discard")
 

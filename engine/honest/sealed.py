@@ -22,13 +22,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
 from autostrat.config import Settings
 from autostrat.data.market import Market
-from autostrat.search.population import Member
+from autostrat.data.universe import Universe, across_assets
 from autostrat.files import atomic_write
-from autostrat.search.runs import as_float, clean_json, RunFolder
-from autostrat.data.universe import across_assets, Universe
+from autostrat.search.population import Member
+from autostrat.search.runs import RunFolder, as_float, clean_json
+from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
 
 SEALED_FILE = "sealed.json"
 

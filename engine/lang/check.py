@@ -11,8 +11,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from autostrat.lang import nodes as N
 from autostrat.errors import Diagnostic, StrategyError
+from autostrat.lang import nodes as N
 from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, MAX_STATEMENTS
 from autostrat.lang.registry import BOOL, BUILTINS, KEYWORDS, MAX_LOOKBACK, NUM, SERIES, lookback
 

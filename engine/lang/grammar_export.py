@@ -27,9 +27,9 @@ from functools import lru_cache
 
 from lark import Lark
 
-from autostrat.lang.grammar_tree import (Alt, Chars, Lit, Ref, Rep, Seq, alt, edge_other, edge_word, gbnf_char, gbnf_text,
-                                    identifier, identifier_rules, quantifier, refs, regex_text, regex_tree,
-                                    seq, strings)
+from autostrat.lang.grammar_tree import (Alt, Chars, Lit, Ref, Rep, Seq, alt, edge_other, edge_word, gbnf_char,
+                                         gbnf_text, identifier, identifier_rules, quantifier, refs, regex_text,
+                                         regex_tree, seq, strings)
 from autostrat.lang.parse import MAX_NUMBER
 from autostrat.resources import grammar_path
 

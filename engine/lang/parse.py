@@ -20,8 +20,8 @@ import lark
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from autostrat.lang import nodes as N
 from autostrat.errors import Diagnostic, StrategyError
+from autostrat.lang import nodes as N
 from autostrat.resources import grammar_path
 
 # Limits: each gives a clean error; none is reached through Python recursion.

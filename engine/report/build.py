@@ -17,22 +17,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from autostrat.sim.backtest import ALL_PERIODS, backtest, buy_and_hold, period_spans
-from autostrat.report.card import card
 from autostrat.config import Settings
 from autostrat.data.market import Market
+from autostrat.data.universe import Universe, across_assets
 from autostrat.errors import AutostratError
-from autostrat.search.nullrun import null_path
-from autostrat.sim.objective import Objective
-from autostrat.report.plots import equity_png, progress_png, result_curves
-from autostrat.honest.red_flags import num as _num, red_flags
-from autostrat.honest.robustness import robustness
 from autostrat.files import atomic_write
-from autostrat.search.runs import clean_json, RunFolder
-from autostrat.search.session import load_run_data
+from autostrat.honest.red_flags import num as _num
+from autostrat.honest.red_flags import red_flags
+from autostrat.honest.robustness import robustness
 from autostrat.honest.run_statistics import run_settings, run_statistics
 from autostrat.honest.sealed import latest_opening, open_seal, sealed_metrics, top_records
-from autostrat.data.universe import across_assets, Universe
+from autostrat.report.card import card
+from autostrat.report.plots import equity_png, progress_png, result_curves
+from autostrat.search.nullrun import null_path
+from autostrat.search.runs import RunFolder, clean_json
+from autostrat.search.session import load_run_data
+from autostrat.sim.backtest import ALL_PERIODS, backtest, buy_and_hold, period_spans
+from autostrat.sim.objective import Objective
 from autostrat.sim.walkforward import fold_spans
 
 REPORT_FILE = "report.html"

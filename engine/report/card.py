@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
-from autostrat.lang.fmt import expr as formula, number
+from autostrat.lang.fmt import expr as formula
+from autostrat.lang.fmt import number
 from autostrat.lang.registry import BUILTINS, SERIES
 from autostrat.sim.metrics import TRADING_DAYS
 

@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from autostrat.sim.objective import Objective, rank_key
 from autostrat.search.runs import as_float, fmt_number
+from autostrat.sim.objective import Objective, rank_key
 
 HEADER = ("# Learnings\n\nOne entry per iteration: the hypothesis, the actual result on train and "
           "validation, and the lesson drawn.\n")

@@ -29,13 +29,13 @@ import random
 import re
 from dataclasses import replace
 
+from autostrat.errors import AutostratError, StrategyError
 from autostrat.lang import nodes as N
 from autostrat.lang.check import check
-from autostrat.errors import AutostratError, StrategyError
 from autostrat.lang.fmt import canonical_hash
-from autostrat.search.mutate_ops import (Draft, chain, conditions, exit_, flatten, flip, move,
-                                  reachable, rename, short, swap)
 from autostrat.lang.registry import is_reserved
+from autostrat.search.mutate_ops import (Draft, chain, conditions, exit_, flatten, flip, move, reachable, rename, short,
+                                         swap)
 
 MAX_CONDITIONS = 12  # `add` leaves a rule with this many top-level conditions alone
 

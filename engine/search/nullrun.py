@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from autostrat.data.market import Market
-from autostrat.errors import ConfigError
 from autostrat.data.synthetic import matched_synthetic
+from autostrat.errors import ConfigError
 
 NULL_SUFFIX = "-null"
 

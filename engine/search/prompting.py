@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from autostrat.config import Settings
-from autostrat.search.population import Member
-from autostrat.sim.objective import Objective
 from autostrat.lang.reference import reference_text
 from autostrat.resources import prompts_dir
+from autostrat.search.population import Member
 from autostrat.search.runs import fmt_number
 from autostrat.sim.metrics import COUNT, METRIC
+from autostrat.sim.objective import Objective
 from autostrat.sim.walkforward import fold_names
 
 # The metrics a prompt shows per period, the objective's own metric first when it is not here.

@@ -18,18 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from autostrat.lang import nodes as N
-from autostrat.lang.check import TypedProgram, check
-from autostrat.tape.compile import RULE_ORDER, Tape, compile
 from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.data.splits import periods as split_periods
 from autostrat.errors import AutostratError
-from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
+from autostrat.lang import nodes as N
+from autostrat.lang.check import TypedProgram, check
 from autostrat.lang.parse import parse
+from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.sim.metrics import daily_returns, metrics
 from autostrat.sim.simulate import simulate_nb, simulator_args
 from autostrat.sim.simulation import SimResult, check_backtest, simulate
+from autostrat.tape.compile import RULE_ORDER, Tape, compile
 from autostrat.tape.vm import run_tape
 
 SEARCH_PERIODS = ("train", "validation")

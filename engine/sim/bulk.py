@@ -14,19 +14,19 @@ import re
 
 import numpy as np
 
-from autostrat.lang import nodes as N
-from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
-from autostrat.lang.check import TypedProgram, check
-from autostrat.tape.compile import compile_many
 from autostrat.config import Settings
+from autostrat.data.load import load_data
 from autostrat.data.market import Market
+from autostrat.data.universe import Universe
 from autostrat.errors import AutostratError, StrategyError
-from autostrat.sim.evaluate import evaluate_tape, evaluate_arrays
+from autostrat.lang import nodes as N
+from autostrat.lang.check import TypedProgram, check
+from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
+from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import backtest_args
+from autostrat.tape.compile import compile_many
 from autostrat.tape.template import compile_batch
-from autostrat.data.load import load_data
-from autostrat.data.universe import Universe
 
 DEFAULT_CHUNK = 256
 DEFAULT_ASSETS_PER_CHUNK = 8
@@ -171,6 +171,7 @@ def across_assets_frame(frame: pd.DataFrame, how: str = "mean", keys=("name",)) 
     is the share of assets whose excess return is positive; `assets` counts them.
     """
     import pandas as pd
+
     from autostrat.data.universe import ACROSS, aggregate, beats_share
 
     if how not in ACROSS:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from autostrat.tape.kernel_table import kernel_table
-from autostrat.sim.simulate import backtest_args, simulate_nb
 from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
+from autostrat.sim.simulate import backtest_args, simulate_nb
+from autostrat.tape.kernel_table import kernel_table
 from autostrat.tape.vm import run_tape_nb
 
 N_METRICS = len(METRIC_NAMES)

@@ -15,10 +15,10 @@ import difflib
 import math
 from dataclasses import dataclass
 
-from autostrat.sim.backtest import SEARCH_PERIODS
-from autostrat.errors import ConfigError
-from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.data.universe import ACROSS
+from autostrat.errors import ConfigError
+from autostrat.sim.backtest import SEARCH_PERIODS
+from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.walkforward import aggregate, check_fold_settings, describe, fold_names
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
 from autostrat.lang.fmt import expr as expr_text
-from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, OPERATORS, SERIES_REGS, WIDTH
 from autostrat.lang.registry import BOOL, BUILTINS
+from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, OPERATORS, SERIES_REGS, WIDTH
 
 RULE_ORDER = ("buy", "sell", "short", "cover")
 NO_REG = -1

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 
+from autostrat.lang.registry import BUILTINS
 from autostrat.tape.compile import RULE_ORDER, Tape
 from autostrat.tape.opcodes import META, NAMES, SERIES_REGS
-from autostrat.lang.registry import BUILTINS
 
 _REG_NAMES = {v: k for k, v in SERIES_REGS.items()}
 
