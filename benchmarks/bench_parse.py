@@ -16,9 +16,9 @@ import statistics
 import time
 from pathlib import Path
 
-from autostrat.check import check
-from autostrat.fmt import canonical_hash, fmt
-from autostrat.parse import parse
+from autostrat.lang.check import check
+from autostrat.lang.fmt import canonical_hash, fmt
+from autostrat.lang.parse import parse
 from autostrat.resources import examples_dir
 
 

@@ -57,7 +57,7 @@ def _noop(x):
 
 
 def variants(count: int):
-    from autostrat.bulk import sweep_programs
+    from autostrat.sim.bulk import sweep_programs
     from autostrat.resources import example_path
 
     n_fast = math.ceil(math.sqrt(count))
@@ -86,10 +86,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import autostrat
-    from autostrat.bulk import (DEFAULT_ASSETS_PER_CHUNK, DEFAULT_CHUNK, REGISTER_BUDGET, LocalExecutor, plan_chunks,
+    from autostrat.sim.bulk import (DEFAULT_ASSETS_PER_CHUNK, DEFAULT_CHUNK, REGISTER_BUDGET, LocalExecutor, plan_chunks,
                                 universe_array)
-    from autostrat.compile import compile_many
-    from autostrat.universe import load_universe
+    from autostrat.tape.compile import compile_many
+    from autostrat.data.load import load_universe
 
     settings = autostrat.Settings()
     typed, t_build = timed(lambda: variants(args.variants))
@@ -117,7 +117,7 @@ def main() -> None:
                                                    assets_per_chunk=1, executor=LocalExecutor()))
 
     import distributed
-    from autostrat.cluster import open_executor
+    from autostrat.sim.cluster import open_executor
 
     with open_executor(f"local:{args.workers}") as ex:
         client = ex.client

@@ -15,17 +15,19 @@ from autostrat import _numba_cache  # noqa: E402  (before anything imports numba
 _numba_cache.configure()
 
 # Several re-exported functions share their module's name (parse, check, compile, fmt, backtest):
-# importing them here binds the function, which a later `import autostrat.parse` leaves alone.
-from autostrat.backtest import Result, UniverseResult, backtest, load_strategy  # noqa: E402
-from autostrat.bulk import across_assets_frame, evaluate_many, sweep  # noqa: E402
-from autostrat.check import TypedProgram, check  # noqa: E402
-from autostrat.compile import Tape, compile, compile_many  # noqa: E402,A004
+# importing them here binds the function, which a later `import autostrat.lang.parse` leaves alone.
+from autostrat.sim.backtest import Result, UniverseResult, backtest, load_strategy  # noqa: E402
+from autostrat.sim.bulk import across_assets_frame, evaluate_many, sweep  # noqa: E402
+from autostrat.lang.check import TypedProgram, check  # noqa: E402
+from autostrat.tape.compile import Tape, compile, compile_many  # noqa: E402,A004
 from autostrat.config import Settings  # noqa: E402
-from autostrat.data import Market, load_market  # noqa: E402
+from autostrat.data.load import load_market  # noqa: E402
+from autostrat.data.market import Market  # noqa: E402
 from autostrat.errors import AutostratError, DataError, StrategyError  # noqa: E402
-from autostrat.fmt import canonical_hash, fmt  # noqa: E402
-from autostrat.parse import parse  # noqa: E402
-from autostrat.universe import Universe, load_universe  # noqa: E402
+from autostrat.lang.fmt import canonical_hash, fmt  # noqa: E402
+from autostrat.lang.parse import parse  # noqa: E402
+from autostrat.data.load import load_universe  # noqa: E402
+from autostrat.data.universe import Universe  # noqa: E402
 
 __all__ = [
     "AutostratError", "DataError", "Market", "Result", "Settings", "StrategyError", "Tape",

@@ -19,22 +19,29 @@ from pathlib import Path
 def configure() -> None:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    h = hashlib.sha256()
-    for path in jitted_sources():
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autostrat" / "numba"
-    os.environ["NUMBA_CACHE_DIR"] = str(base / h.hexdigest()[:16])
+    os.environ["NUMBA_CACHE_DIR"] = str(base / source_key())
 
 
-def jitted_sources() -> list[Path]:
+def source_key(root: Path | None = None) -> str:
+    """The cache folder's name: a hash of the jitted sources under `root` (the package by default)."""
+    root = root or Path(__file__).parent
+    h = hashlib.sha256()
+    for path in jitted_sources(root):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def jitted_sources(root: Path | None = None) -> list[Path]:
     """The modules that import numba, and every autostrat module they import, transitively, sorted.
 
     An imported module can change what jitted code computes without a jitted line changing (the
     registry's order numbers the opcodes), so it is part of the key.
     """
-    root = Path(__file__).parent
-    texts = {p.stem: p.read_text(encoding="utf-8") for p in root.glob("*.py")}
+    root = root or Path(__file__).parent
+    files = {_dotted(root, p): p for p in root.rglob("*.py")}
+    texts = {name: p.read_text(encoding="utf-8") for name, p in files.items()}
     todo = [name for name, text in texts.items() if _NUMBA.search(text)]
     seen: set[str] = set()
     while todo:
@@ -43,10 +50,19 @@ def jitted_sources() -> list[Path]:
             continue
         seen.add(name)
         for match in _IMPORT.finditer(texts[name]):
-            todo += [n.strip().split(" ")[0] for n in (match.group(1) or match.group(2)).split(",")]
+            package = match.group(1)
+            todo.append(package)  # `from autostrat.tape.opcodes import X` or a package's names
+            for item in match.group(2).split(","):  # `from autostrat.tape import kernels_rolling`
+                todo.append(f"{package}.{item.strip().split(' ')[0]}")
     seen -= {"__init__", "_numba_cache"}
-    return [root / f"{name}.py" for name in sorted(seen)]
+    return [files[name] for name in sorted(seen)]
+
+
+def _dotted(root: Path, path: Path) -> str:
+    """engine/tape/vm.py -> tape.vm; a package's __init__.py -> its name (__init__ at the top)."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1]) if parts[-1] == "__init__" and len(parts) > 1 else ".".join(parts)
 
 
 _NUMBA = re.compile(r"^(?:from numba\b|import numba\b)", re.M)
-_IMPORT = re.compile(r"^from autostrat\.(\w+) import|^from autostrat import \(?([\w, ]+)", re.M)
+_IMPORT = re.compile(r"^[ \t]*from autostrat\.([\w.]+) import \(?([\w, ]+)", re.M)

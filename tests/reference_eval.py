@@ -15,8 +15,8 @@ import inspect
 import numpy as np
 import reference_kernels as ref
 
-from autostrat import nodes as N
-from autostrat.registry import BOOL, BUILTINS
+from autostrat.lang import nodes as N
+from autostrat.lang.registry import BOOL, BUILTINS
 
 # The language's operators and the reference function that defines each.
 BINARY = {

@@ -17,9 +17,9 @@ import dataclasses
 
 from hypothesis import strategies as st
 
-from autostrat import nodes as N
-from autostrat.fmt import fmt
-from autostrat.registry import BOOL, BUILTINS, MAX_LOOKBACK, NUM, SERIES, is_reserved
+from autostrat.lang import nodes as N
+from autostrat.lang.fmt import fmt
+from autostrat.lang.registry import BOOL, BUILTINS, MAX_LOOKBACK, NUM, SERIES, is_reserved
 
 MAX_EXPR_DEPTH = 4
 

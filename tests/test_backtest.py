@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 
 import autostrat
-from autostrat.backtest import backtest, buy_and_hold, load_strategy, period_spans
-from autostrat.compile import compile
+from autostrat.sim.backtest import backtest, buy_and_hold, load_strategy, period_spans
+from autostrat.tape.compile import compile
 from autostrat.config import Settings
-from autostrat.data import market_from_frame
+from autostrat.data.csv_file import market_from_frame
 from autostrat.errors import AutostratError, StrategyError
-from autostrat.evaluate import evaluate_tape, metrics_dicts
+from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.resources import example_path
-from autostrat.simulate import simulate
-from autostrat.stats import METRIC_NAMES, metrics
-from autostrat.synthetic import synthetic_market
+from autostrat.sim.simulation import simulate
+from autostrat.sim.metrics import METRIC_NAMES, metrics
+from autostrat.data.synthetic import synthetic_market
 from seed_harness import seed_backtest
 
 REL = 1e-9

@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from autostrat.backtest import backtest
-from autostrat.bulk import evaluate_many, parse_grid, sweep, sweep_programs
+from autostrat.sim.backtest import backtest
+from autostrat.sim.bulk import evaluate_many, parse_grid, sweep, sweep_programs
 from autostrat.errors import AutostratError
 from autostrat.resources import examples_dir, example_path
-from autostrat.stats import METRIC_NAMES
-from autostrat.synthetic import synthetic_market
+from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.data.synthetic import synthetic_market
 
 EXAMPLES = sorted(examples_dir().glob("*.strat"))
 
@@ -54,9 +54,9 @@ def test_sweep_rows_equal_single_backtests(market):
 
 
 def test_sweep_shares_subexpressions():
-    from autostrat.compile import compile_many
+    from autostrat.tape.compile import compile_many
 
-    from autostrat.opcodes import CODE
+    from autostrat.tape.opcodes import CODE
 
     fast, slow = list(range(5, 55, 5)), [50, 100, 150]
     typed, _ = sweep_programs(example_path("sma_cross"), {"fast": fast, "slow": slow})

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from autostrat.backtest import load_strategy
-from autostrat.card import PHRASES, card, card_text
-from autostrat.registry import BUILTINS
+from autostrat.sim.backtest import load_strategy
+from autostrat.report.card import PHRASES, card, card_text
+from autostrat.lang.registry import BUILTINS
 from autostrat.resources import example_path
 
 

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from strategies import programs
 from test_vm import MARKETS, jit, market, markets, node_values, program_files, sub_expressions  # noqa: F401
 
-from autostrat.check import check
-from autostrat.compile import RULE_ORDER, compile
-from autostrat.fmt import expr as expr_text
-from autostrat.parse import parse
-from autostrat.vm import run_tape
+from autostrat.lang.check import check
+from autostrat.tape.compile import RULE_ORDER, compile
+from autostrat.lang.fmt import expr as expr_text
+from autostrat.lang.parse import parse
+from autostrat.tape.vm import run_tape
 
 RANDOM = settings(max_examples=100, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from autostrat import nodes as N
-from autostrat.check import TypedProgram, check, load
+from autostrat.lang import nodes as N
+from autostrat.lang.check import TypedProgram, check, load
 from autostrat.errors import StrategyError
-from autostrat.parse import parse
-from autostrat.registry import BOOL, BUILTINS, KEYWORDS, MAX_LOOKBACK, NUM, SERIES
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import BOOL, BUILTINS, KEYWORDS, MAX_LOOKBACK, NUM, SERIES
 
 
 def checked(text: str, **kw) -> TypedProgram:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from autostrat.cli import main
-from autostrat.synthetic import synthetic_market
+from autostrat.data.synthetic import synthetic_market
 
 from offline import PROXY_VARS, block_network
 

@@ -10,7 +10,7 @@ import pytest
 
 from autostrat.cli import main
 from autostrat.resources import example_path
-from autostrat.stats import METRIC_NAMES
+from autostrat.sim.metrics import METRIC_NAMES
 
 SMA = str(example_path("sma_cross"))
 DATA = ["--data", "synthetic:seed=3"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from autostrat.cli import main
-from autostrat.reference import BEGIN, END, builtins_markdown, reference_text
-from autostrat.registry import BUILTINS
+from autostrat.lang.reference import BEGIN, END, builtins_markdown, reference_text
+from autostrat.lang.registry import BUILTINS
 from autostrat.resources import examples_dir
 
 GOOD = "param n = 20 in 5..100\nf = sma(close, n)\nbuy when close > f\nsell when close < f\n"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,12 +19,12 @@ import pytest
 
 pytest.importorskip("distributed", reason="the Dask executor needs the optional `distributed` package (.[dask])")
 
-from autostrat.bulk import LocalExecutor, sweep  # noqa: E402
-from autostrat.cluster import DaskExecutor, open_executor  # noqa: E402
+from autostrat.sim.bulk import LocalExecutor, sweep  # noqa: E402
+from autostrat.sim.cluster import DaskExecutor, open_executor  # noqa: E402
 from autostrat.config import Settings  # noqa: E402
 from autostrat.errors import AutostratError  # noqa: E402
 from autostrat.resources import example_path  # noqa: E402
-from autostrat.universe import load_universe  # noqa: E402
+from autostrat.data.load import load_universe  # noqa: E402
 from processes import alive, descendants, wait_until  # noqa: E402
 
 # four markets with train, validation and test; the fifth ends before the test period (NaN metrics)
@@ -149,9 +150,9 @@ def test_connect_to_a_running_scheduler(cluster, universe, settings, expected, c
         assert isinstance(remote, DaskExecutor)
         _assert_identical(_sweep(universe, settings, executor=remote), expected)
     assert capsys.readouterr().err.strip() == f"dask: using the Dask scheduler at {addr}: 2 workers, 2 threads"
-    import autostrat.cluster
+    import autostrat.sim.cluster
 
-    monkeypatch.setattr(autostrat.cluster, "source_hash", lambda: "0123456789abcdef")  # here, not on the workers
+    monkeypatch.setattr(autostrat.sim.cluster, "source_hash", lambda: "0123456789abcdef")  # here, not on the workers
     with pytest.raises(AutostratError, match="runs other autostrat sources.*install the same commit"):
         with open_executor(addr):
             pass
@@ -227,7 +228,7 @@ def test_no_scheduler_runs_here():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_local_cluster_dies_with_the_process_that_started_it(tmp_path):
     # `--scheduler local:N` starts worker processes; none may outlive a kill -9 of the command.
-    code = ("import sys, time; from autostrat.cluster import open_executor\n"
+    code = ("import sys, time; from autostrat.sim.cluster import open_executor\n"
             "with open_executor('local:2') as ex:\n"
             "    print('ready', flush=True); time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -245,3 +246,15 @@ def test_a_local_cluster_dies_with_the_process_that_started_it(tmp_path):
             proc.kill()
             proc.wait()
 
+
+def test_the_same_sources_check_reads_every_subpackage(tmp_path, monkeypatch):
+    # A worker with another kernel, two folders down, runs other code: the hash must see it.
+    from autostrat.sim import cluster
+
+    root = Path(cluster.__file__).parent.parent
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*.py")}
+    assert {"tape/kernels_rolling.py", "sim/simulate.py", "cli/__init__.py", "errors.py"} <= files
+    before = cluster.source_hash()
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: real(p) + (b"#" if p.name == "kernels_rolling.py" else b""))
+    assert cluster.source_hash() != before

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from strategies import programs
 from test_vm import program_files
 
-from autostrat import nodes as N
-from autostrat.check import check
-from autostrat.compile import RULE_ORDER, compile, compile_many
-from autostrat.opcodes import CODE, FIRST_FREE_REG, META, NAMES, SERIES_REGS, WIDTH
-from autostrat.parse import parse
-from autostrat.registry import BUILTINS
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
+from autostrat.tape.compile import RULE_ORDER, compile, compile_many
+from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, META, NAMES, SERIES_REGS, WIDTH
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import BUILTINS
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BATCHES = settings(PROPERTY, max_examples=40)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from autostrat.cli import main
-from autostrat.constrain import MODES, Constraint, Server, constraint_for, probe_server, request_body
+from autostrat.search.constrain import MODES, Constraint, Server, constraint_for, probe_server, request_body
 from autostrat.errors import ConfigError
-from autostrat.grammar_export import gbnf
-from autostrat.llm import ChatModel, ModelConfig
+from autostrat.lang.grammar_export import gbnf
+from autostrat.search.llm import ChatModel, ModelConfig
 from autostrat.config import LlmSettings
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,4 +1,4 @@
-"""Loading, validation, splits and prepared files (autostrat.data)."""
+"""Loading, validation, splits and prepared files (autostrat.data.market)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autostrat import data as data_mod
-from autostrat import yahoo
+from autostrat.data import market as data_mod
+from autostrat.data import yahoo
 from autostrat.config import DataSettings, SplitSettings
-from autostrat.data import Market, describe, load_market, periods, prepare_csv, prepare_ticker, read_csv
+from autostrat.data.csv_file import read_csv
+from autostrat.data.load import load_market
+from autostrat.data.market import Market
+from autostrat.data.prepare import prepare_csv, prepare_ticker
+from autostrat.data.splits import describe, periods
 from autostrat.errors import ConfigError, DataError
-from autostrat.synthetic import synthetic_market
+from autostrat.data.synthetic import synthetic_market
 
 HEADER = ["Date", "Open", "High", "Low", "Close", "Volume"]
 

@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from strategies import program_texts, programs
 from test_vm import EXAMPLES, ROOT, program_files
 
-from autostrat import nodes as N
-from autostrat.check import check
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
 from autostrat.cli import main
-from autostrat.compile import RULE_ORDER, compile, compile_many
-from autostrat.disasm import disassemble
-from autostrat.fmt import expr as expr_text
-from autostrat.parse import parse
+from autostrat.tape.compile import RULE_ORDER, compile, compile_many
+from autostrat.tape.disasm import disassemble
+from autostrat.lang.fmt import expr as expr_text
+from autostrat.lang.parse import parse
 
 LINE = re.compile(r"^(\d{4})  (\w+) +r(\d+) <- (.*?)(?: +; (?:program (\d+) line )?(\d+): (.*))?$")
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

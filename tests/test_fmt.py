@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from autostrat import nodes as N
-from autostrat.fmt import canonical_hash, expr, fmt, number
-from autostrat.parse import parse
+from autostrat.lang import nodes as N
+from autostrat.lang.fmt import canonical_hash, expr, fmt, number
+from autostrat.lang.parse import parse
 from autostrat.resources import examples_dir
 
 EXAMPLES = sorted(examples_dir().glob("*.strat"))

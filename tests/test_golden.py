@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from autostrat import nodes as N
-from autostrat.check import check
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
 from autostrat.errors import StrategyError
-from autostrat.fmt import fmt
-from autostrat.parse import parse
-from autostrat.registry import BUILTINS
+from autostrat.lang.fmt import fmt
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import BUILTINS
 
 PROGRAMS = Path(__file__).parent / "programs"
 FILES = sorted(PROGRAMS.glob("*.strat"))

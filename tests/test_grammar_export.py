@@ -21,12 +21,12 @@ from lark import Lark
 from lark.exceptions import LarkError
 from strategies import programs
 
-from autostrat import grammar_export as ge
-from autostrat.grammar_tree import regex_tree
+from autostrat.lang import grammar_export as ge
+from autostrat.lang.grammar_tree import regex_tree
 from autostrat.cli import main
-from autostrat.fmt import fmt
-from autostrat.parse import parse
-from autostrat.registry import KEYWORDS
+from autostrat.lang.fmt import fmt
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import KEYWORDS
 from autostrat.resources import examples_dir
 
 TESTS = Path(__file__).parent
@@ -373,7 +373,7 @@ class LlamaGrammarCheck:
     def __init__(self):
         llama_cpp = pytest.importorskip("llama_cpp", reason="the local extra is not installed: "
                                                             "pip install -e '.[local]'")
-        from autostrat.local import model_path
+        from autostrat.search.local import model_path
 
         try:
             path = model_path()

@@ -18,11 +18,11 @@ import pytest
 from autostrat import llm as llm_module
 from autostrat.cli import main
 from autostrat.config import LlmSettings, Settings
-from autostrat.constrain import constraint_for, probe_server
+from autostrat.search.constrain import constraint_for, probe_server
 from autostrat.errors import AutostratError
-from autostrat.llm import TOKEN_CAP, ChatModel, EnvFileError, ModelConfig, ModelError, load_env, read_answer_notes
-from autostrat.prompting import read_answer
-from autostrat.runs import RunFolder
+from autostrat.search.llm import TOKEN_CAP, ChatModel, EnvFileError, ModelConfig, ModelError, load_env, read_answer_notes
+from autostrat.search.prompting import read_answer
+from autostrat.search.runs import RunFolder
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_llm_server import Cut, Drip, FakeLLM, Huge, Json, Raw, completion, drip_seconds, strategy_from  # noqa: E402

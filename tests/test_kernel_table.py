@@ -16,13 +16,13 @@ import pytest
 from numba import njit
 from numba.core.errors import TypingError
 
-from autostrat.check import check
-from autostrat.compile import compile
-from autostrat.kernel_table import ARG_TYPES, FINGERPRINT, TABLE_SIZE, caller, fill_all, kernel_table
-from autostrat.opcodes import CODE, NAMES, WIDTH
-from autostrat.parse import parse
-from autostrat.synthetic import synthetic_market
-from autostrat.vm import run_tape, run_tape_nb
+from autostrat.lang.check import check
+from autostrat.tape.compile import compile
+from autostrat.tape.kernel_table import ARG_TYPES, FINGERPRINT, TABLE_SIZE, caller, fill_all, kernel_table
+from autostrat.tape.opcodes import CODE, NAMES, WIDTH
+from autostrat.lang.parse import parse
+from autostrat.data.synthetic import synthetic_market
+from autostrat.tape.vm import run_tape, run_tape_nb
 
 
 def test_a_fresh_process_compiles_only_what_its_backtest_uses():
@@ -30,12 +30,12 @@ def test_a_fresh_process_compiles_only_what_its_backtest_uses():
     # not compile time: a kernel the tape does not use must not even be loaded.
     code = (
         "import json, autostrat\n"
-        "from autostrat.backtest import backtest, buy_and_hold\n"
-        "from autostrat.kernels import KERNELS\n"
-        "from autostrat.kernel_table import _TABLE\n"
-        "from autostrat.opcodes import NAMES\n"
-        "from autostrat.simulate import simulate_nb\n"
-        "from autostrat.stats import metrics_nb\n"
+        "from autostrat.sim.backtest import backtest, buy_and_hold\n"
+        "from autostrat.tape.kernels import KERNELS\n"
+        "from autostrat.tape.kernel_table import _TABLE\n"
+        "from autostrat.tape.opcodes import NAMES\n"
+        "from autostrat.sim.simulate import simulate_nb\n"
+        "from autostrat.sim.metrics import metrics_nb\n"
         "r = backtest('grammar/examples/sma_cross.strat', 'synthetic')\n"
         "r.simulation('train'), buy_and_hold(r.market, r.spans)\n"
         "print(json.dumps({'filled': sorted(NAMES[i] for i in range(len(NAMES)) if _TABLE[i]),\n"

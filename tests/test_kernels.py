@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from autostrat.kernels import KERNELS, PARAM_KINDS, kernel_params, warm_up_all
+from autostrat.tape.kernels import KERNELS, PARAM_KINDS, kernel_params, warm_up_all
 
 BARS = 3000
 DEFAULT_WINDOWS = {"n": 14, "m": 3, "fast": 12, "slow": 26, "signal": 9}

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from autostrat import objective as O
-from autostrat.backtest import backtest
+from autostrat.sim import evaluator as O
+from autostrat.sim.backtest import backtest
 from autostrat.cli import main
 from autostrat.config import LlmSettings
-from autostrat.llm import ChatModel, ModelConfig, ModelError, llm_configured
-from autostrat.runs import RunFolder, read_results_tsv
+from autostrat.search.llm import ChatModel, ModelConfig, ModelError, llm_configured
+from autostrat.search.runs import RunFolder, read_results_tsv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_llm_server import Answer, Drop, FakeLLM, Hang, RateLimit, Raw, ServerError, strategy_from  # noqa: E402

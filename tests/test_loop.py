@@ -16,17 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autostrat import objective as O
-from autostrat.backtest import backtest, load_strategy
+from autostrat.sim import evaluator as O
+from autostrat.sim.backtest import backtest, load_strategy
 from autostrat.cli import main
 from autostrat.config import Settings
-from autostrat.data import load_market
+from autostrat.data.load import load_market
 from autostrat.errors import ConfigError
-from autostrat.loop import MutateProposer, Proposal, Search
-from autostrat.objective import Evaluation, Evaluator, Objective, beats
-from autostrat.parse import parse
+from autostrat.search.loop import MutateProposer, Proposal, Search
+from autostrat.sim.evaluator import Evaluation, Evaluator
+from autostrat.sim.objective import beats, Objective
+from autostrat.lang.parse import parse
 from autostrat.resources import example_path
-from autostrat.runs import RunFolder, read_results_tsv
+from autostrat.search.runs import RunFolder, read_results_tsv
 
 DATA = "synthetic:bars=1500"
 SPLIT = {"train_end": "2003-12-31", "validation_start": "2004-01-01", "validation_end": "2004-12-31",

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from autostrat import nodes as N
-from autostrat.check import check
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
 from autostrat.errors import AutostratError
-from autostrat.fmt import canonical_hash, fmt
-from autostrat.fmt import expr as expr_text
-from autostrat.fmt import number
-from autostrat.mutate import MAX_CONDITIONS, OPERATORS, mutate, operator_of
-from autostrat.mutate_ops import FAMILIES
-from autostrat.parse import parse
-from autostrat.registry import BUILTINS
+from autostrat.lang.fmt import canonical_hash, fmt
+from autostrat.lang.fmt import expr as expr_text
+from autostrat.lang.fmt import number
+from autostrat.search.mutate import MAX_CONDITIONS, OPERATORS, mutate, operator_of
+from autostrat.search.mutate_ops import FAMILIES
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import BUILTINS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "grammar" / "examples").glob("*.strat"))
@@ -96,9 +96,9 @@ def test_seeded_runs_are_reproducible(examples):
 
 _SCRIPT = """
 import hashlib, random, sys
-from autostrat.fmt import fmt
-from autostrat.mutate import mutate
-from autostrat.parse import parse
+from autostrat.lang.fmt import fmt
+from autostrat.search.mutate import mutate
+from autostrat.lang.parse import parse
 progs = [parse(open(p).read()) for p in sys.argv[1:]]
 rng, p, h = random.Random(11), progs[0], hashlib.sha256()
 for _ in range(200):

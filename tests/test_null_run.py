@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autostrat.nullrun import daily_volatility, null_market, rebuild_market
-from autostrat.runs import RunFolder, read_results_tsv
+from autostrat.search.nullrun import daily_volatility, null_market, rebuild_market
+from autostrat.search.runs import RunFolder, read_results_tsv
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import evolve  # noqa: E402

@@ -18,18 +18,18 @@ import pytest
 import reference_kernels as ref
 from test_vm import jit  # noqa: F401
 
-from autostrat import nodes as N
-from autostrat import vm
-from autostrat.check import check
-from autostrat.compile import compile_many
-from autostrat.disasm import disassemble, operands
-from autostrat.kernels import KERNELS
-from autostrat.opcodes import CODE, META, NAMES, OPERATORS, SERIES_REGS, WIDTH, Op
-from autostrat.parse import parse
-from autostrat.registry import BUILTINS
-from autostrat.synthetic import synthetic_market
-from autostrat.kernel_table import kernel_table
-from autostrat.vm import run_tape_nb
+from autostrat.lang import nodes as N
+from autostrat.tape import vm
+from autostrat.lang.check import check
+from autostrat.tape.compile import compile_many
+from autostrat.tape.disasm import disassemble, operands
+from autostrat.tape.kernels import KERNELS
+from autostrat.tape.opcodes import CODE, META, NAMES, OPERATORS, SERIES_REGS, WIDTH, Op
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import BUILTINS
+from autostrat.data.synthetic import synthetic_market
+from autostrat.tape.kernel_table import kernel_table
+from autostrat.tape.vm import run_tape_nb
 
 VM_SOURCE = Path(vm.__file__)
 
@@ -105,7 +105,7 @@ def test_vm_has_no_other_branches():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_kernel_and_reference_exist(name):
-    assert name in KERNELS, f"no kernel {name}_nb in autostrat.kernels.KERNELS"
+    assert name in KERNELS, f"no kernel {name}_nb in autostrat.tape.kernels.KERNELS"
     assert name in ref.REFERENCE, f"no reference implementation of {name} in tests/reference_kernels.py"
     kernel = kernel_signature(name)
     reference = list(inspect.signature(ref.REFERENCE[name]).parameters)
@@ -243,3 +243,13 @@ def test_vm_rejects_an_unknown_opcode(jit):
     m = synthetic_market(1, 10)
     with pytest.raises(ValueError):
         run_tape_nb(code, np.zeros(1), 6, kernel_table(code), m.open, m.high, m.low, m.close, m.volume)
+
+
+def test_vm_is_generated_and_current():
+    # vm.py is written by `python -m autostrat.tape.gen_vm` from the opcode table and the kernels'
+    # signatures: after adding a built-in (registry row + kernel), run it.
+    from autostrat.tape import gen_vm
+
+    assert VM_SOURCE.read_text(encoding="utf-8") == gen_vm.render(), \
+        "engine/tape/vm.py is stale: run python -m autostrat.tape.gen_vm"
+    assert gen_vm.main(["--check"]) == 0

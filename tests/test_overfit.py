@@ -16,7 +16,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from autostrat.overfit import (
+from autostrat.honest.deflated_sharpe import (
     dsr, expected_max_sharpe, min_track_record_length, norm_cdf, norm_ppf, pbo, psr,
     psr_from_moments, sharpe_ratio, summary, trial_sharpe_variance,
 )

@@ -27,7 +27,9 @@ def test_wheel_holds_grammar_prompts_and_examples(tmp_path):
     assert "autostrat/prompts/program.md" in names
     examples = {n for n in names if n.startswith("autostrat/grammar/examples/") and n.endswith(".strat")}
     assert len(examples) >= 9 and "autostrat/grammar/examples/sma_cross.strat" in examples
-    assert "autostrat/cli/__init__.py" in names and "autostrat/vm.py" in names
+    assert "autostrat/tape/vm.py" in names
+    for package in sorted(p.parent.name for p in (ROOT / "engine").glob("*/__init__.py")):
+        assert f"autostrat/{package}/__init__.py" in names, f"pyproject.toml does not list autostrat.{package}"
     assert not any(n.startswith(("tests/", "engine/")) for n in names)
 
 
@@ -35,11 +37,40 @@ def test_the_numba_cache_key_covers_the_jitted_modules_and_what_they_import():
     # An edit to any of these must start a fresh numba cache; an edit elsewhere must not.
     from autostrat._numba_cache import jitted_sources
 
-    names = {p.stem for p in jitted_sources()}
-    assert {"vm", "kernel_table", "kernels", "kernels_ta", "simulate", "stats", "evaluate"} <= names
-    assert {"opcodes", "registry"} <= names  # the registry's order numbers the opcodes the VM reads
-    assert not {"bulk", "universe", "loop", "report", "__init__"} & names
     engine = Path(autostrat.__file__).parent
-    for path in engine.glob("*.py"):
+    names = {p.relative_to(engine).with_suffix("").as_posix() for p in jitted_sources()}
+    assert {"tape/vm", "tape/kernel_table", "tape/kernels", "tape/kernels_elementwise",
+            "tape/kernels_rolling", "tape/kernels_indicators", "sim/simulate", "sim/metrics",
+            "sim/evaluate"} <= names
+    assert {"tape/opcodes", "lang/registry"} <= names  # the registry's order numbers the opcodes the VM reads
+    assert not {"sim/bulk", "data/universe", "search/loop", "report/build", "__init__"} & names
+    for path in engine.rglob("*.py"):  # subfolders included: a kernel moved into one stays in the key
         if "@njit" in path.read_text(encoding="utf-8"):
-            assert path.stem in names, path
+            assert path.relative_to(engine).with_suffix("").as_posix() in names, path
+
+
+def test_a_kernel_in_a_subfolder_is_part_of_the_numba_cache_key(tmp_path):
+    # The key scans subpackages: an edit to a kernel there, or to a module it imports, starts a
+    # fresh cache; an edit to a module no jitted code imports does not.
+    from autostrat._numba_cache import jitted_sources, source_key
+
+    (tmp_path / "deep" / "deeper").mkdir(parents=True)
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "deep" / "__init__.py").write_text("")
+    (tmp_path / "deep" / "deeper" / "__init__.py").write_text("")
+    (tmp_path / "deep" / "table.py").write_text("WIDTH = 9\n")
+    (tmp_path / "deep" / "deeper" / "kern.py").write_text(
+        "from numba import njit\n\nfrom autostrat.deep.table import WIDTH\n\n\n@njit(cache=True)\ndef k_nb(x):\n"
+        "    return x + WIDTH\n")
+    (tmp_path / "deep" / "other.py").write_text("X = 1\n")
+    names = {p.relative_to(tmp_path).as_posix() for p in jitted_sources(tmp_path)}
+    assert names == {"deep/deeper/kern.py", "deep/table.py"}
+    key = source_key(tmp_path)
+    (tmp_path / "deep" / "other.py").write_text("X = 2\n")
+    assert source_key(tmp_path) == key
+    (tmp_path / "deep" / "table.py").write_text("WIDTH = 10\n")
+    assert source_key(tmp_path) != key
+    changed = source_key(tmp_path)
+    (tmp_path / "deep" / "deeper" / "kern.py").write_text(
+        (tmp_path / "deep" / "deeper" / "kern.py").read_text().replace("x + WIDTH", "x - WIDTH"))
+    assert source_key(tmp_path) != changed

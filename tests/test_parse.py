@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from autostrat import nodes as N
+from autostrat.lang import nodes as N
 from autostrat.errors import StrategyError
-from autostrat.parse import MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES, MAX_STATEMENTS, parse
+from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES, MAX_STATEMENTS, parse
 from work import python_calls
 
 RULES = "buy when close > open\nsell when close < open\n"
@@ -389,7 +389,7 @@ def test_source_size_limit():
 
 def _counted(text: str) -> tuple[StrategyError, int]:
     """The error that parse + check give for `text`, and the Python calls it took (tests/work.py)."""
-    from autostrat.check import check
+    from autostrat.lang.check import check
 
     parse(RULES)  # the parser is built once per process; do not count that
     error, calls = python_calls(lambda: check(parse(text, "big.strat")))
@@ -439,7 +439,7 @@ def test_a_large_legal_file_parses_in_bounded_time():
 
 
 def test_the_parser_tables_are_cached_in_the_users_folder_and_a_bad_cache_is_rebuilt(tmp_path):
-    code = ("from autostrat.parse import parse; from autostrat.resources import example_path; "
+    code = ("from autostrat.lang.parse import parse; from autostrat.resources import example_path; "
             "print(parse(example_path('sma_cross').read_text()).name)")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
     first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autostrat.backtest import ALL_PERIODS, backtest
+from autostrat.sim.backtest import ALL_PERIODS, backtest
 from autostrat.cli import main
-from autostrat.plots import (DPI, EQUITY_SIZE, PROGRESS_SIZE, _chained, equity_png, hold_equity, png_size,
+from autostrat.report.plots import (DPI, EQUITY_SIZE, PROGRESS_SIZE, _chained, equity_png, hold_equity, png_size,
                              progress_png, result_curves)
 from autostrat.resources import example_path
 

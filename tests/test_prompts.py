@@ -6,17 +6,18 @@ import re
 
 import pytest
 
-from autostrat import learnings as L
+from autostrat.search import learnings as L
 from autostrat.config import Settings
 from autostrat.errors import AutostratError
-from autostrat.objective import Member, Objective
-from autostrat.prompting import (
+from autostrat.search.population import Member
+from autostrat.sim.objective import Objective
+from autostrat.search.prompting import (
     compact_prompt, fill, iteration_prompt, last_result, metrics_table, placeholders, read_answer,
     repair_prompt, shown_metrics, system_prompt, template,
 )
-from autostrat.reference import reference_text
+from autostrat.lang.reference import reference_text
 from autostrat.resources import prompts_dir
-from autostrat.stats import METRIC_NAMES
+from autostrat.sim.metrics import METRIC_NAMES
 
 OBJ = Objective.parse("validation.total_return")
 PERIODS = {"train": {"first": "2000-01-03", "last": "2003-12-31", "bars": 1042},
@@ -212,7 +213,7 @@ def test_nan_objectives_fold_without_a_best():
 # --- replacement templates ([search] prompts_dir) ------------------------------------------------------
 
 def test_a_prompts_dir_replaces_only_the_templates_it_holds(tmp_path):
-    from autostrat.prompting import check_prompts_dir, repair_prompt
+    from autostrat.search.prompting import check_prompts_dir, repair_prompt
 
     (tmp_path / "repair.md").write_text("Fix this ({{attempt}}/{{attempts}}):\n{{error}}\n")
     assert check_prompts_dir(str(tmp_path)) == ["repair"]
@@ -228,7 +229,7 @@ def test_a_prompts_dir_replaces_only_the_templates_it_holds(tmp_path):
     ("compact.md", b"{{learnings}} caf\xe9", "not UTF-8 text"),
 ])
 def test_a_template_that_cannot_serve_is_refused_before_the_run(tmp_path, name, text, message):
-    from autostrat.prompting import check_prompts_dir
+    from autostrat.search.prompting import check_prompts_dir
 
     (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(AutostratError, match=re.escape(message)):

@@ -17,11 +17,11 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autostrat import nodes as N
-from autostrat.check import check
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
 from autostrat.errors import StrategyError
-from autostrat.fmt import canonical_hash, fmt, number
-from autostrat.parse import parse
+from autostrat.lang.fmt import canonical_hash, fmt, number
+from autostrat.lang.parse import parse
 from strategies import program_texts, programs
 from work import python_calls
 

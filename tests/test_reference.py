@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from autostrat.reference import BEGIN, END, builtin_lines, builtins_markdown, reference_text, replace_generated
-from autostrat.registry import BUILTINS, GROUPS, MAX_LOOKBACK, SERIES, lookback
+from autostrat.lang.reference import BEGIN, END, builtin_lines, builtins_markdown, reference_text, replace_generated
+from autostrat.lang.registry import BUILTINS, GROUPS, MAX_LOOKBACK, SERIES, lookback
 from autostrat.resources import examples_dir, grammar_dir
 
 LANGUAGE_MD = grammar_dir() / "LANGUAGE.md"
@@ -75,7 +75,7 @@ def test_language_md_lists_every_example():
 
 
 def test_language_md_states_the_limits():
-    from autostrat.parse import MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES, MAX_STATEMENTS
+    from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, MAX_SOURCE_BYTES, MAX_STATEMENTS
 
     text = LANGUAGE_MD.read_text(encoding="utf-8")
     for figure in (f"{MAX_SOURCE_BYTES:,}", str(MAX_STATEMENTS), str(MAX_DEPTH), f"{MAX_NODES:,}", "1e15",
@@ -88,7 +88,7 @@ def _code_blocks(text: str) -> list[str]:
 
 
 def test_language_md_example_program_checks():
-    from autostrat.check import load
+    from autostrat.lang.check import load
 
     example = _code_blocks(LANGUAGE_MD.read_text(encoding="utf-8"))[0]
     typed = load(example)
@@ -97,7 +97,7 @@ def test_language_md_example_program_checks():
 
 
 def test_language_md_error_examples_are_real_output():
-    from autostrat.check import load
+    from autostrat.lang.check import load
     from autostrat.errors import StrategyError
 
     blocks = [b for b in _code_blocks(LANGUAGE_MD.read_text(encoding="utf-8")) if ": error: " in b]

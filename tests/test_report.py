@@ -14,20 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autostrat import runstats
-from autostrat.backtest import backtest
+from autostrat.honest import run_statistics as runstats
+from autostrat.sim.backtest import backtest
 from autostrat.cli import main
 from autostrat.config import Settings
-from autostrat.fmt import fmt
-from autostrat.loop import MutateProposer, Proposal, Search
-from autostrat.objective import Evaluator, Objective
-from autostrat.overfit import dsr, pbo, psr
-from autostrat.plots import png_size
-from autostrat.report import lineage, red_flags
-from autostrat.report_html import SECTIONS
+from autostrat.lang.fmt import fmt
+from autostrat.search.loop import MutateProposer, Proposal, Search
+from autostrat.sim.evaluator import Evaluator
+from autostrat.sim.objective import Objective
+from autostrat.honest.deflated_sharpe import dsr, pbo, psr
+from autostrat.report.plots import png_size
+from autostrat.honest.red_flags import red_flags
+from autostrat.report.build import lineage
+from autostrat.report.html import SECTIONS
 from autostrat.resources import example_path
-from autostrat.runs import RunFolder
-from autostrat.runstats import run_statistics
+from autostrat.search.runs import RunFolder
+from autostrat.honest.run_statistics import run_statistics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import DATA, SPLIT_FLAGS, small_settings  # noqa: E402

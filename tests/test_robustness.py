@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autostrat import nodes as N
-from autostrat.backtest import backtest, load_strategy
-from autostrat.bulk import sweep
-from autostrat.fmt import fmt
-from autostrat.objective import Evaluator, Objective
-from autostrat.parse import parse
+from autostrat.lang import nodes as N
+from autostrat.sim.backtest import backtest, load_strategy
+from autostrat.sim.bulk import sweep
+from autostrat.lang.fmt import fmt
+from autostrat.sim.evaluator import Evaluator
+from autostrat.sim.objective import Objective
+from autostrat.lang.parse import parse
 from autostrat.resources import example_path
-from autostrat.robustness import MAX_POINTS, grid, jitter, knobs, robustness
+from autostrat.honest.robustness import MAX_POINTS, grid, jitter, knobs, robustness
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import small_settings  # noqa: E402

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from autostrat.cli import main
-from autostrat.runs import RunFolder, RunLockedError
+from autostrat.search.runs import RunFolder, RunLockedError
 
 DATA = "synthetic:bars=1500"
 SPLIT_FLAGS = ["--train-end", "2003-12-31", "--validation-start", "2004-01-01", "--validation-end", "2004-12-31",
@@ -90,7 +90,7 @@ def test_a_second_process_on_a_running_run_is_refused_and_a_kill_leaves_no_stale
 
 def test_the_lock_is_per_process_and_names_the_holder(tmp_path):
     a = RunFolder(tmp_path / "r", {}).lock("evolve")
-    code = ("import sys; from autostrat.runs import RunFolder, RunLockedError\n"
+    code = ("import sys; from autostrat.search.runs import RunFolder, RunLockedError\n"
             f"try:\n    RunFolder({str(tmp_path / 'r')!r}, {{}}).lock('report')\n"
             "except RunLockedError as e:\n    print(e); sys.exit(7)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -9,10 +9,12 @@ import os
 import numpy as np
 import pytest
 
-from autostrat import runs as R
+from autostrat.search import runs as R
 from autostrat.errors import AutostratError
-from autostrat.objective import Objective
-from autostrat.runs import RunFolder, atomic_write, clean_json, read_results_tsv
+from autostrat.sim.objective import Objective
+from autostrat import files
+from autostrat.files import atomic_write
+from autostrat.search.runs import clean_json, read_results_tsv, RunFolder
 
 
 def _record(i, status="keep", objective=0.5, **extra):
@@ -48,7 +50,7 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(R.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
         atomic_write(path, "new")
     assert path.read_text() == "old"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from autostrat.backtest import backtest, buy_and_hold, period_spans
-from autostrat.runs import RunFolder
-from autostrat.sealed import SEALED_FILE, open_seal, read_sealed, top_records
+from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
+from autostrat.search.runs import RunFolder
+from autostrat.honest.sealed import SEALED_FILE, open_seal, read_sealed, top_records
 
-B = importlib.import_module("autostrat.backtest")  # the module: `autostrat.backtest` is also a function
-O = importlib.import_module("autostrat.objective")
-BULK = importlib.import_module("autostrat.bulk")
+B = importlib.import_module("autostrat.sim.backtest")  # the module: `autostrat.sim.backtest` is also a function
+O = importlib.import_module("autostrat.sim.evaluator")
+BULK = importlib.import_module("autostrat.sim.bulk")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_llm_server import FakeLLM, strategy_from  # noqa: E402
@@ -45,10 +45,10 @@ def test_test_period_is_evaluated_after_the_loop_for_the_top_k_only(clean_env, w
     assert evolve(clean_env, "--run", "s", "--iterations", "8", "--max-fails", "8", "--population", "2") == 0
     out = capsys.readouterr().out
     run = clean_env / "runs" / "s"
-    loop = [i for i, (module, _) in enumerate(spy) if module == "autostrat.objective"]
+    loop = [i for i, (module, _) in enumerate(spy) if module == "autostrat.sim.evaluator"]
     tests = [i for i, (_, spans) in enumerate(spy) if "test" in spans]
     assert loop and tests and max(loop) < min(tests)  # the test period only after the last loop evaluation
-    assert all(spans == ("train", "validation") for module, spans in spy if module == "autostrat.objective")
+    assert all(spans == ("train", "validation") for module, spans in spy if module == "autostrat.sim.evaluator")
     records = RunFolder.open(run).load_records()
     sealed = json.loads((run / SEALED_FILE).read_text())
     opened = datetime.datetime.fromisoformat(sealed["opened_at"]).timestamp()
@@ -113,7 +113,7 @@ def test_no_test_number_reaches_a_prompt_and_prompts_come_first(clean_env, warm,
 
 
 def test_the_loop_does_not_import_the_sealed_period():
-    code = ("import sys, autostrat.loop, autostrat.llm, autostrat.prompting, autostrat.learnings;"
-            "print('autostrat.sealed' in sys.modules, 'autostrat.report' in sys.modules)")
+    code = ("import sys, autostrat.search.loop, autostrat.search.llm, autostrat.search.prompting, autostrat.search.learnings;"
+            "print('autostrat.honest.sealed' in sys.modules, 'autostrat.report.build' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autostrat.simulate import END, SIGNAL, as_kernel_array, simulate_nb
-from autostrat.stats import metrics
-from autostrat.synthetic import synthetic_market
+from autostrat.sim.simulate import END, SIGNAL, as_kernel_array, simulate_nb
+from autostrat.sim.metrics import metrics
+from autostrat.data.synthetic import synthetic_market
 from seed_harness import SEED_CAPITAL, seed_backtest
 
 REL = 1e-9

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from autostrat.config import BacktestSettings
 from autostrat.errors import ConfigError
-from autostrat.simulate import EXIT_REASONS, TRADE_COLUMNS, simulate, simulate_nb
+from autostrat.sim.simulate import EXIT_REASONS, simulate_nb, TRADE_COLUMNS
+from autostrat.sim.simulation import simulate
 
 NAN = math.nan
 

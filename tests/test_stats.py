@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autostrat.simulate import EXIT_REASONS, simulate_nb
-from autostrat.stats import METRIC_NAMES, metrics, metrics_nb
+from autostrat.sim.simulate import EXIT_REASONS, simulate_nb
+from autostrat.sim.metrics import METRIC_NAMES, metrics, metrics_nb
 
 END = EXIT_REASONS.index("end")
 SIGNAL = EXIT_REASONS.index("signal")
@@ -163,3 +163,20 @@ def test_metrics_of_a_simulation():
 def test_rejects_mismatched_period():
     with pytest.raises(ValueError, match="period"):
         m([1.0, 2.0], [0, 0], [], [1.0, 1.0, 1.0], start=0, stop=3)
+
+
+def test_one_metric_table_feeds_the_kernel_the_cli_the_report_and_the_prompt():
+    from autostrat.cli.engine_cmds import fmt_metric
+    from autostrat.report.html import fmt as report_fmt
+    from autostrat.sim.metrics import FRACTION, METRIC_NAMES, METRICS, M, format_metric
+
+    assert METRIC_NAMES == tuple(m.name for m in METRICS) == M._fields
+    assert tuple(M) == tuple(range(len(METRICS)))
+    assert all(m.meaning and m.better in ("higher", "lower", "") for m in METRICS)
+    for m in METRICS:
+        shown = fmt_metric(m.name, 0.1234)
+        assert shown == format_metric(m.name, 0.1234)
+        assert shown.endswith("%") == (m.unit == FRACTION) == report_fmt(m.name, 0.1234).endswith("%")
+    assert fmt_metric("sharpe", float("nan")) == "n/a" and fmt_metric("num_trades", 7.0) == "7"
+    assert fmt_metric("final_equity", 12345.678) == "12,345.68" and fmt_metric("cagr", 0.05) == "5.00%"
+    assert report_fmt("cagr", 0.05) == "5.0%"

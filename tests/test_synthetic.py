@@ -1,4 +1,4 @@
-"""Synthetic markets: deterministic, plausible, and matched to a real one (autostrat.synthetic)."""
+"""Synthetic markets: deterministic, plausible, and matched to a real one (autostrat.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 
 from autostrat.config import SplitSettings
-from autostrat.data import Market, load_market, periods
+from autostrat.data.load import load_market
+from autostrat.data.market import Market
+from autostrat.data.splits import periods
 from autostrat.errors import DataError
-from autostrat.synthetic import matched_synthetic, synthetic_market
+from autostrat.data.synthetic import matched_synthetic, synthetic_market
 
 SEEDS = [0, 1, 7, 42, 2024]
 
@@ -128,21 +130,21 @@ def test_matched_synthetic_needs_a_few_bars():
 @pytest.mark.parametrize("start, bars", [("2000-01-03", 6750), ("2021-07-03", 10), ("2024-02-29", 400),
                                          ("1999-12-31", 3), ("March 5, 2010", 20)])
 def test_business_days_are_pandas_bdate_range(start, bars):
-    from autostrat.synthetic import business_days
+    from autostrat.data.synthetic import business_days
 
     expected = pd.bdate_range(pd.Timestamp(start), periods=bars).to_numpy().astype("datetime64[D]")
     np.testing.assert_array_equal(business_days(start, bars), expected)
 
 
 def test_a_bad_start_is_named():
-    from autostrat.synthetic import business_days
+    from autostrat.data.synthetic import business_days
 
     with pytest.raises(DataError, match="is not a date"):
         business_days("someday", 5)
 
 
 def test_a_huge_synthetic_market_is_refused_with_the_limit():
-    from autostrat.data import load_market
+    from autostrat.data.load import load_market
     from autostrat.errors import DataError
 
     with pytest.raises(DataError, match="bars=1,000,000,000; the limit is 1,000,000"):

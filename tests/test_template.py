@@ -10,17 +10,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import programs
 
-from autostrat.backtest import load_strategy, period_spans
-from autostrat.bulk import sweep_programs
-from autostrat.check import check
-from autostrat.compile import compile_many
+from autostrat.sim.backtest import load_strategy, period_spans
+from autostrat.sim.bulk import sweep_programs
+from autostrat.lang.check import check
+from autostrat.tape.compile import compile_many
 from autostrat.config import Settings
-from autostrat.evaluate import evaluate_tape
-from autostrat.opcodes import FIRST_FREE_REG
+from autostrat.sim.evaluate import evaluate_tape
+from autostrat.tape.opcodes import FIRST_FREE_REG
 from autostrat.resources import example_path, examples_dir
-from autostrat.synthetic import synthetic_market
-from autostrat.template import compile_batch, compile_variants, same_structure
-from autostrat.vm import run_tape
+from autostrat.data.synthetic import synthetic_market
+from autostrat.tape.template import compile_batch, compile_variants, same_structure
+from autostrat.tape.vm import run_tape
 
 WITH_PARAMS = sorted(p.stem for p in examples_dir().glob("*.strat") if "\nparam " in "\n" + p.read_text())
 

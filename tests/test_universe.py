@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 
 import autostrat
-from autostrat import yahoo
-from autostrat.backtest import period_spans
-from autostrat.bulk import across_assets_frame, evaluate_many, sweep, universe_spans
+from autostrat.data import yahoo
+from autostrat.sim.backtest import period_spans
+from autostrat.sim.bulk import across_assets_frame, evaluate_many, sweep, universe_spans
 from autostrat.cli import main
 from autostrat.config import DataSettings, Settings
-from autostrat.data import load_market
+from autostrat.data.load import load_market
 from autostrat.errors import DataError
 from autostrat.resources import example_path
-from autostrat.synthetic import synthetic_market
-from autostrat.universe import (Universe, across_assets, aggregate, beats_share, is_universe_spec, load_data,
-                                load_universe, split_specs, summary, universe_specs)
+from autostrat.data.synthetic import synthetic_market
+from autostrat.data.load import load_data, load_universe
+from autostrat.data.universe import across_assets, aggregate, beats_share, is_universe_spec, split_specs, summary, Universe, universe_specs
 
 SMA = str(example_path("sma_cross"))
 RSI = str(example_path("rsi_reversion"))

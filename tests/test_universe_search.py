@@ -9,13 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from autostrat.backtest import load_strategy
+from autostrat.sim.backtest import load_strategy
 from autostrat.cli import main
 from autostrat.config import Settings
-from autostrat.objective import Evaluator, Objective, UniverseEvaluator
-from autostrat.prompting import asset_spread, metrics_table
+from autostrat.sim.evaluator import Evaluator, UniverseEvaluator
+from autostrat.sim.objective import Objective
+from autostrat.search.prompting import asset_spread, metrics_table
 from autostrat.resources import example_path
-from autostrat.universe import aggregate, load_universe
+from autostrat.data.load import load_universe
+from autostrat.data.universe import aggregate
 
 DATA = "synthetic:seed=1..3,bars=1500"
 SPLIT = {"train_end": "2003-12-31", "validation_start": "2004-01-01", "validation_end": "2004-12-31",

@@ -21,16 +21,16 @@ from hypothesis import strategies as st
 from reference_eval import BINARY, ReferenceEvaluator, evaluate, reference_function
 from strategies import programs
 
-from autostrat import nodes as N
-from autostrat.check import check
-from autostrat.compile import RULE_ORDER, compile, compile_many
-from autostrat.data import Market
-from autostrat.fmt import expr as expr_text
-from autostrat.kernels import warm_up_all
-from autostrat.parse import parse
-from autostrat.registry import BUILTINS
-from autostrat.synthetic import synthetic_market
-from autostrat.vm import run_tape
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
+from autostrat.tape.compile import RULE_ORDER, compile, compile_many
+from autostrat.data.market import Market
+from autostrat.lang.fmt import expr as expr_text
+from autostrat.tape.kernels import warm_up_all
+from autostrat.lang.parse import parse
+from autostrat.lang.registry import BUILTINS
+from autostrat.data.synthetic import synthetic_market
+from autostrat.tape.vm import run_tape
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "grammar" / "examples").glob("*.strat"))

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from autostrat.backtest import backtest, load_strategy
+from autostrat.sim.backtest import backtest, load_strategy
 from autostrat.errors import ConfigError
-from autostrat.loop import MutateProposer, Search
-from autostrat.objective import Evaluator, Member, Objective
-from autostrat.prompting import iteration_prompt, metrics_table, system_prompt
+from autostrat.search.loop import MutateProposer, Search
+from autostrat.search.population import Member
+from autostrat.sim.evaluator import Evaluator
+from autostrat.sim.objective import Objective
+from autostrat.search.prompting import iteration_prompt, metrics_table, system_prompt
 from autostrat.resources import example_path
-from autostrat.runs import RunFolder
-from autostrat.walkforward import MIN_FOLD_BARS, aggregate, fold_spans
+from autostrat.search.runs import RunFolder
+from autostrat.sim.walkforward import MIN_FOLD_BARS, aggregate, fold_spans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import evolve, small_settings  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autostrat import yahoo
+from autostrat.data import yahoo
 from autostrat.errors import DataError
 
 FIELDS = ["Open", "High", "Low", "Close", "Volume"]

@@ -4,6 +4,10 @@ Each group of subcommands lives in its own module with a `register(subparsers)` 
 subcommand's handler takes the parsed arguments and returns an exit code.
 
 Exit codes: 0 ok, 1 findings or a failed check, 2 usage or input error, 3 internal error.
+
+cli only parses arguments and prints: starting or resuming a run, loading data, backtesting and
+reporting are functions of the layers below, which a notebook calls the same way.
+Imports: any layer; no module of the package imports cli (autostrat/__main__.py runs it).
 """
 
 from __future__ import annotations

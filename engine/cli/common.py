@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from autostrat.config import Settings
+from autostrat.data.load import load_data, load_market
+from autostrat.data.market import Market
+from autostrat.data.universe import Universe
 from autostrat.errors import AutostratError
-from autostrat.data import Market, load_market
-from autostrat.universe import Universe, load_data
 
 # argparse destination -> the setting it overrides. Commands may pass more with `extra`.
 FLAG_SETTINGS = {
@@ -116,7 +117,7 @@ def output_path(path: str | None, flag: str) -> Path | None:
 
 def write_output(path: Path, data: str | bytes, flag: str) -> None:
     """Write an output file atomically; one clear error if the system refuses."""
-    from autostrat.runs import atomic_write
+    from autostrat.files import atomic_write
 
     try:
         atomic_write(path, data)

@@ -6,11 +6,11 @@ import argparse
 import json
 import sys
 
-
 from autostrat.cli.common import add_data_options, add_split_options, load_data_from_args, settings_from_args
-from autostrat.data import describe, meta_path, prepare_csv, prepare_ticker
+from autostrat.data.prepare import meta_path, prepare_csv, prepare_ticker
+from autostrat.data.splits import describe
+from autostrat.data.universe import Universe
 from autostrat.errors import EXIT_USAGE, AutostratError, ConfigError
-from autostrat.universe import Universe
 
 _PREPARE_HELP = """\
 Store market data in the data folder, validated and in one format (Date,Open,High,Low,Close,Volume),
@@ -100,7 +100,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_many(text: str, start: str, end: str | None, data_dir: str) -> int:
     """Download each ticker in turn with a progress line; a summary of what failed and why at the end."""
-    from autostrat.universe import universe_specs
+    from autostrat.data.universe import universe_specs
 
     tickers = list(dict.fromkeys(t.upper() for t in universe_specs(text)))
     if not tickers:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from autostrat.check import check
 from autostrat.cli.lang_cmds import read_source
-from autostrat.compile import compile, compile_many
-from autostrat.disasm import disassemble
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, StrategyError
-from autostrat.parse import parse
+from autostrat.lang.check import check
+from autostrat.lang.parse import parse
+from autostrat.tape.compile import compile, compile_many
+from autostrat.tape.disasm import disassemble
 
 
 def cmd_disasm(args) -> int:

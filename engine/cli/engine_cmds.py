@@ -7,31 +7,22 @@ import math
 import sys
 from pathlib import Path
 
-from autostrat.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold, load_strategy
-from autostrat.bulk import MAX_SWEEP_POINTS, across_assets_frame, evaluate_many, outside_ranges, parse_grid, sweep
 from autostrat.cli.common import (add_data_options, add_split_options, load_data_from_args, output_path,
                                   settings_from_args, write_output)
+from autostrat.data.universe import ACROSS, Universe
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, AutostratError, StrategyError
-from autostrat.stats import METRIC_NAMES
-from autostrat.universe import ACROSS, Universe
+from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold, load_strategy
+from autostrat.sim.bulk import (MAX_SWEEP_POINTS, across_assets_frame, evaluate_many, outside_ranges, parse_grid,
+                                sweep)
+from autostrat.sim.metrics import METRIC_NAMES, format_metric
 
-_PERCENT = {"total_return", "cagr", "max_drawdown", "win_rate", "avg_trade_return", "exposure",
-            "buy_hold_return", "excess_return"}
 _SHOWN = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "num_trades",
           "win_rate", "profit_factor", "avg_trade_return", "exposure", "turnover", "final_equity")
 
 
 def fmt_metric(name: str, value) -> str:
-    """A metric for a table: percentages for fractions, 2-4 significant places otherwise."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if name in _PERCENT:
-        return f"{value:.2%}"
-    if name == "num_trades":
-        return f"{int(value)}"
-    if name == "final_equity":
-        return f"{value:,.2f}"
-    return f"{value:.3f}"
+    """A metric for a table, as the metric table says (autostrat.sim.metrics.format_metric)."""
+    return format_metric(name, value)
 
 
 def _json_safe(obj):
@@ -139,7 +130,7 @@ def _share(value, n: int) -> str:
 
 def _plot(result, path: str) -> None:
     """Equity against buy and hold with the drawdown, periods shaded, as a PNG."""
-    from autostrat.plots import equity_png, result_curves
+    from autostrat.report.plots import equity_png, result_curves
 
     if not str(path).lower().endswith(".png"):
         raise AutostratError(f"--plot {path}: the chart is a PNG image; give a file name ending in .png")
@@ -207,7 +198,7 @@ def _run_bulk(args, s, work, keys: list[str]):
     if args.per_asset and not universe:
         raise AutostratError("--per-asset writes one row per market of a universe; --data names one market")
     if args.scheduler:
-        from autostrat.cluster import open_executor
+        from autostrat.sim.cluster import open_executor
 
         with open_executor(args.scheduler) as executor:
             frame = work(data, executor, _progress(args.command))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from autostrat.check import check
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, AutostratError, StrategyError
-from autostrat.fmt import fmt
-from autostrat.parse import parse
-from autostrat.reference import builtins_markdown, reference_text, update_language_md
+from autostrat.lang.check import check
+from autostrat.lang.fmt import fmt
+from autostrat.lang.parse import parse
+from autostrat.lang.reference import builtins_markdown, reference_text, update_language_md
 from autostrat.resources import read_text
 
 

@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 def cmd_grammar(args) -> int:
     """`autostrat grammar --format gbnf|lark`: print the exported grammar."""
-    from autostrat.grammar_export import export
+    from autostrat.lang.grammar_export import export
 
     sys.stdout.write(export(args.format))
     return EXIT_OK
@@ -66,7 +66,7 @@ def cmd_serve_local(args) -> int:
     Ctrl-C, SIGTERM (systemd, docker stop, `timeout`) and SIGHUP (a closed terminal) all stop the
     server the same way and exit 0; the server's own exit code is returned if it stops by itself.
     """
-    from autostrat.local import LocalServer
+    from autostrat.search.local import LocalServer
 
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     server = LocalServer(port=args.port or None, n_ctx=args.ctx, threads=args.threads or None, seed=args.seed,

@@ -9,7 +9,7 @@ from pathlib import Path
 from autostrat.cli.common import add_config_option
 from autostrat.config import Settings
 from autostrat.errors import EXIT_OK, AutostratError
-from autostrat.pbo import MAX_SPLITS
+from autostrat.honest.backtest_overfitting import MAX_SPLITS
 
 _HELP = """\
 Write runs/RUN/report.html: the search's progress, the best strategy's equity against buy and hold
@@ -47,7 +47,7 @@ def find_run(name: str, runs_dir: str | Path) -> Path:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the report; print its numbers and its path."""
-    from autostrat.report import summary_lines, write_report
+    from autostrat.report.build import summary_lines, write_report
 
     settings = Settings.load(getattr(args, "config", None))
     path = find_run(args.run, args.runs_dir or settings.search.runs_dir)

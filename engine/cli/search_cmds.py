@@ -1,30 +1,27 @@
-"""`autostrat evolve`: the search loop from the command line (new runs, resume, demo)."""
+"""`autostrat evolve`: the search loop from the command line (new runs, resume, demo).
+
+Parses the flags and prints; starting, resuming and the null run are autostrat.search.session's.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
 import re
 import signal
 import sys
 from pathlib import Path
 
-from autostrat import __version__
-from autostrat.check import check
 from autostrat.cli.common import FLAG_SETTINGS, add_data_options, add_split_options, settings_from_args
-from autostrat.config import Settings
-from autostrat.constrain import MODES, constraint_for
-from autostrat.universe import Universe, load_data
-from autostrat.errors import EXIT_OK, EXIT_USAGE, AutostratError, ConfigError, StrategyError
-from autostrat.llm import ChatModel, LlmProposer, ModelConfig, ModelError, llm_configured, load_env
-from autostrat.loop import MutateProposer, Search, describe_reason, summary_table
-from autostrat.nullrun import null_market, null_of, null_run_name, rebuild_market
-from autostrat.objective import Evaluator, Objective, make_evaluator
-from autostrat.parse import parse
-from autostrat.prompting import check_prompts_dir
-from autostrat.resources import example_path, grammar_path, read_text
-from autostrat.runs import RunFolder
+from autostrat.data.universe import Universe
+from autostrat.errors import EXIT_OK, EXIT_USAGE, ConfigError
+from autostrat.search.constrain import MODES
+from autostrat.search.llm import ModelError, load_env
+from autostrat.search.loop import Search, describe_reason, summary_table
+from autostrat.search.runs import RunFolder
+from autostrat.search.session import (NULL_ON_UNIVERSE, choose_proposer, make_proposer, new_run_name, resume_run,
+                                      run_null, start_run)
+from autostrat.sim.evaluator import make_evaluator
+from autostrat.sim.objective import Objective
 
 DEMO_ITERATIONS = 20
 EXIT_INTERRUPTED = 130
@@ -35,9 +32,6 @@ SEARCH_FLAGS = {
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
     "across": "search.across",
 }
-# Settings a resumed run must keep: changing them would change what the records mean.
-IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
-            "search.fold_mode", "search.fold_agg", "search.across")
 
 _HELP = """\
 Search for a better strategy. Iteration 0 evaluates the baseline (--from, default the SMA 20/50
@@ -103,10 +97,19 @@ def register(sub) -> None:
     p.set_defaults(handler=run_evolve)
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def run_evolve(args: argparse.Namespace) -> int:
     """Start or resume a run, search, print the summary; the exit code.
 
-    The run's lock (and the null run's) is released when the command ends, however it ends.
+    The run's lock is released when the command ends, however it ends (the null run's is
+    released by run_null).
     """
     try:
         return _evolve(args)
@@ -116,7 +119,7 @@ def run_evolve(args: argparse.Namespace) -> int:
         _HELD.clear()
 
 
-_HELD: list[RunFolder] = []  # the run folders this command locked
+_HELD: list[RunFolder] = []  # the run folder this command locked
 
 
 def _evolve(args: argparse.Namespace) -> int:
@@ -127,27 +130,29 @@ def _evolve(args: argparse.Namespace) -> int:
         args.iterations = args.iterations or DEMO_ITERATIONS
     fresh = settings_from_args(args, SEARCH_FLAGS)
     runs_dir = Path(fresh.search.runs_dir)
-    name = args.run or _new_name(runs_dir, "demo" if args.demo else "run")
+    name = args.run or new_run_name(runs_dir, "demo" if args.demo else "run")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ConfigError(f"--run {name!r}: use letters, digits, '.', '_' and '-' (a folder name, no path)")
     path = runs_dir / name
     resume_cmd = f"autostrat evolve --run {name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else "")
     if RunFolder.exists(path):
-        run, settings, market = _resume(path, args, fresh)
-        print(f"run: {name} (resuming: {_count(path)} iterations saved)", flush=True)
+        count = sum(1 for _ in path.glob("iter_*.json"))
+        run, settings, market = resume_run(path, fresh, _overrides(args), args.from_file, warn=_warn)
+        _HELD.append(run)
+        print(f"run: {name} (resuming: {count} iterations saved)", flush=True)
     else:
         settings = fresh
-        _resolve_proposer(settings)
-        run, market = _start(path, name, settings, args)
+        choose_proposer(settings, out=_say)
+        run, market = start_run(path, name, settings, args.from_file, null=args.null)
+        _HELD.append(run)
         print(f"run: {name} (new)", flush=True)
     universe = isinstance(market, Universe)
     if universe and args.null:
-        raise ConfigError("--null runs on one market's matched noise; on a universe, run the null search per "
-                          "market (--data ONE_MARKET --null)")
+        raise ConfigError(NULL_ON_UNIVERSE)
     objective = Objective.from_settings(settings.search, universe=universe)
     evaluator = make_evaluator(market, settings)
     label = (run.config.get("null_of") or {}).get("data_spec_name", market.name)  # a null run is told the real name
-    proposer = _proposer(settings, objective, evaluator, label)
+    proposer = make_proposer(settings, objective, evaluator, label, out=_say)
     print(f"proposer={proposer.name} data={market.name}{f' ({len(market)} markets)' if universe else ''} "
           f"objective={objective} "
           f"iterations={settings.search.iterations} population={settings.search.population} "
@@ -155,7 +160,7 @@ def _evolve(args: argparse.Namespace) -> int:
     base = run.config["baseline"]
     stop = {"requested": False}
     search = Search(run, settings, objective, evaluator, proposer, base["text"], base["path"],
-                    out=lambda line: print(line, flush=True), should_stop=lambda: stop["requested"])
+                    out=_say, should_stop=lambda: stop["requested"])
     restore = _install_stop_handler(stop)  # kept through the null run and the report: Ctrl-C ends a step
     try:
         outcome = search.run()
@@ -166,7 +171,7 @@ def _evolve(args: argparse.Namespace) -> int:
         print(f"run folder: {path}")
         print(f"best: {path / 'best.strat'}", flush=True)
         if outcome.reason != "interrupted" and args.null:
-            outcome = _run_null(run, settings, market, objective, stop)
+            outcome = run_null(run, settings, market, objective, lambda: stop["requested"], out=_say)
         if outcome.reason != "interrupted" and not args.no_report and not stop["requested"]:
             _finish(path, market)
     except ModelError as exc:
@@ -182,197 +187,26 @@ def _evolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _overrides(args: argparse.Namespace) -> list[tuple[str, object, str]]:
+    """The settings given as flags, as resume_run takes them: (dotted, value, which flag)."""
+    out = []
+    for dest, dotted in {**FLAG_SETTINGS, **SEARCH_FLAGS}.items():
+        value = getattr(args, dest, None)
+        if value is None or dotted in ("search.runs_dir",):
+            continue
+        out.append((dotted, value, f"--{dest.replace('_', '-')}"))
+    return out
+
+
 def _finish(path: Path, market) -> None:
     """Open the sealed test period for the final population, write the report, print its numbers."""
-    from autostrat.report import summary_lines, write_report
+    from autostrat.report.build import summary_lines, write_report
 
     html_path, report = write_report(path, by="evolve", market=market)
     print("honest evaluation (train and validation statistics; test sealed until now):")
     for line in summary_lines(report):
         print(line)
     print(f"report: {html_path}", flush=True)
-
-
-def _run_null(run: RunFolder, settings: Settings, market, objective: Objective, stop: dict):
-    """The same search, same settings and budget, on the matched synthetic market; its outcome."""
-    name = null_run_name(run.name)
-    path = run.path.parent / name
-    null = null_market(market, settings.search.seed)
-    if RunFolder.exists(path):
-        nrun = RunFolder.open(path).lock("evolve --null")
-        _HELD.append(nrun)
-        if (nrun.config.get("data") or {}).get("sha256") != null.sha256:
-            raise ConfigError(f"{path}: this null run was made on another market; remove the folder to redo it")
-        nrun.write_config(dict(nrun.config, settings=settings.to_dict()))  # the real run's current budget
-    else:
-        config = {k: v for k, v in run.config.items() if k not in ("null_run", "resumed")}
-        config.update(run=null_run_name(run.name), settings=settings.to_dict(),
-                      created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                      null_of=null_of(run.name, market, settings.search.seed, null),
-                      data=data_info(settings.data.spec, null))
-        nrun = RunFolder.create(path, config, lock="evolve --null")
-        _HELD.append(nrun)
-    if run.config.get("null_run") != name:
-        run.write_config(dict(run.config, null_run=name))
-    evaluator = Evaluator(null, settings)
-    info = nrun.config["null_of"]
-    print(f"null run: {name} on {null.name}: daily volatility {info['null_daily_vol']:.5f} "
-          f"(the data: {info['daily_vol']:.5f}), same settings and budget", flush=True)
-    base = run.config["baseline"]
-    search = Search(nrun, settings, objective, evaluator, _proposer(settings, objective, evaluator, market.name),
-                    base["text"], base["path"], out=lambda line: print("null " + line, flush=True),
-                    should_stop=lambda: stop["requested"])
-    outcome = search.run()
-    best = outcome.population[0].objective if outcome.population else float("nan")
-    print(f"null run stopped: {describe_reason(outcome.reason, settings)} after {len(outcome.records)} iterations; "
-          f"best {objective} on noise = {best:.4f}", flush=True)
-    return outcome
-
-
-def _new_name(runs_dir: Path, prefix: str) -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name, n = f"{prefix}-{stamp}", 1
-    while (runs_dir / name).exists():
-        n += 1
-        name = f"{prefix}-{stamp}-{n}"
-    return name
-
-
-def _count(path: Path) -> int:
-    return sum(1 for _ in path.glob("iter_*.json"))
-
-
-def _resolve_proposer(settings: Settings) -> None:
-    chosen = settings.search.proposer
-    if chosen not in ("", "llm", "mutate"):
-        raise ConfigError(f"search.proposer {chosen!r}: use llm or mutate")
-    if not chosen:
-        chosen = "llm" if llm_configured(settings.llm) else "mutate"
-        if chosen == "mutate":
-            print("no model configured (OPENAI_BASE_URL or OPENAI_API_KEY, in the environment or .env): "
-                  "using the offline mutate proposer", flush=True)
-    settings.search.proposer = chosen
-
-
-def _check_numbers(settings: Settings) -> None:
-    s = settings.search
-    for key, low in (("iterations", 1), ("population", 1), ("max_fails", 1), ("repair_attempts", 0),
-                     ("max_total_tokens", 0), ("learnings_budget_chars", 200)):
-        if getattr(s, key) < low:
-            raise ConfigError(f"search.{key} must be at least {low}, got {getattr(s, key)}")
-
-
-def _start(path: Path, name: str, settings: Settings, args) -> tuple[RunFolder, object]:
-    Objective.from_settings(settings.search)
-    _check_numbers(settings)
-    source = Path(args.from_file) if args.from_file else example_path("sma_cross")
-    text = read_text(source, "baseline strategy")
-    try:  # checked before the run folder exists, so that a typo leaves nothing behind
-        check(parse(text, str(source)))
-    except StrategyError as exc:
-        raise AutostratError(f"the baseline strategy does not check:\n{exc.format()}") from None
-    _require_model(settings)
-    market = load_data(settings.data.spec, settings.data)
-    if isinstance(market, Universe) and args.null:
-        raise ConfigError("--null runs on one market's matched noise; on a universe, run the null search per "
-                          "market (--data ONE_MARKET --null)")
-    evaluator = make_evaluator(market, settings)  # fails early when a period is empty
-    config = {
-        "autostrat_version": __version__, "run": name,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": settings.to_dict(), "data": data_info(settings.data.spec, market),
-        "periods": evaluator.period_dates(), "returns_layout": evaluator.returns_layout,
-        **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {}),
-        "grammar_sha256": _grammar_sha(),
-        "baseline": {"path": str(source), "text": text},
-    }
-    if settings.search.proposer == "llm":
-        config["model"] = ModelConfig.resolve(settings.llm).public()
-    run = RunFolder.create(path, config, lock="evolve")
-    _HELD.append(run)
-    return run, market
-
-
-def _resume(path: Path, args, fresh: Settings):
-    run = RunFolder.open(path).lock("evolve")
-    _HELD.append(run)
-    settings = Settings()
-    settings.apply(run.config.get("settings", {}), source=str(path / "config.json"))
-    settings.llm = fresh.llm  # how to reach the model may change between sessions
-    mismatches = []
-    for dest, dotted in {**FLAG_SETTINGS, **SEARCH_FLAGS}.items():
-        value = getattr(args, dest, None)
-        if value is None or dotted in ("search.runs_dir",):
-            continue
-        section, key = dotted.split(".")
-        before = getattr(getattr(settings, section), key)
-        settings.set(dotted, value, source=f"--{dest.replace('_', '-')}")
-        after = getattr(getattr(settings, section), key)
-        if after != before and dotted.startswith(IDENTITY):
-            mismatches.append(f"{dotted}: the run has {before!r}, you gave {after!r}")
-    if mismatches:
-        raise ConfigError(f"{path}: cannot resume with different settings:\n  " + "\n  ".join(mismatches)
-                          + "\nstart a new run with another --run NAME, or leave these flags out")
-    if args.from_file and read_text(args.from_file, "baseline strategy") != run.config["baseline"]["text"]:
-        raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}); "
-                          "leave --from out to resume it")
-    _check_numbers(settings)
-    market = load_data(settings.data.spec, settings.data)
-    if not isinstance(market, Universe):
-        market = rebuild_market(run.config, market)
-    want = run.config.get("data", {}).get("sha256")
-    if market.sha256 != want:
-        raise ConfigError(f"{path}: the data changed since this run started: {settings.data.spec} now has "
-                          f"sha256 {market.sha256[:16]}..., the run used {str(want)[:16]}... Resuming would mix "
-                          "results from different data; start a new run with another --run NAME")
-    if run.config.get("grammar_sha256") != _grammar_sha():
-        print("warning: the strategy grammar changed since this run started; its strategies are re-read "
-              "with the current one", file=sys.stderr)
-    config = dict(run.config, settings=settings.to_dict())
-    config.setdefault("resumed", []).append(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    run.write_config(config)
-    return run, settings, market
-
-
-def data_info(spec: str, data) -> dict:
-    """config.json's `data`: what the run searched, with the hash a resume checks."""
-    if isinstance(data, Universe):
-        return {"spec": spec, "name": data.name, "source": "universe", "sha256": data.sha256,
-                "markets": [{"name": m.name, "source": m.source, "sha256": m.sha256, "bars": len(m),
-                             "first": str(m.dates[0]), "last": str(m.dates[-1])} for m in data],
-                "bars": sum(len(m) for m in data), "first": min(str(m.dates[0]) for m in data),
-                "last": max(str(m.dates[-1]) for m in data)}
-    return {"spec": spec, "name": data.name, "source": data.source, "sha256": data.sha256, "bars": len(data),
-            "first": str(data.dates[0]), "last": str(data.dates[-1])}
-
-
-def _proposer(settings: Settings, objective: Objective, evaluator, market: str):
-    if settings.search.proposer == "mutate":
-        return MutateProposer()
-    _require_model(settings, say=True)
-    config = ModelConfig.resolve(settings.llm)
-    constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
-    print(constraint.describe(), flush=True)
-    model = ChatModel(config, extra_body=constraint.extra_body)
-    periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
-    return LlmProposer(model, settings, objective, periods, market)
-
-
-def _require_model(settings: Settings, say: bool = False) -> None:
-    """What the llm proposer needs, checked: an endpoint and any replacement prompt templates."""
-    if settings.search.proposer != "llm":
-        return
-    for name in check_prompts_dir(settings.search.prompts_dir):
-        if say:
-            print(f"prompts: {name}.md from {settings.search.prompts_dir}", flush=True)
-    if not llm_configured(settings.llm):
-        raise ConfigError("the llm proposer needs a model endpoint: set OPENAI_BASE_URL (a local server such as "
-                          "http://localhost:11434/v1) or OPENAI_API_KEY (OpenAI), in the environment or .env; "
-                          "or use --proposer mutate")
-
-
-def _grammar_sha() -> str:
-    return hashlib.sha256(grammar_path().read_bytes()).hexdigest()
 
 
 def _install_stop_handler(stop: dict):

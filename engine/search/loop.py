@@ -1,0 +1,346 @@
+"""The search loop: propose, check, evaluate, select, log; resumable at every iteration.
+
+Iteration 0 evaluates the baseline. Each later iteration asks the proposer for a candidate from a
+parent, checks it, rejects a canonical duplicate of anything evaluated before (no backtest),
+evaluates it on train and validation, and ranks it by the objective:
+
+- the population is the best `population` candidates so far (best first; NaN ranks last, ties go
+  to the earlier iteration). A candidate is kept when fewer than `population` are kept or it
+  beats the worst kept one; anything else (discarded, invalid, duplicate, error) is a failure;
+- `max_fails` failures in a row stop the search, and so does the `iterations` cap (iteration 0
+  included), or the token budget (`max_total_tokens`) once spent;
+- after a kept candidate the next parent is that candidate; after a failure it is a member of
+  the population drawn with random.Random(f"{seed}:{iteration}:parent"), so a resumed run draws
+  exactly what an uninterrupted one would.
+
+All state is rebuilt from the iteration records on resume (see autostrat.runs); nothing is kept
+that the records do not hold.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
+from autostrat.errors import AutostratError, StrategyError
+from autostrat.lang.fmt import canonical_hash, fmt
+from autostrat.search.learnings import for_prompt, render
+from autostrat.search.population import Member
+from autostrat.sim.evaluator import Evaluation
+from autostrat.sim.objective import beats, Objective
+from autostrat.lang.parse import parse
+from autostrat.search.prompting import header_hypothesis
+from autostrat.search.runs import RunFolder, as_float, fmt_number
+
+FAILURES = ("discard", "invalid", "duplicate", "error")
+
+
+@dataclass
+class Proposal:
+    """A proposer's candidate: a program (None when the answer was unusable) and what it said."""
+
+    program: N.Program | None
+    text: str
+    status: str = "ok"  # ok | invalid | error
+    error: str = ""
+    hypothesis: str = ""
+    learned: str = ""
+    description: str = ""
+    tokens: dict[str, int] = field(default_factory=dict)
+    repairs: int = 0
+    prompt: str | None = None
+    response: str | None = None
+    model_seconds: float = 0.0
+    retries: list[str] = field(default_factory=list)  # why calls to the model were retried
+    finish: list[str] = field(default_factory=list)  # each model answer's finish reason ("length": cut off)
+
+
+@dataclass
+class Context:
+    """What a proposer sees: the parent first, the population, the learnings and the last result."""
+
+    iteration: int
+    parent: Member
+    population: list[Member]
+    parents: list[N.Program]  # the parent's program, then the other members' (crossover donors)
+    last: dict[str, Any] | None
+    fails: int
+    learnings: str
+    rng: random.Random
+
+
+class Proposer(Protocol):
+    name: str
+    uses_prompt: bool
+
+    def propose(self, ctx: Context) -> Proposal: ...
+
+
+class MutateProposer:
+    """The offline proposer: autostrat.mutate's mutation and crossover, seeded per iteration."""
+
+    name = "mutate"
+    uses_prompt = False
+
+    def propose(self, ctx: Context) -> Proposal:
+        """One mutation of the parent (the other members are crossover donors)."""
+        from autostrat.search.mutate import mutate
+
+        donors = [f"iteration {m.iteration}" for m in ctx.population if m is not ctx.parent]
+        try:
+            program, description = mutate(ctx.parents, ctx.rng, donor_labels=donors)
+        except AutostratError as exc:
+            return Proposal(None, "", status="error", error=str(exc), description="no mutation found")
+        return Proposal(program, fmt(program), hypothesis=description, description=description)
+
+
+@dataclass
+class Outcome:
+    """How a search ended: the reason, every record, the final population."""
+
+    reason: str  # iterations | fails | tokens | interrupted
+    records: list[dict[str, Any]]
+    population: list[Member]
+    ran: int  # iterations run by this call (not counting those resumed from disk)
+
+
+class Search:
+    """One search over one run folder. `run()` resumes from whatever the folder holds."""
+
+    def __init__(self, run: RunFolder, settings, objective: Objective, evaluator: Callable[[Any], Evaluation],
+                 proposer: Proposer, baseline_text: str, baseline_path: str = "baseline.strat",
+                 out: Callable[[str], None] = print, should_stop: Callable[[], bool] = lambda: False):
+        self.run_folder, self.settings, self.objective = run, settings, objective
+        self.evaluate, self.proposer = evaluator, proposer
+        self.baseline_text, self.baseline_path = baseline_text, baseline_path
+        self.out, self.should_stop = out, should_stop
+        self.records: list[dict[str, Any]] = []
+        self.population: list[Member] = []
+        self.fails = 0
+        self.hashes: dict[str, int] = {}
+        self.tokens = 0
+        self._programs: dict[int, N.Program] = {}
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        """Fold one record into the state (used live and when replaying records on resume)."""
+        self.records.append(record)
+        self.tokens += int((record.get("tokens") or {}).get("total", 0) or 0)
+        if record.get("hash") and record["status"] in ("keep", "discard", "error"):
+            self.hashes.setdefault(record["hash"], record["iteration"])
+        if record["status"] == "keep":
+            i = record["iteration"]
+            self.population.append(Member(i, as_float(record.get("objective")), record.get("metrics") or {},
+                                          self.run_folder.read_strategy(i), record.get("hash", "")))
+            self.population.sort(key=lambda m: m.key)
+            del self.population[self.settings.search.population:]
+            self.fails = 0
+        else:
+            self.fails += 1
+
+    def _program(self, member: Member) -> N.Program:
+        if member.iteration not in self._programs:
+            self._programs[member.iteration] = parse(member.text, f"iter_{member.iteration:04d}.strat")
+        return self._programs[member.iteration]
+
+    def _refresh(self) -> None:
+        run = self.run_folder
+        run.write_results_tsv(self.records, self.objective)
+        run.write_learnings(render(self.records, self.objective))
+        run.write_best(self.population[0].iteration if self.population else None)
+
+    def stop_reason(self) -> str | None:
+        """Why the search must stop before the next iteration, or None."""
+        s = self.settings.search
+        if self.records and self.fails >= s.max_fails:
+            return "fails"
+        if len(self.records) >= s.iterations:
+            return "iterations"
+        if s.max_total_tokens and self.tokens >= s.max_total_tokens:
+            return "tokens"
+        return None
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        """Resume from the folder's records, then iterate until a stop condition; return the outcome."""
+        for record in self.run_folder.load_records(repair=True):
+            self._apply(record)
+        for notice in self.run_folder.notices:
+            self.out(f"warning: {notice}")
+        self.run_folder.notices.clear()
+        self.run_folder.remove_uncommitted(len(self.records))
+        if self.records:
+            self._refresh()
+        ran = 0
+        while True:
+            reason = self.stop_reason()
+            if reason is None and self.should_stop():
+                reason = "interrupted"
+            if reason:
+                return Outcome(reason, self.records, self.population, ran)
+            self.step()
+            ran += 1
+
+    def step(self) -> dict[str, Any]:
+        """Run and commit one iteration; return its record."""
+        i = len(self.records)
+        start = time.perf_counter()
+        if i == 0:
+            record, proposal = self._baseline(), None
+        else:
+            proposal, record = self._propose(i)
+        record["seconds"] = round(time.perf_counter() - start, 6)
+        returns = record.pop("_returns", None)
+        self.run_folder.commit(record, record.pop("_text"), returns,
+                               proposal.prompt if proposal else None, proposal.response if proposal else None)
+        self._apply(record)
+        self._refresh()
+        self.out(self._progress(record))
+        return record
+
+    def _baseline(self) -> dict[str, Any]:
+        text = self.baseline_text
+        try:
+            program = parse(text, self.baseline_path)
+            typed = check(program)
+        except StrategyError as exc:
+            raise AutostratError(f"the baseline strategy does not check:\n{exc.format()}") from None
+        record = {"iteration": 0, "parent": None, "proposer": "baseline", "_text": text,
+                  "hypothesis": header_hypothesis(text), "description": "baseline: " + (
+                      header_hypothesis(text) or program.name or self.baseline_path)}
+        evaluation = self.evaluate(typed)
+        self._score(record, canonical_hash(program), evaluation)
+        return record
+
+    def _propose(self, i: int) -> tuple[Proposal, dict[str, Any]]:
+        seed = self.settings.search.seed
+        last = self.records[-1]
+        if last["status"] == "keep":
+            parent = next(m for m in self.population if m.iteration == last["iteration"])
+        else:
+            parent = random.Random(f"{seed}:{i}:parent").choice(self.population)
+        learnings = self._learnings() if getattr(self.proposer, "uses_prompt", False) else None
+        ctx = Context(i, parent, list(self.population),
+                      [self._program(parent)] + [self._program(m) for m in self.population if m is not parent],
+                      last, self.fails, learnings.text if learnings else "",
+                      random.Random(f"{seed}:{i}:propose"))
+        proposal = self.proposer.propose(ctx)
+        tokens = dict(proposal.tokens)
+        if learnings and learnings.tokens:
+            for k, v in learnings.tokens.items():
+                tokens[k] = tokens.get(k, 0) + v
+            tokens["compaction"] = learnings.tokens.get("total", 0)
+        if learnings and learnings.summary:
+            self.run_folder.write_summary(learnings.summary)
+        hypothesis = proposal.hypothesis or header_hypothesis(proposal.text)
+        record = {"iteration": i, "parent": parent.iteration, "proposer": self.proposer.name,
+                  "_text": proposal.text, "hypothesis": hypothesis, "learned": proposal.learned,
+                  "description": proposal.description or hypothesis or _name(proposal.program),
+                  "tokens": tokens, "repairs": proposal.repairs,
+                  "model_seconds": round(proposal.model_seconds, 6)}
+        if learnings and learnings.compacted:
+            record["learnings_compacted"] = learnings.compacted
+        if proposal.retries:
+            record["retries"] = proposal.retries
+        if proposal.finish:
+            record["finish"] = proposal.finish
+        self._judge(record, proposal)
+        return proposal, record
+
+    def _learnings(self):
+        s = self.settings.search
+        summarise = getattr(self.proposer, "summarise", None)
+        return for_prompt(self.records, self.objective, s.learnings_budget_chars,
+                          self.run_folder.read_summary() if summarise else None, summarise)
+
+    def _judge(self, record: dict[str, Any], proposal: Proposal) -> None:
+        if proposal.program is None or proposal.status != "ok":
+            record.update(status="invalid" if proposal.status in ("ok", "invalid") else "error",
+                          error=proposal.error)
+            return
+        try:
+            typed = check(proposal.program)
+        except StrategyError as exc:
+            record.update(status="invalid", error=exc.format())
+            return
+        h = canonical_hash(proposal.program)
+        record["hash"] = h
+        if h in self.hashes:
+            record.update(status="duplicate", duplicate_of=self.hashes[h])
+            return
+        try:
+            evaluation = self.evaluate(typed)
+        except Exception as exc:  # a candidate must not end an overnight run; the record says why
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            record.update(status="error", error=f"evaluation failed: {last}")
+            return
+        self._score(record, h, evaluation)
+
+    def _score(self, record: dict[str, Any], h: str, evaluation: Evaluation) -> None:
+        value = self.objective.value(evaluation.metrics)
+        k = self.settings.search.population
+        worst = self.population[-1].objective if len(self.population) >= k else None
+        joins = worst is None or beats(value, worst)
+        record.update(status="keep" if joins else "discard", objective=value, objective_name=str(self.objective),
+                      metrics=evaluation.metrics, hash=h, _returns=evaluation.returns)
+        if worst is not None:
+            record["worst_kept"] = worst
+
+    def _progress(self, r: dict[str, Any]) -> str:
+        best = self.population[0].objective if self.population else float("nan")
+        parent = "-" if r.get("parent") is None else r["parent"]
+        tokens = int((r.get("tokens") or {}).get("total", 0) or 0)
+        return (f"iter {r['iteration']} status={r['status']} objective={fmt_number(r.get('objective'))} "
+                f"best={fmt_number(best)} parent={parent} tokens={tokens} seconds={r['seconds']:.2f}")
+
+
+def _name(program: N.Program | None) -> str:
+    return program.name if program is not None else ""
+
+
+REASONS = {
+    "fails": "stopped after {max_fails} failures in a row",
+    "iterations": "reached the iteration cap ({iterations})",
+    "tokens": "spent the token budget ({max_total_tokens})",
+    "interrupted": "interrupted",
+}
+
+
+def describe_reason(reason: str, settings) -> str:
+    """A stop reason in words."""
+    s = settings.search
+    return REASONS.get(reason, reason).format(max_fails=s.max_fails, iterations=s.iterations,
+                                              max_total_tokens=s.max_total_tokens)
+
+
+def summary_table(population: list[Member], objective: Objective) -> str:
+    """The final table: the kept strategies with train and validation metrics, and buy and hold."""
+    cols = [("iter", None, None), ("objective", None, None),
+            ("train.return", "train", "total_return"), ("val.return", "validation", "total_return"),
+            ("train.sharpe", "train", "sharpe"), ("val.sharpe", "validation", "sharpe"),
+            ("val.max_dd", "validation", "max_drawdown"), ("val.trades", "validation", "num_trades")]
+    if objective.metric not in ("total_return", "sharpe", "max_drawdown", "num_trades"):
+        cols.insert(2, (f"train.{objective.metric}", "train", objective.metric))
+        cols.insert(3, (f"val.{objective.metric}", "validation", objective.metric))
+    rows = [[c[0] for c in cols]]
+    for m in population:
+        row = [str(m.iteration), fmt_number(m.objective)]
+        for _, period, metric in cols[2:]:
+            digits = 0 if metric == "num_trades" else 4
+            row.append(fmt_number((m.metrics.get(period) or {}).get(metric), digits))
+        rows.append(row)
+    if population:
+        bh = ["buy&hold", ""]
+        for _, period, metric in cols[2:]:
+            value = (population[0].metrics.get(period) or {}).get("buy_hold_return") if metric == "total_return" else None
+            bh.append(fmt_number(value) if value is not None else "")
+        rows.append(bh)
+    widths = [max(len(r[j]) for r in rows) for j in range(len(cols))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)

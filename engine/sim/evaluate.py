@@ -1,0 +1,94 @@
+"""Evaluate compiled tapes: run the VM once, then simulate and score every program and period.
+
+`evaluate_arrays` is the pure core of all evaluation, single or bulk: (tape arrays, market
+arrays, periods, costs) -> metrics array. It has no Python objects in its signature, so a
+distributed executor can map it over chunks of programs and assets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
+from autostrat.sim.simulate import backtest_args, simulate_nb
+from autostrat.tape.kernel_table import kernel_table
+from autostrat.tape.vm import run_tape_nb
+
+N_METRICS = len(METRIC_NAMES)
+
+
+@njit(cache=True)
+def _score_program_nb(regs, outputs, warmup, exits, open_, high, low, close, spans, fill_close,
+                      commission, slippage, capital, zeros, out):
+    le = regs[outputs[0]]
+    lx = regs[outputs[1]]
+    se = regs[outputs[2]] if outputs[2] >= 0 else zeros
+    sx = regs[outputs[3]] if outputs[3] >= 0 else zeros
+    for s in range(spans.shape[0]):
+        a = spans[s, 0]
+        b = spans[s, 1]
+        equity, position, trades = simulate_nb(open_, high, low, close, le, lx, se, sx, a, b, warmup,
+                                               fill_close, commission, slippage, exits[0], exits[1],
+                                               exits[2], int(exits[3]), capital)
+        metrics_nb(equity, position, trades, close, a, b, capital, out[s])
+
+
+@njit(cache=True, parallel=True)
+def _score_many_nb(regs, outputs, warmups, exits, open_, high, low, close, spans, fill_close,
+                   commission, slippage, capital):
+    n_prog = outputs.shape[0]
+    out = np.empty((n_prog, spans.shape[0], N_METRICS))
+    zeros = np.zeros(close.shape[0])
+    for p in prange(n_prog):
+        _score_program_nb(regs, outputs[p], warmups[p], exits[p], open_, high, low, close, spans,
+                          fill_close, commission, slippage, capital, zeros, out[p])
+    return out
+
+
+@njit(cache=True)
+def _score_serial_nb(regs, outputs, warmups, exits, open_, high, low, close, spans, fill_close,
+                     commission, slippage, capital):
+    n_prog = outputs.shape[0]
+    out = np.empty((n_prog, spans.shape[0], N_METRICS))
+    zeros = np.zeros(close.shape[0])
+    for p in range(n_prog):
+        _score_program_nb(regs, outputs[p], warmups[p], exits[p], open_, high, low, close, spans,
+                          fill_close, commission, slippage, capital, zeros, out[p])
+    return out
+
+
+def evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, open_, high, low, close, volume,
+                     spans, fill_close, commission, slippage, capital, parallel=True):
+    """Metrics float64[n_programs, n_periods, N_METRICS] for every program of a tape.
+
+    Runs the tape once (shared sub-expressions computed once), then simulates the programs in
+    parallel on all cores; one program alone, or `parallel=False` (a worker process that is
+    itself one of many, e.g. on a Dask cluster), runs on the calling thread only.
+    """
+    regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
+    score = _score_many_nb if parallel and outputs.shape[0] > 1 else _score_serial_nb
+    return score(regs, outputs, warmups, exits, open_, high, low, close, spans, bool(fill_close),
+                 float(commission), float(slippage), float(capital))
+
+
+def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:
+    """Period ranges as the int64 (n_periods, 2) array the kernels take."""
+    return np.array(list(spans.values()), dtype=np.int64).reshape(-1, 2)
+
+
+def evaluate_tape(tape, market, spans: dict[str, tuple[int, int]], backtest) -> np.ndarray:
+    """`evaluate_arrays` for a Tape, a Market, named periods and BacktestSettings."""
+    return evaluate_arrays(tape.code, tape.consts, tape.n_regs, tape.outputs, tape.warmups, tape.exits,
+                           market.open, market.high, market.low, market.close, market.volume, spans_array(spans),
+                           *backtest_args(backtest))
+
+
+def metrics_dicts(values: np.ndarray, names) -> dict[str, dict[str, float]]:
+    """One program's (n_periods, N_METRICS) array as {period: {metric: value}}."""
+    out = {}
+    for name, row in zip(names, values.tolist()):  # tolist: Python floats in one call
+        d = dict(zip(METRIC_NAMES, row))
+        d["num_trades"] = int(d["num_trades"])
+        out[name] = d
+    return out

@@ -1,0 +1,148 @@
+"""The evaluation of one candidate on the search periods: what the search loop calls per iteration.
+
+`Evaluator` scores a typed program on one market's train and validation periods (and its
+walk-forward folds) and keeps its daily returns for the run's honest statistics;
+`UniverseEvaluator` does it per market of a universe and aggregates each metric over the markets
+(`search.across`: mean, median or min), the per-market numbers riding along under
+`metrics["assets"]` for the prompt. The test period is sealed: no evaluator computes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from autostrat.config import Settings
+from autostrat.data.market import Market
+from autostrat.data.universe import Universe, across_assets
+from autostrat.errors import ConfigError
+from autostrat.lang.check import TypedProgram
+from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
+from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
+from autostrat.sim.metrics import daily_returns
+from autostrat.sim.simulate import simulate_nb, simulator_args
+from autostrat.sim.walkforward import fold_spans
+from autostrat.tape.compile import compile
+from autostrat.tape.vm import run_tape
+
+
+@dataclass
+class Evaluation:
+    """One candidate's metrics per search period, and its daily returns (train then validation)."""
+
+    metrics: dict[str, dict[str, float]]
+    returns: np.ndarray | None = None  # float32; layout in Evaluator.returns_layout
+
+
+
+class Evaluator:
+    """Backtests checked programs on the train and validation periods of one market.
+
+    With `search.folds`, also on each walk-forward fold (`fold_spans`; metrics keys fold_1..).
+    The test period is not in `spans` nor in a fold, so nothing here can compute it.
+    """
+
+    def __init__(self, market: Market, settings: Settings):
+        self.market = market
+        self.settings = settings
+        self.spans = period_spans(market, settings, SEARCH_PERIODS)
+        missing = [p for p in SEARCH_PERIODS if p not in self.spans]
+        if missing:
+            raise ConfigError(f"{market.name}: no {missing[0]} period; the search needs train and validation")
+        offsets, start = {}, 0
+        for name, (a, b) in self.spans.items():
+            offsets[name] = (start, start + (b - a - 1))
+            start += b - a - 1
+        self.returns_layout = offsets
+        s = settings.search
+        self.fold_spans = (fold_spans(self.spans["train"][0], self.spans["validation"][1], s.folds, s.fold_mode)
+                           if s.folds else {})
+
+    def __call__(self, typed: TypedProgram) -> Evaluation:
+        """Metrics ({period: {metric: value}}, folds included) and the daily returns of one program."""
+        tape = compile(typed)
+        spans = {**self.spans, **self.fold_spans}
+        values = evaluate_tape(tape, self.market, spans, self.settings.backtest)[0]
+        metrics = metrics_dicts(values, spans)
+        return Evaluation(metrics, self._returns(tape))
+
+    def _returns(self, tape) -> np.ndarray:
+        # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
+        # backtest.Result is skipped because building it costs more than the whole simulation.
+        regs = run_tape(tape, self.market)
+        parts = []
+        for a, b in self.spans.values():
+            equity, _, _ = simulate_nb(*simulator_args(tape, regs, self.market, a, b, self.settings.backtest))
+            parts.append(daily_returns(equity))
+        return np.concatenate(parts).astype(np.float32)
+
+    def period_dates(self) -> dict[str, dict[str, object]]:
+        """First and last date and bar count of each search period, for config.json and prompts."""
+        d = self.market.dates
+        return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
+                for name, (a, b) in self.spans.items()}
+
+    def fold_dates(self) -> dict[str, dict[str, object]]:
+        """First and last date and bar count of each walk-forward fold ({} without folds)."""
+        d = self.market.dates
+        return {name: {"first": str(d[a]), "last": str(d[b - 1]), "bars": int(b - a)}
+                for name, (a, b) in self.fold_spans.items()}
+
+
+
+class UniverseEvaluator:
+    """An Evaluator per market of a universe; metrics aggregated over the markets with `search.across`.
+
+    The daily returns are pooled: for each search period, every market's returns one after another
+    (train of market 1, train of market 2, ..., then validation), so the run's statistics (PSR, DSR,
+    PBO) read one long series per candidate.
+    """
+
+    def __init__(self, universe: Universe, settings: Settings):
+        self.universe = universe
+        self.settings = settings
+        self.across = settings.search.across
+        self.evaluators = [Evaluator(m, settings) for m in universe]
+        self.fold_spans = self.evaluators[0].fold_spans  # truthy when folds are on
+        layout, start = {}, 0
+        for period in SEARCH_PERIODS:
+            length = sum(e.returns_layout[period][1] - e.returns_layout[period][0] for e in self.evaluators)
+            layout[period] = (start, start + length)
+            start += length
+        self.returns_layout = layout
+
+    def __call__(self, typed: TypedProgram) -> Evaluation:
+        per = {e.market.name: e(typed) for e in self.evaluators}
+        by_asset = {name: ev.metrics for name, ev in per.items()}
+        metrics: dict = across_assets(by_asset, self.across)
+        metrics["assets"] = by_asset
+        parts = []
+        for period in SEARCH_PERIODS:
+            for e, ev in zip(self.evaluators, per.values()):
+                a, b = e.returns_layout[period]
+                parts.append(ev.returns[a:b])
+        return Evaluation(metrics, np.concatenate(parts))
+
+    def period_dates(self) -> dict[str, dict[str, object]]:
+        """Per search period: the earliest first date, the latest last date, bars summed over the markets."""
+        return _spread_dates([e.period_dates() for e in self.evaluators])
+
+    def fold_dates(self) -> dict[str, dict[str, object]]:
+        return _spread_dates([e.fold_dates() for e in self.evaluators])
+
+
+
+def _spread_dates(each: list[dict[str, dict[str, object]]]) -> dict[str, dict[str, object]]:
+    out = {}
+    for name in each[0]:
+        rows = [d[name] for d in each if name in d]
+        out[name] = {"first": min(str(r["first"]) for r in rows), "last": max(str(r["last"]) for r in rows),
+                     "bars": sum(int(r["bars"]) for r in rows), "markets": len(rows)}
+    return out
+
+
+
+def make_evaluator(data: Market | Universe, settings: Settings):
+    """An Evaluator for one market, a UniverseEvaluator for a universe."""
+    return UniverseEvaluator(data, settings) if isinstance(data, Universe) else Evaluator(data, settings)

@@ -1,0 +1,305 @@
+"""The trade simulator: signal arrays in, equity curve, positions and trades out.
+
+`simulate_nb` is the numba kernel (arrays and scalars only); `simulate` (autostrat.sim.simulation)
+is the thin Python wrapper that takes a market and settings and returns a `SimResult` with a
+readable trade table.
+
+Simulation rules (each is enforced by the commented step of `simulate_nb` named in brackets):
+
+- One call trades one period, bars [start, stop), starting flat with `initial_capital`. Signals
+  come from the whole history (indicators are causal); signals before `start` or before `warmup`
+  are ignored. [loop bounds, step 5]
+- A rule is evaluated at the close of bar t. A signal value is on when it is > 0 (NaN is off).
+  Fill `next_open` (fill_close=False): the order fills at open[t+1]; a signal on the last bar of
+  the period cannot fill and is ignored. Fill `close` (fill_close=True): the order fills at
+  close[t]; this reproduces the seed harness exactly. [steps 1 and 5]
+- Flat: enter long when long_entry[t] and not long_exit[t]; otherwise enter short when
+  short_entry[t] and not short_exit[t]. Long: exit when long_exit[t]. Short: exit when
+  short_exit[t]. After a rule exit the same bar's entry rules are checked again, so a long exit plus
+  a short entry reverses. The entry rules are also checked when a stop, target, max_hold or
+  liquidation exit left the position flat earlier in the same bar. [step 5]
+- All equity in, fractional shares. With E the equity before the entry, c the commission and s the
+  slippage (per side, fractions):
+  long entry at P: fill = P(1+s), shares = E(1-c)/fill; long exit at P: fill = P(1-s),
+  cash = shares*fill*(1-c).
+  short entry at P: fill = P(1-s), shares = E(1-c)/fill, Ea = E(1-c); equity while short at
+  close C = Ea + shares*(fill - C); short exit at P: xfill = P(1+s),
+  cash = Ea + shares*(fill - xfill) - c*shares*xfill. [_enter_nb, _close_nb]
+- Cash after any exit is clamped at 0. A short whose equity marked at a close is <= 0 (the price
+  about doubled) is closed at that close with reason "liquidation"; with no equity left no new
+  position is opened. [step 4, _close_nb]
+- stop_loss / take_profit / trailing_stop (fractions, NaN = off) are checked against each bar's
+  open/low/high from the bar after the entry bar (the bar whose open or close the entry filled at).
+  Long: stop = entry_fill(1-stop_loss); trailing = peak(1-trailing_stop) with peak =
+  max(entry_fill, highest high of the bars after the entry bar up to the previous bar), so there is
+  no intrabar look-ahead; the higher of the two is the active stop and names the reason (a tie is a
+  stop_loss). Target = entry_fill(1+take_profit). In time order: an open at or through the stop
+  fills at the open (gap); else an open at or through the target fills at the open; else a low at
+  or through the stop fills at the stop; else a high at or through the target fills at the target.
+  So when a stop and the target are both inside one bar, the stop is assumed first. Shorts mirror:
+  stop above, target below, trough = lowest low. These fills take slippage and commission like any
+  exit. [step 2]
+- max_hold N (bars; < 1 = off): exit at the close of bar entry_bar + N. [step 3]
+- Order within bar b: fills of orders from b-1's close (next_open), then intrabar stops and
+  targets, then max_hold at the close, then liquidation, then the rules at b's close. [steps 1-5]
+- A position still open after the last bar's rules is closed at that bar's close with reason
+  "end", paying exit costs. `position` on that bar keeps the side held into the close: the close-out
+  is bookkeeping, not a decision. [step 6]
+- Equity is marked at every close: cash when flat, shares*close when long, the short formula above
+  when short. [step 6]
+
+Trade rows (float64[n_trades, 8]): entry_bar, exit_bar (absolute bar indices), entry_price and
+exit_price (fill prices, slippage included), side (+1/-1), return (net of all costs: equity after
+the exit / equity before the entry - 1), exit_reason (index into EXIT_REASONS), bars_held
+(exit_bar - entry_bar).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "max_hold", "end",
+                "liquidation")
+TRADE_COLUMNS = ("entry_bar", "exit_bar", "entry_price", "exit_price", "side", "return",
+                 "exit_reason", "bars_held")
+
+# Reason codes as plain ints: numba treats module globals as compile-time constants.
+SIGNAL, STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, MAX_HOLD, END, LIQUIDATION = range(7)
+
+
+@njit(cache=True, inline="always")
+def _enter_nb(side, price, equity, commission, slippage):
+    """(entry_fill, shares, equity_after_commission) of an all-in entry at `price`."""
+    fill = price * (1.0 + slippage) if side == 1 else price * (1.0 - slippage)
+    invested = equity * (1.0 - commission)
+    return fill, invested / fill, invested
+
+
+@njit(cache=True, inline="always")  # inlined: one compile instead of one per literal argument
+def _close_nb(trades, n_trades, b, price, reason, side, shares, entry_fill, invested,
+              equity_before, entry_bar, commission, slippage):
+    """Close the whole position at `price` on bar b, append its trade row; returns the new
+    trade count and the cash, clamped at 0."""
+    if side == 1:
+        fill = price * (1.0 - slippage)
+        cash = shares * fill * (1.0 - commission)
+    else:
+        fill = price * (1.0 + slippage)
+        cash = invested + shares * (entry_fill - fill) - commission * shares * fill
+    cash = max(cash, 0.0)
+    trades[n_trades, 0] = entry_bar
+    trades[n_trades, 1] = b
+    trades[n_trades, 2] = entry_fill
+    trades[n_trades, 3] = fill
+    trades[n_trades, 4] = side
+    trades[n_trades, 5] = cash / equity_before - 1.0
+    trades[n_trades, 6] = reason
+    trades[n_trades, 7] = b - entry_bar
+    return n_trades + 1, cash
+
+
+@njit(cache=True)
+def simulate_nb(open_, high, low, close, long_entry, long_exit, short_entry, short_exit,
+                start, stop, warmup, fill_close, commission, slippage,
+                stop_loss, take_profit, trailing_stop, max_hold, initial_capital):
+    """Trade bars [start, stop) from the signal arrays; returns (equity, position, trades).
+
+    Price and signal arrays (float64, C-contiguous) cover the whole history; warmup is the first
+    bar whose signals count; fill_close picks `close` over `next_open`; commission and slippage
+    are per-side fractions; stop_loss, take_profit, trailing_stop are fractions (NaN = off);
+    max_hold is in bars (< 1 = off). The rules are in the module docstring; the step numbers
+    below refer to them.
+    """
+    n = stop - start
+    equity = np.empty(n, dtype=np.float64)
+    position = np.zeros(n, dtype=np.int8)
+    trades = np.empty((n + 1, 8), dtype=np.float64)  # at most one entry per bar
+    n_trades = 0
+
+    cash = initial_capital
+    side = 0
+    shares = 0.0
+    entry_fill = 0.0
+    invested = 0.0  # equity after the entry commission (the short's collateral)
+    equity_before = 0.0
+    entry_bar = -1
+    extreme = 0.0  # peak (long) or trough (short) for the trailing stop
+    pend_exit = False
+    pend_side = 0
+    use_sl = not math.isnan(stop_loss)
+    use_tp = not math.isnan(take_profit)
+    use_ts = not math.isnan(trailing_stop)
+
+    for b in range(start, stop):
+        # Step 1: orders decided at the previous close fill at this open (next_open only).
+        if not fill_close:
+            if pend_exit and side != 0:
+                n_trades, cash = _close_nb(trades, n_trades, b, open_[b], SIGNAL, side, shares,
+                                           entry_fill, invested, equity_before, entry_bar,
+                                           commission, slippage)
+                side = 0
+            if pend_side != 0 and side == 0 and cash > 0.0:
+                side = pend_side
+                equity_before = cash
+                entry_fill, shares, invested = _enter_nb(side, open_[b], cash, commission, slippage)
+                entry_bar = b
+                extreme = entry_fill
+                cash = 0.0
+            pend_exit = False
+            pend_side = 0
+
+        # Step 2: intrabar stops and targets, from the bar after the entry bar.
+        exit_price = math.nan
+        reason = -1
+        if side != 0 and b > entry_bar and (use_sl or use_tp or use_ts):
+            if side == 1:
+                stop_level = -math.inf
+                stop_reason = STOP_LOSS
+                if use_sl:
+                    stop_level = entry_fill * (1.0 - stop_loss)
+                if use_ts and extreme * (1.0 - trailing_stop) > stop_level:
+                    stop_level = extreme * (1.0 - trailing_stop)
+                    stop_reason = TRAILING_STOP
+                target = entry_fill * (1.0 + take_profit) if use_tp else math.inf
+                if open_[b] <= stop_level:
+                    exit_price, reason = open_[b], stop_reason
+                elif open_[b] >= target:
+                    exit_price, reason = open_[b], TAKE_PROFIT
+                elif low[b] <= stop_level:
+                    exit_price, reason = stop_level, stop_reason
+                elif high[b] >= target:
+                    exit_price, reason = target, TAKE_PROFIT
+                else:  # the peak takes this bar's high only after the bar was checked
+                    extreme = max(extreme, high[b])
+            else:
+                stop_level = math.inf
+                stop_reason = STOP_LOSS
+                if use_sl:
+                    stop_level = entry_fill * (1.0 + stop_loss)
+                if use_ts and extreme * (1.0 + trailing_stop) < stop_level:
+                    stop_level = extreme * (1.0 + trailing_stop)
+                    stop_reason = TRAILING_STOP
+                target = entry_fill * (1.0 - take_profit) if use_tp else -math.inf
+                if open_[b] >= stop_level:
+                    exit_price, reason = open_[b], stop_reason
+                elif open_[b] <= target:
+                    exit_price, reason = open_[b], TAKE_PROFIT
+                elif high[b] >= stop_level:
+                    exit_price, reason = stop_level, stop_reason
+                elif low[b] <= target:
+                    exit_price, reason = target, TAKE_PROFIT
+                else:
+                    extreme = min(extreme, low[b])
+
+        # Step 3: max_hold at the close.
+        if reason < 0 and side != 0 and max_hold >= 1 and b - entry_bar >= max_hold:
+            exit_price, reason = close[b], MAX_HOLD
+
+        # Step 4: a short whose equity at this close is gone is closed here.
+        if reason < 0 and side == -1 and invested + shares * (entry_fill - close[b]) <= 0.0:
+            exit_price, reason = close[b], LIQUIDATION
+
+        if reason >= 0:
+            n_trades, cash = _close_nb(trades, n_trades, b, exit_price, reason, side, shares,
+                                       entry_fill, invested, equity_before, entry_bar,
+                                       commission, slippage)
+            side = 0
+
+        # Step 5: the rules at this close.
+        if b >= warmup:
+            want_exit = (side == 1 and long_exit[b] > 0.0) or (side == -1 and short_exit[b] > 0.0)
+            new_side = 0
+            if side == 0 or want_exit:
+                if long_entry[b] > 0.0 and not long_exit[b] > 0.0:
+                    new_side = 1
+                elif short_entry[b] > 0.0 and not short_exit[b] > 0.0:
+                    new_side = -1
+            if fill_close:
+                if want_exit:
+                    n_trades, cash = _close_nb(trades, n_trades, b, close[b], SIGNAL, side,
+                                               shares, entry_fill, invested, equity_before,
+                                               entry_bar, commission, slippage)
+                    side = 0
+                if new_side != 0 and side == 0 and cash > 0.0:
+                    side = new_side
+                    equity_before = cash
+                    entry_fill, shares, invested = _enter_nb(side, close[b], cash, commission,
+                                                             slippage)
+                    entry_bar = b
+                    extreme = entry_fill
+                    cash = 0.0
+            elif b + 1 < stop:  # an order from the last bar's close has no open to fill at
+                pend_exit = want_exit
+                pend_side = new_side
+
+        # Step 6: mark to the close; the last bar closes out what is still open.
+        position[b - start] = side
+        if side != 0 and b == stop - 1:
+            n_trades, cash = _close_nb(trades, n_trades, b, close[b], END, side, shares,
+                                       entry_fill, invested, equity_before, entry_bar,
+                                       commission, slippage)
+            side = 0
+        if side == 0:
+            equity[b - start] = cash
+        elif side == 1:
+            equity[b - start] = shares * close[b]
+        else:
+            equity[b - start] = invested + shares * (entry_fill - close[b])
+
+    return equity, position, trades[:n_trades].copy()
+
+
+def as_kernel_array(values: Any, dtype=np.float64) -> np.ndarray:
+    """A C-contiguous, writable array of `dtype`: the array type the kernels are compiled for
+    (pandas hands out read-only views, which numba would compile a second time)."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=dtype))
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def as_price_array(values: Any) -> np.ndarray:
+    """A C-contiguous, read-only float64 array: prices as the evaluation path passes them.
+
+    A Market's arrays are read-only, and numba types read-only and writable arrays as different
+    signatures; handing the simulator and the metrics read-only prices here too means one compiled
+    specialisation (about 5 s on a fresh cache) serves both.
+    """
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    if arr.flags.writeable:
+        arr = arr.view()
+        arr.flags.writeable = False
+    return arr
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def fraction_of_bps(bps: float) -> float:
+    """Basis points as a fraction: 1 bp is 0.0001."""
+    return bps / 1e4
+
+
+def backtest_args(bt) -> tuple[bool, float, float, float]:
+    """(fill_close, commission, slippage, capital): BacktestSettings as every kernel takes them."""
+    return (bt.fill == "close", fraction_of_bps(bt.commission_bps), fraction_of_bps(bt.slippage_bps),
+            float(bt.initial_capital))
+
+
+def simulator_args(tape, registers: np.ndarray, market, start: int, stop: int, bt, program: int = 0) -> tuple:
+    """The positional arguments of `simulate_nb` for one program of a tape over bars [start, stop).
+
+    `registers` is the tape's register file on `market` (autostrat.tape.vm.run_tape) and `bt` the
+    BacktestSettings. A missing short rule is an all-zero series, a missing exit NaN (max_hold -1),
+    as the kernel expects.
+    """
+    fill_close, commission, slippage, capital = backtest_args(bt)
+    zeros = np.zeros(len(market.close))
+    long_entry, long_exit, short_entry, short_exit = (registers[r] if r >= 0 else zeros
+                                                      for r in tape.outputs[program])
+    ex = tape.exits[program]
+    return (market.open, market.high, market.low, market.close, long_entry, long_exit, short_entry, short_exit,
+            int(start), int(stop), int(tape.warmups[program]), fill_close, commission, slippage,
+            ex[0], ex[1], ex[2], int(ex[3]), capital)

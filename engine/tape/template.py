@@ -1,0 +1,167 @@
+"""Compile a batch of parameter variants of one program by instantiating a template.
+
+A sweep's variants differ only in their params: the same rules and bindings, other numbers.
+Lowering each variant's syntax tree again (`compile_many`) costs most of a sweep's Python time.
+Instead the program is lowered once with its params left symbolic (a window or a constant that
+names a param), and each variant replays that recipe with its own values, keyed the way
+`compile_many` keys instructions: identical instructions are still shared across the whole batch
+(sma(close, 20) once), including ones that only coincide for some values (fast = slow). The
+tape computes exactly what `compile_many` would; only the order of shared instructions and the
+register numbers may differ, and it carries no source spans (bulk work never disassembles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autostrat.lang import nodes as N
+from autostrat.lang.check import TypedProgram
+from autostrat.tape.compile import NO_REG, RULE_ORDER, Tape, _allocate, _exits, _ProgramCompiler, compile_many
+from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, WIDTH
+
+
+def compile_batch(programs: list[TypedProgram]) -> Tape:
+    """`compile_many`, through a template when the programs are param variants of one program."""
+    if len(programs) > 1 and same_structure(programs):
+        return compile_variants(programs)
+    return compile_many(programs)
+
+
+def same_structure(programs: list[TypedProgram]) -> bool:
+    """Whether every program has the first one's rules and bindings (the same syntax tree objects)."""
+    first = programs[0]
+    for p in programs[1:]:
+        if p.rules.keys() != first.rules.keys() or p.bindings.keys() != first.bindings.keys():
+            return False
+        if any(p.rules[k] is not first.rules[k] for k in first.rules):
+            return False
+        if any(p.bindings[k] is not first.bindings[k] for k in first.bindings):
+            return False
+        if p.params.keys() != first.params.keys():
+            return False
+    return True
+
+
+class _Param(tuple):
+    """A field of an instruction that is a param's value: ("window" | "const", name)."""
+
+
+class _Recorder:
+    """An emitter that records instructions with symbolic param fields instead of emitting them."""
+
+    def __init__(self):
+        self.recipe: list[tuple] = []
+        self.cse: dict[tuple, int] = {}
+        self.next_vreg = FIRST_FREE_REG
+        self.program = 0
+
+    def const(self, value):
+        return value if isinstance(value, _Param) else ("literal", float(value))
+
+    def emit(self, op: str, regs=(), windows=(), k=0, node=None) -> int:
+        key = (op, tuple(regs), tuple(windows), k)
+        if key in self.cse:
+            return self.cse[key]
+        dst = self.next_vreg
+        self.next_vreg += 1
+        self.recipe.append((dst, op, tuple(regs), tuple(windows), k))
+        self.cse[key] = dst
+        return dst
+
+
+class _SymbolicCompiler(_ProgramCompiler):
+    """Lowers a program leaving every use of a param as a _Param field."""
+
+    def expr(self, e: N.Expr) -> int:
+        if isinstance(e, N.Name) and e.id in self.typed.params:
+            return self.em.emit("fill", k=_Param(("const", e.id)))
+        return super().expr(e)
+
+    def window(self, arg: N.Expr):
+        if isinstance(arg, N.Name):
+            return _Param(("window", arg.id))
+        return super().window(arg)
+
+    def constant(self, arg: N.Expr):
+        if isinstance(arg, N.Name):
+            return _Param(("const", arg.id))
+        return super().constant(arg)
+
+
+def compile_variants(programs: list[TypedProgram]) -> Tape:
+    """One tape for param variants of one program (see the module docstring).
+
+    The recipe is replayed one step at a time for all variants at once: a step's instruction keys
+    form one int64 array (a row per variant), `np.unique` finds the distinct ones, and only those
+    meet the batch-wide table of instructions already emitted. Instructions come out step by step
+    (every variant's first step, then every variant's second, ...), so sources precede their uses.
+    """
+    recorder = _Recorder()
+    template = _SymbolicCompiler(recorder, programs[0]).rule_regs()
+    n = len(programs)
+    values: dict[str, np.ndarray] = {}
+
+    def param(name: str) -> np.ndarray:
+        if name not in values:
+            values[name] = np.array([float(t.param_values[name]) for t in programs])
+        return values[name]
+
+    consts: list[float] = []
+    const_index: dict[float, int] = {}
+
+    def const_slots(k) -> np.ndarray:
+        """The constant-pool index of field k for every variant (0 when the step has none)."""
+        if k == 0:
+            return np.zeros(n, dtype=np.int64)
+        column = param(k[1]) if isinstance(k, _Param) else np.full(n, k[1])
+        distinct, inverse = np.unique(column, return_inverse=True)
+        slots = np.empty(len(distinct), dtype=np.int64)
+        for i, value in enumerate(distinct.tolist()):
+            slot = const_index.get(value)
+            if slot is None:
+                slot = const_index[value] = len(consts)
+                consts.append(value)
+            slots[i] = slot
+        return slots[inverse.reshape(-1)]
+
+    regs = {r: np.full(n, r, dtype=np.int64) for r in range(FIRST_FREE_REG)}
+    emitted: dict[tuple, int] = {}
+    rows: list[tuple] = []
+    next_reg = FIRST_FREE_REG
+    keys = np.zeros((n, WIDTH - 1), dtype=np.int64)  # opcode, 3 sources, 3 windows, constant
+    for dst, op, srcs, windows, k in recorder.recipe:
+        keys[:, 0] = CODE[op]
+        for j in range(3):
+            keys[:, 1 + j] = regs[srcs[j]] if j < len(srcs) else 0
+            w = windows[j] if j < len(windows) else 0
+            # int() of each value, as compile_many takes a window (truncated toward zero)
+            keys[:, 4 + j] = param(w[1]).astype(np.int64) if isinstance(w, _Param) else w
+        keys[:, 7] = const_slots(k)
+        distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+        reg_of = np.empty(len(distinct), dtype=np.int64)
+        for i, key in enumerate(map(tuple, distinct.tolist())):
+            reg = emitted.get(key)
+            if reg is None:
+                reg = emitted[key] = next_reg
+                next_reg += 1
+                rows.append((key[0], reg, *key[1:]))
+            reg_of[i] = reg
+        regs[dst] = reg_of[inverse.reshape(-1)]
+    code_arr = np.array(rows, dtype=np.int64).reshape(-1, WIDTH)
+    out = np.full((n, 4), NO_REG, dtype=np.int64)
+    for j, r in enumerate(template):
+        if r != NO_REG:
+            out[:, j] = regs[r]
+    # Registers are numbered in emission order (each instruction its own), which is already a valid
+    # tape. Reuse can only recycle registers that are not rule outputs, live to the end; when
+    # those are at most a tenth of the tape (a sweep: mostly each variant's own comparisons), the
+    # Python allocation pass costs more than the memory it could save.
+    intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
+    n_regs = _allocate(code_arr, out) if intermediates > len(rows) // 10 else next_reg
+    return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
+                warmups=np.array([t.warmup for t in programs], dtype=np.int64),
+                exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
+                names=tuple(t.name for t in programs), sources=tuple(t.program.source for t in programs))
+
+
+__all__ = ["RULE_ORDER", "compile_batch", "compile_variants", "same_structure"]
