@@ -38,10 +38,11 @@ class SplitSettings:
 
 @dataclass
 class BacktestSettings:
-    fill: str = "next_open"  # next_open | close (with zero costs: the seed harness's rules)
+    fill: str = "next_open"  # next_open | close (with zero costs and indicators = "period": the seed harness)
     commission_bps: float = 1.0  # per side
     slippage_bps: float = 1.0  # per side
     initial_capital: float = 10_000.0  # the equity a backtest starts with
+    indicators: str = "history"  # history: over every earlier bar | period: each period's bars alone
 
 
 @dataclass

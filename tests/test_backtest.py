@@ -92,7 +92,7 @@ def test_accepts_text_program_and_typed(market):
     assert a == b == c
     with pytest.raises(StrategyError):
         backtest("buy when close >", market)
-    with pytest.raises(AutostratError, match="cannot read"):
+    with pytest.raises(AutostratError, match="no such file"):
         backtest("missing/file.strat", market)
 
 

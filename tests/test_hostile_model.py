@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autostrat import llm as llm_module
+from autostrat.search import llm as llm_module
 from autostrat.cli import main
 from autostrat.config import LlmSettings, Settings
 from autostrat.search.constrain import constraint_for, probe_server

@@ -99,9 +99,12 @@ def test_the_lock_is_per_process_and_names_the_holder(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
     held = RunFolder(tmp_path / "r", {}).lock("x")
     assert held.lock("x") is held  # taking it again is a no-op
-    with pytest.raises(RunLockedError):  # another RunFolder in this process is refused (flock is per open file)
-        RunFolder(tmp_path / "r", {}).lock("y")
+    other = RunFolder(tmp_path / "r", {}).lock("y")  # the lock is the process's: shared, not refused
     held.unlock()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 7, "released while another folder of this process still held it"
+    other.unlock()
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
 # --- damaged records ---------------------------------------------------------------------------------

@@ -112,3 +112,65 @@ def test_crossing_back_and_forth_every_few_bars():
     _, _, trades = autostrat_baseline(frame)
     assert seed_metrics["num_trades"] >= 8
     assert (trades[:-1, 6] == SIGNAL).all()
+
+
+SEED_RULES = "buy when sma(close, 20) > sma(close, 50)\nsell when sma(close, 20) < sma(close, 50)\n"
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42])
+def test_backtest_with_period_indicators_reproduces_the_seed_on_both_periods(seed):
+    # End to end through parse, check, compile, VM and simulator: `fill = close`, zero costs and
+    # `indicators = "period"` give the seed harness's numbers on train and on validation, each
+    # frame with its own warm-up. The default, "history", matches on train only.
+    from autostrat import Settings, backtest
+    from autostrat.data.market import Market
+
+    frame = seed_frame(seed, 3000, "2010-01-04")
+    train, validation = seed_split(frame, "2018-12-31")
+    market = synthetic_market(seed=seed, bars=3000, start="2010-01-04")
+    assert isinstance(market, Market)
+    results = {}
+    for mode in ("period", "history"):
+        s = Settings()
+        for key, value in {"split.two_way": True, "split.train_end": "2018-12-31",
+                           "split.validation_start": "2019-01-01", "backtest.fill": "close",
+                           "backtest.commission_bps": 0, "backtest.slippage_bps": 0,
+                           "backtest.initial_capital": SEED_CAPITAL, "backtest.indicators": mode}.items():
+            s.set(key, value)
+        results[mode] = backtest(SEED_RULES, market, s)
+    for period, part in (("train", train), ("validation", validation)):
+        want = seed_backtest(part)
+        got = results["period"].metrics[period]
+        assert got["total_return"] == pytest.approx(want["total_return"], rel=REL, abs=1e-12)
+        assert got["sharpe"] == pytest.approx(want["sharpe_ratio"], rel=REL, abs=1e-12)
+        assert got["max_drawdown"] == pytest.approx(want["max_drawdown"], rel=REL, abs=1e-12)
+        assert got["num_trades"] == want["num_trades"]
+        np.testing.assert_allclose(results["period"].simulation(period).equity, want["portfolio_values"],
+                                   rtol=REL, atol=0)
+    assert results["history"].metrics["train"] == results["period"].metrics["train"]  # train starts at bar 0
+    seed_validation = seed_backtest(validation)
+    assert results["history"].metrics["validation"]["total_return"] != pytest.approx(
+        seed_validation["total_return"], rel=1e-6)  # the history's warm-up trades earlier in validation
+
+
+def test_bulk_and_the_search_honour_period_indicators():
+    from autostrat import Settings, backtest, evaluate_many
+    from autostrat.sim.evaluator import Evaluator
+    from autostrat.sim.backtest import load_strategy
+
+    market = synthetic_market(seed=5, bars=3000, start="2010-01-04")
+    s = Settings()
+    for key, value in {"split.train_end": "2015-12-31", "split.validation_start": "2016-01-01",
+                       "split.validation_end": "2019-12-31", "split.test_start": "2020-01-01",
+                       "backtest.indicators": "period"}.items():
+        s.set(key, value)
+    one = backtest(SEED_RULES, market, s).metrics
+    frame = evaluate_many([SEED_RULES, SEED_RULES.replace("20)", "10)")], market, s)
+    for period in ("train", "validation"):
+        for metric, value in one[period].items():
+            assert frame[f"{period}.{metric}"].iloc[0] == value
+    evaluation = Evaluator(market, s)(load_strategy(SEED_RULES))
+    assert evaluation.metrics["validation"] == one["validation"]
+    r = backtest(SEED_RULES, market, s)
+    returns = np.concatenate([r.daily_returns(p) for p in ("train", "validation")]).astype(np.float32)
+    np.testing.assert_array_equal(evaluation.returns, returns)

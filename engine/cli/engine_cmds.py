@@ -38,12 +38,15 @@ def _add_backtest_options(p) -> None:
     p.add_argument("--commission-bps", type=float, help="commission per side in basis points (default 1)")
     p.add_argument("--slippage-bps", type=float, help="slippage per side in basis points (default 1)")
     p.add_argument("--capital", type=float, dest="initial_capital", help="initial capital (default 10000)")
+    p.add_argument("--indicators", choices=("history", "period"), help="compute indicators over every earlier "
+                   "bar (history, the default) or over each period's bars alone (period)")
 
 
 def _settings(args):
     s = settings_from_args(args)
     s.override(backtest__fill=args.fill, backtest__commission_bps=args.commission_bps,
-               backtest__slippage_bps=args.slippage_bps, backtest__initial_capital=args.initial_capital)
+               backtest__slippage_bps=args.slippage_bps, backtest__initial_capital=args.initial_capital,
+               backtest__indicators=args.indicators)
     return s
 
 
@@ -55,6 +58,8 @@ def cmd_backtest(args) -> int:
     if isinstance(market, Universe):
         return _backtest_universe(args, s, market, periods)
     result = backtest(Path(args.file), market, s, periods=periods)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     hold = buy_and_hold(market, result.spans, s)
     if args.plot:
         _plot(result, args.plot)

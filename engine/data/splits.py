@@ -73,6 +73,10 @@ def _split_dates_of(values: tuple[str, ...], two_way: bool) -> tuple[np.datetime
 
 
 def _config_date(key: str, value: str) -> np.datetime64:
+    # Digits only: pandas would also read "now", "today" or "March", and a split that moves with
+    # the clock (or a guessed year) would silently change which bars are sealed.
+    if not re.fullmatch(r"\d{4}([-/]\d{1,2}[-/]\d{1,2}|\d{4})([ T][\d:.]*)?", value.strip()):
+        raise ConfigError(f"split.{key}: {value!r} is not a date; write YYYY-MM-DD")
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # the usual spelling, without importing pandas
         try:
             return np.datetime64(value, "D")

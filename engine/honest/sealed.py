@@ -125,7 +125,7 @@ def _sealed_so_far(run: RunFolder) -> dict[str, Any]:
     if isinstance(sealed, dict) and isinstance(sealed.get("openings"), list) \
             and all(isinstance(o, dict) for o in sealed["openings"]):
         return sealed
-    moved = run.move_aside(path, f"cannot read the record of the sealed test's openings")
+    moved = run.move_aside(path, "cannot read the record of the sealed test's openings")
     return {"openings": [], "count_unknown": f"{SEALED_FILE} could not be read (moved to "
                                              f"{moved.relative_to(run.path)}); the test period was opened before"}
 

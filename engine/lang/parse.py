@@ -86,6 +86,9 @@ def _number(tok: Token) -> N.Num:
     literal = float(text[:-1] if percent else text)
     if not math.isfinite(literal) or abs(literal) > MAX_NUMBER:
         raise _Fail(f"number {text} is out of range (magnitude at most {MAX_NUMBER:g})", tok.line, tok.column)
+    if literal == 0 and any(c in "123456789" for c in text.lower().split("e")[0]):
+        raise _Fail(f"number {text} is too small to hold: it would read as 0; write 0 if you mean it",
+                    tok.line, tok.column)
     return N.Num(literal, percent, span=_span_of([tok]))
 
 

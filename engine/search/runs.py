@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
@@ -79,6 +80,9 @@ class RunLockedError(AutostratError):
     """Another process is working on the run."""
 
 
+_HELD_LOCKS: dict[str, list] = {}  # run folder -> [its open .lock file, holds]: this process's locks
+
+
 class RunFolder:
     """One search run's folder. `create` starts one, `open` reads an existing one."""
 
@@ -91,14 +95,22 @@ class RunFolder:
     def lock(self, purpose: str = "evolve") -> "RunFolder":
         """Hold the run for this process until it ends (or `unlock`); RunLockedError if another holds it.
 
-        `purpose` is written into the lock file so that the refused process can say who holds the run.
-        Without fcntl (Windows) there is no lock.
+        `purpose` is written into the lock file so that a refused process can say who holds the
+        run. The lock belongs to the process: another RunFolder of the same run in this process
+        (a notebook resuming what it started, a report at the end of a search) shares it. Without
+        fcntl (Windows) there is no lock.
         """
         if self._lock_file is not None:
             return self
         try:
             import fcntl
         except ImportError:
+            return self
+        key = str(self.path.resolve())
+        held = _HELD_LOCKS.get(key)
+        if held is not None:
+            held[1] += 1
+            self._lock_file = held[0]
             return self
         self.path.mkdir(parents=True, exist_ok=True)
         f = open(self.path / ".lock", "a+", encoding="utf-8")
@@ -114,14 +126,21 @@ class RunFolder:
         f.truncate()
         f.write(f"`autostrat {purpose}` (pid {os.getpid()})\n")
         f.flush()
+        _HELD_LOCKS[key] = [f, 1]
         self._lock_file = f
         return self
 
     def unlock(self) -> None:
-        """Release the run (the OS releases it anyway when the process ends)."""
+        """Release this folder's hold on the run; the lock goes when the process's last hold does."""
         f, self._lock_file = self._lock_file, None
-        if f is not None:
-            f.close()
+        if f is None:
+            return
+        for key, held in list(_HELD_LOCKS.items()):
+            if held[0] is f:
+                held[1] -= 1
+                if held[1] == 0:
+                    del _HELD_LOCKS[key]
+                    f.close()
 
     def move_aside(self, path: Path, why: str) -> Path:
         """Move a file that cannot be used into damaged/ (never delete it); a notice says where."""

@@ -28,7 +28,7 @@ from autostrat.lang.parse import parse
 from autostrat.resources import read_text
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.sim.metrics import daily_returns, metrics
-from autostrat.sim.simulate import simulate_nb, simulator_args
+from autostrat.sim.simulate import period_simulation
 from autostrat.sim.simulation import SimResult, check_backtest, simulate
 from autostrat.tape.compile import RULE_ORDER, Tape, compile
 from autostrat.tape.vm import run_tape
@@ -103,6 +103,14 @@ class Result:
     def name(self) -> str:
         return self.typed.name
 
+    @property
+    def warnings(self) -> list[str]:
+        """One line per period the strategy cannot trade in: its warm-up outlasts the data up to there."""
+        w = self.typed.warmup
+        return [f"{period}: the strategy's warm-up is {w} bars, but the data has {b} bars up to the end of "
+                f"{period}: no rule can fire there, so it makes no trade; use shorter windows or more data"
+                for period, (a, b) in self.spans.items() if w >= b]
+
     @cached_property
     def registers(self) -> np.ndarray:
         return run_tape(self.tape, self.market)
@@ -122,7 +130,8 @@ class Result:
         if period not in self._sims:
             a, b = self.spans[period]
             bt = self.settings.backtest
-            equity, position, rows = simulate_nb(*simulator_args(self.tape, self.registers, self.market, a, b, bt))
+            registers = None if bt.indicators == "period" else self.registers
+            equity, position, rows = period_simulation(self.tape, self.market, a, b, bt, registers)
             self._sims[period] = SimResult(equity, position, rows, int(a), int(b), float(bt.initial_capital),
                                            self.market.dates)
         return self._sims[period]

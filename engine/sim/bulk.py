@@ -25,7 +25,7 @@ from autostrat.lang.check import TypedProgram, check
 from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape
 from autostrat.sim.metrics import METRIC_NAMES
-from autostrat.sim.simulate import backtest_args
+from autostrat.sim.simulate import evaluation_args
 from autostrat.tape.compile import compile_many
 from autostrat.tape.template import compile_batch
 
@@ -147,7 +147,7 @@ def universe_array(typed: list[TypedProgram], universe: Universe, settings: Sett
     chunks = plan_chunks(typed, universe, chunk_size, assets_per_chunk)
     out = np.full((len(typed), len(universe), len(names), len(METRIC_NAMES)), np.nan)
     runner = executor or LocalExecutor()
-    for (ps, asl), values in runner.map(typed, universe, spans, backtest_args(settings.backtest), chunks, progress):
+    for (ps, asl), values in runner.map(typed, universe, spans, evaluation_args(settings.backtest), chunks, progress):
         out[ps, asl] = values
     return out, names
 

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
-from autostrat.sim.simulate import backtest_args, simulate_nb
+from autostrat.sim.simulate import evaluation_args, simulate_nb
 from autostrat.tape.kernel_table import kernel_table
 from autostrat.tape.vm import run_tape_nb
 
@@ -59,13 +59,23 @@ def _score_serial_nb(regs, outputs, warmups, exits, open_, high, low, close, spa
 
 
 def evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, open_, high, low, close, volume,
-                     spans, fill_close, commission, slippage, capital, parallel=True):
+                     spans, fill_close, commission, slippage, capital, per_period=False, parallel=True):
     """Metrics float64[n_programs, n_periods, N_METRICS] for every program of a tape.
 
     Runs the tape once (shared sub-expressions computed once), then simulates the programs in
     parallel on all cores; one program alone, or `parallel=False` (a worker process that is
     itself one of many, e.g. on a Dask cluster), runs on the calling thread only.
+    `per_period` (backtest.indicators = "period"): the tape runs on each period's bars alone, so
+    every indicator warms up again inside the period, as if the period were the whole data.
     """
+    if per_period:
+        out = np.empty((outputs.shape[0], spans.shape[0], N_METRICS))
+        for s in range(spans.shape[0]):
+            a, b = int(spans[s, 0]), int(spans[s, 1])
+            out[:, s:s + 1] = evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, open_[a:b], high[a:b],
+                                              low[a:b], close[a:b], volume[a:b], np.array([[0, b - a]], np.int64),
+                                              fill_close, commission, slippage, capital, False, parallel)
+        return out
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
     score = _score_many_nb if parallel and outputs.shape[0] > 1 else _score_serial_nb
     return score(regs, outputs, warmups, exits, open_, high, low, close, spans, bool(fill_close),
@@ -81,7 +91,7 @@ def evaluate_tape(tape, market, spans: dict[str, tuple[int, int]], backtest) -> 
     """`evaluate_arrays` for a Tape, a Market, named periods and BacktestSettings."""
     return evaluate_arrays(tape.code, tape.consts, tape.n_regs, tape.outputs, tape.warmups, tape.exits,
                            market.open, market.high, market.low, market.close, market.volume, spans_array(spans),
-                           *backtest_args(backtest))
+                           *evaluation_args(backtest))
 
 
 def metrics_dicts(values: np.ndarray, names) -> dict[str, dict[str, float]]:

@@ -21,7 +21,8 @@ from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.sim.metrics import daily_returns
-from autostrat.sim.simulate import simulate_nb, simulator_args
+from autostrat.sim.simulate import period_simulation
+from autostrat.sim.simulation import check_backtest
 from autostrat.sim.walkforward import fold_spans
 from autostrat.tape.compile import compile
 from autostrat.tape.vm import run_tape
@@ -44,6 +45,7 @@ class Evaluator:
     """
 
     def __init__(self, market: Market, settings: Settings):
+        check_backtest(settings.backtest)  # the search reaches the simulator only through here
         self.market = market
         self.settings = settings
         self.spans = period_spans(market, settings, SEARCH_PERIODS)
@@ -70,10 +72,11 @@ class Evaluator:
     def _returns(self, tape) -> np.ndarray:
         # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
         # backtest.Result is skipped because building it costs more than the whole simulation.
-        regs = run_tape(tape, self.market)
+        bt = self.settings.backtest
+        regs = None if bt.indicators == "period" else run_tape(tape, self.market)
         parts = []
         for a, b in self.spans.values():
-            equity, _, _ = simulate_nb(*simulator_args(tape, regs, self.market, a, b, self.settings.backtest))
+            equity, _, _ = period_simulation(tape, self.market, a, b, bt, regs)
             parts.append(daily_returns(equity))
         return np.concatenate(parts).astype(np.float32)
 

@@ -62,6 +62,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from autostrat.tape.vm import run_tape
+
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "max_hold", "end",
                 "liquidation")
 TRADE_COLUMNS = ("entry_bar", "exit_bar", "entry_price", "exit_price", "side", "return",
@@ -286,6 +288,30 @@ def backtest_args(bt) -> tuple[bool, float, float, float]:
     """(fill_close, commission, slippage, capital): BacktestSettings as every kernel takes them."""
     return (bt.fill == "close", fraction_of_bps(bt.commission_bps), fraction_of_bps(bt.slippage_bps),
             float(bt.initial_capital))
+
+
+def evaluation_args(bt) -> tuple[bool, float, float, float, bool]:
+    """backtest_args and whether indicators run on each period alone: evaluate_arrays' settings."""
+    return (*backtest_args(bt), bt.indicators == "period")
+
+
+def period_simulation(tape, market, start: int, stop: int, bt, registers: np.ndarray | None = None,
+                      program: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """simulate_nb's (equity, position, trades) for one program over bars [start, stop).
+
+    With backtest.indicators = "history" the tape's `registers` on the whole market are used (run
+    here when None); with "period" the tape runs on the period's bars alone. Trades' bar indices
+    count from the market's first bar either way.
+    """
+    if bt.indicators != "period":
+        regs = run_tape(tape, market) if registers is None else registers
+        return simulate_nb(*simulator_args(tape, regs, market, start, stop, bt, program))
+    part = market.slice(start, stop)
+    equity, position, trades = simulate_nb(*simulator_args(tape, run_tape(tape, part), part, 0, stop - start, bt,
+                                                            program))
+    trades = trades.copy()
+    trades[:, :2] += start  # entry_bar, exit_bar (TRADE_COLUMNS)
+    return equity, position, trades
 
 
 def simulator_args(tape, registers: np.ndarray, market, start: int, stop: int, bt, program: int = 0) -> tuple:

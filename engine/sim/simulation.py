@@ -22,6 +22,11 @@ from autostrat.sim.simulate import (EXIT_REASONS, TRADE_COLUMNS, as_kernel_array
 FILLS = ("next_open", "close")
 
 
+INDICATORS = ("history", "period")
+MAX_COST_BPS = 1000.0  # 10% per side: more is a unit mix-up (percent for bps), and equity goes negative
+MAX_CAPITAL = 1e15  # far beyond any account; keeps share counts and equity well inside float precision
+
+
 def check_backtest(bt: BacktestSettings) -> BacktestSettings:
     """`bt` when its fill, costs and capital are valid; a ConfigError naming the setting otherwise.
 
@@ -29,11 +34,16 @@ def check_backtest(bt: BacktestSettings) -> BacktestSettings:
     """
     if bt.fill not in FILLS:
         raise ConfigError(f"backtest.fill must be one of {', '.join(FILLS)}, got {bt.fill!r}")
+    if bt.indicators not in INDICATORS:
+        raise ConfigError(f"backtest.indicators must be one of {', '.join(INDICATORS)}, got {bt.indicators!r}")
     for name in ("commission_bps", "slippage_bps"):
-        if not getattr(bt, name) >= 0:
-            raise ConfigError(f"backtest.{name} must be >= 0, got {getattr(bt, name)!r}")
-    if not bt.initial_capital > 0:
-        raise ConfigError(f"backtest.initial_capital must be > 0, got {bt.initial_capital!r}")
+        value = getattr(bt, name)
+        if not 0 <= value <= MAX_COST_BPS:  # NaN fails too
+            raise ConfigError(f"backtest.{name} must be from 0 to {MAX_COST_BPS:g} basis points per side "
+                              f"(1 bp = 0.01%), got {value:g}; a cost above 10% per trade is a typo, not a market")
+    if not 0 < bt.initial_capital <= MAX_CAPITAL:
+        raise ConfigError(f"backtest.initial_capital must be above 0 and at most {MAX_CAPITAL:g}, "
+                          f"got {bt.initial_capital:g}")
     return bt
 
 
