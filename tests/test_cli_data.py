@@ -106,13 +106,13 @@ def test_data_defaults_to_the_settings(workdir, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["data", "nope.csv"], "nope.csv: file not found"),
+        (["data", "nope.csv"], "nope.csv: error: file not found"),
         (["data", "synthetic:bars=300"], "no bars in the validation period"),
-        (["data", "synthetic", "--train-end", "2018-02-30"], "split.train_end: '2018-02-30' is not a date"),
+        (["data", "synthetic", "--train-end", "2018-02-30"], "split.train_end: error: '2018-02-30' is not a date"),
         (["prepare", "--csv", "prices.csv"], "prepare --csv needs --name NAME"),
         (["prepare", "--csv", "prices.csv", "--name", "x", "--start", "2001-01-01"], "apply to --ticker only"),
         (["prepare", "--ticker", "SPY", "--name", "x"], "--name applies to --csv only"),
-        (["prepare", "--ticker", "SPY", "--start", "yesterday-ish"], "--start: 'yesterday-ish' is not a date"),
+        (["prepare", "--ticker", "SPY", "--start", "yesterday-ish"], "--start: error: 'yesterday-ish' is not a date"),
         (["data", "--config", "missing.toml"], "config file not found"),
     ],
 )
@@ -130,7 +130,7 @@ def test_bad_csv_names_row_and_column(workdir, capsys):
     lines[5] = ",".join(cells)
     (workdir / "prices.csv").write_text("\n".join(lines) + "\n")
     code, _, err = run(["prepare", "--csv", "prices.csv", "--name", "p"], capsys)
-    assert code == 2 and "prices.csv: row 5 (" in err and "column Close: price must be positive" in err
+    assert code == 2 and "prices.csv: error: row 5 (" in err and "column Close: price must be positive" in err
     assert not (workdir / "data" / "p.csv").exists()
 
 
@@ -153,7 +153,7 @@ def test_offline_prepare_ticker_in_process(workdir, offline, capsys):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
-    assert lines[0].startswith("Could not download SPY: Yahoo Finance cannot be reached")
+    assert lines[0].startswith("error: Could not download SPY: Yahoo Finance cannot be reached")
     assert "--data synthetic" in lines[0] and "autostrat prepare --csv PATH --name NAME" in lines[0]
     assert not (workdir / "data" / "SPY.csv").exists()
 
@@ -171,4 +171,4 @@ def test_offline_prepare_ticker_as_a_subprocess(workdir, refused_port):
     assert result.returncode == 2, result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Could not download SPY: Yahoo Finance cannot be reached")
+    assert len(lines) == 1 and lines[0].startswith("error: Could not download SPY: Yahoo Finance cannot be reached")

@@ -50,7 +50,7 @@ def test_costs_are_bounded_in_the_config_file_and_the_api(clean_env, capsys):
 @pytest.mark.parametrize("value", ["now", "today", "yesterday", "March 2019", "tomorrow"])
 def test_a_split_date_must_be_a_date(capsys, value):
     assert main(["backtest", SMA, *DATA, "--train-end", value]) == 2
-    assert f"split.train_end: {value!r} is not a date; write YYYY-MM-DD" in capsys.readouterr().err
+    assert f"split.train_end: error: {value!r} is not a date; write YYYY-MM-DD" in capsys.readouterr().err
 
 
 def test_a_number_too_small_to_hold_is_an_error_and_zero_is_fine():
@@ -72,3 +72,63 @@ def test_a_warm_up_longer_than_the_data_is_said(clean_env, capsys):
     (clean_env / "long.strat").write_text(text)
     assert main(["backtest", "long.strat", "--data", "synthetic", "--train-end", "2001-06-29"]) == 0
     assert "warning: train: the strategy's warm-up is 2499 bars" in capsys.readouterr().err
+
+
+# --- every error reads WHERE: error: WHAT, and says what to do -----------------------------------------
+
+def _csv(path, header: str, rows: list[str]) -> str:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def _days(n: int) -> list[str]:
+    import datetime
+
+    start = datetime.date(2020, 1, 1)
+    return [str(start + datetime.timedelta(days=i)) for i in range(n)]
+
+
+def test_data_errors_name_the_file_and_hint_at_the_fix(tmp_path, capsys):
+    semi = _csv(tmp_path / "semi.csv", "Date;Open;High;Low;Close;Volume", [f"{d};1;2;0.5;1.5;100" for d in _days(150)])
+    assert main(["data", semi]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{semi}: error: missing columns") and "looks ';'-separated" in err
+
+    dmy = _csv(tmp_path / "dmy.csv", "Date,Open,High,Low,Close,Volume",
+               ["02/01/2020,1,2,0.5,1.5,100", "03/01/2020,1,2,0.5,1.5,100"])
+    assert main(["data", dmy]) == 2
+    err = capsys.readouterr().err
+    assert "'02/01/2020' can be read day first or month first; write dates as YYYY-MM-DD" in err
+
+    rows = [f"{d},1,2,0.5,{-5.0 if i == 70 else 1.5},100" for i, d in enumerate(_days(150))]
+    neg = _csv(tmp_path / "neg.csv", "Date,Open,High,Low,Close,Volume", rows)
+    assert main(["data", neg]) == 2
+    err = capsys.readouterr().err
+    assert "price must be positive and finite, got -5.0;" in err and "np.float64" not in err
+
+
+@pytest.mark.parametrize("char, shown, hint", [
+    ("\u2014", "U+2014 EM DASH", "looks like '-'"),
+    ("\u043e", "U+043E CYRILLIC SMALL LETTER O", "looks like 'o'"),
+    ("\u2265", "U+2265 GREATER-THAN OR EQUAL TO", "looks like '>='"),
+    ("\u201c", "U+201C LEFT DOUBLE QUOTATION MARK", "looks like '\"'"),
+    ("\u2603", "U+2603 SNOWMAN", "a strategy is written in ASCII"),
+])
+def test_a_look_alike_character_shows_its_code_point(char, shown, hint):
+    with pytest.raises(StrategyError) as info:
+        parse(f"buy when close {char} open\nsell when close < open\n", "s.strat")
+    text = info.value.format()
+    assert text.startswith(f"s.strat:1:16: error: unexpected character {char!r} ({shown})") and hint in text
+
+
+def test_a_non_utf8_strategy_reads_file_line_error(tmp_path, capsys):
+    bad = tmp_path / "latin.strat"
+    bad.write_bytes(b"buy when close > open\n# caf\xe9\nsell when close < open\n")
+    for command in (["check"], ["backtest"], ["fmt", "--check"]):
+        assert main([*command, str(bad), *(DATA if command == ["backtest"] else [])]) == 2
+        assert capsys.readouterr().err.startswith(f"{bad}:2: error: not UTF-8 text (byte 0xe9")
+
+
+def test_errors_without_a_place_still_say_error(clean_env, capsys):
+    assert main(["evolve", "--proposer", "llm", *DATA, "--run", "x"]) == 2
+    assert capsys.readouterr().err.startswith("error: the llm proposer needs a model endpoint")

@@ -62,7 +62,8 @@ def _no_traceback(captured) -> None:
 
 def test_a_second_process_on_a_running_run_is_refused_and_a_kill_leaves_no_stale_lock(clean_env, warm_mutate):
     args = [sys.executable, "-m", "autostrat", "evolve", "--data", DATA, *SPLIT_FLAGS, "--runs-dir", "runs",
-            "--proposer", "mutate", "--no-report", "--run", "race", "--iterations", "50", "--max-fails", "50"]
+            "--proposer", "mutate", "--no-report", "--run", "race", "--iterations", "1000000",
+            "--max-fails", "1000000"]  # a budget it cannot finish before it is killed
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in first.stdout:  # the first process holds the run once it reports an iteration

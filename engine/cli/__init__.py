@@ -61,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_text(exc: AutostratError) -> str:
+    """The error as printed: `WHERE: error: WHAT`, or `error: WHAT` when it names no place.
+
+    Strategy errors carry their own `FILE:LINE:COL: error:` lines; other messages start with the
+    file, setting or data spec they are about, followed by ': '.
+    """
+    text = str(exc)
+    first = text.split("\n", 1)[0]
+    if "error:" in first:
+        return text
+    where, sep, rest = text.partition(": ")
+    if sep and where and " " not in where.strip() and len(where) < 300:
+        return f"{where}: error: {rest}"
+    return f"error: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autostrat` console script."""
     parser = build_parser()
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.handler(args)
     except AutostratError as exc:
-        print(str(exc), file=sys.stderr)
+        print(error_text(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -88,9 +88,14 @@ def standard_frame(df: pd.DataFrame, where: str, first_row: int = 1) -> pd.DataF
         missing.insert(0, "Date")
     if missing:
         found = ", ".join(str(c) for c in df.columns) or "none"
+        header = " ".join(str(c) for c in df.columns)
+        separator = next((sep for sep in (";", "\t", "|") if sep in header), None)
+        hint = (f"; the header holds {separator!r}: the file looks {'tab' if separator == chr(9) else repr(separator)}-"
+                "separated, and autostrat reads comma-separated files: save it with commas "
+                f"(pandas: pd.read_csv(path, sep={separator!r}).to_csv(path, index=False))") if separator else ""
         raise DataError(
             f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} (found: {found}); "
-            f"a price file needs {_FILE_FORMAT} columns (any case; Adj Close and extra columns are ignored)"
+            f"a price file needs {_FILE_FORMAT} columns (any case; Adj Close and extra columns are ignored){hint}"
         )
     date_name = str(lookup[date_key]) if date_key else str(df.index.name or "Date")
     dates = _parse_dates(raw_dates, date_name, where, first_row)
@@ -107,6 +112,13 @@ def _parse_dates(raw, name: str, where: str, first_row: int) -> np.ndarray:
     if isinstance(raw, pd.DatetimeIndex) or pd.api.types.is_datetime64_any_dtype(raw):
         index = pd.DatetimeIndex(raw)
     else:
+        ambiguous = np.flatnonzero(text.str.fullmatch(r"\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}").to_numpy(dtype=bool))
+        if len(ambiguous):  # 02/01/2020: 2 January or 1 February? Guessing would move bars silently.
+            i = int(ambiguous[0])
+            raise DataError(
+                f"{where}: row {first_row + i}, column {name}: {text.iloc[i]!r} can be read day first or month "
+                "first; write dates as YYYY-MM-DD (pandas: pd.to_datetime(dates, dayfirst=True) for dd/mm/yyyy, "
+                "then save again)")
         try:
             index = pd.DatetimeIndex(pd.to_datetime(text, format="ISO8601"))
         except (ValueError, TypeError, OverflowError):  # mixed UTC offsets, other formats, bad cells
@@ -168,7 +180,8 @@ def validate_frame(frame: pd.DataFrame, where: str, min_bars: int = 100, first_r
         if len(rows):
             i = int(rows[0])
             more = f" ({len(rows)} rows in all; the first is shown)" if len(rows) > 1 else ""
-            text = problem.format(v=values[column][i], o=values["open"][i], c=values["close"][i])
+            # Python floats: numpy's repr would print np.float64(-5.0)
+            text = problem.format(v=float(values[column][i]), o=float(values["open"][i]), c=float(values["close"][i]))
             raise DataError(f"{where}: {_row(i, first_row, dates)}, column {names[column]}: {text}{more}; {fix}")
 
     for c in COLUMNS:

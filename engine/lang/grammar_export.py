@@ -13,7 +13,8 @@ as a model should write it, a subset of what the parser accepts:
   repetitions inside a token are capped (`token_chars`);
 - what the parser's transformer refuses is left out: the negative lag (an error production),
   a lag that is not a whole number, a number beyond the parser's magnitude limit (at most 15
-  integer digits, only negative exponents), so every answer that fits the grammar parses.
+  integer digits, only negative exponents of at most two digits, since 1e-400 would read as 0),
+  so every answer that fits the grammar parses.
 
 Left recursion (`sum: sum "+" product`) is rewritten as repetition, since llama.cpp's grammar
 engine cannot run left-recursive rules, and alternatives sharing a prefix are factored.
@@ -38,9 +39,10 @@ _STATEMENT = "statement"
 # Alternatives the grammar has only to give a better error message.
 _ERROR_ALIASES = frozenset({"negative_lag"})
 # Terminals narrowed to what the parser's transformer accepts: a whole number of bars in a lag;
-# a number whose magnitude cannot pass MAX_NUMBER (fmt writes no positive exponent).
+# a number whose magnitude cannot pass MAX_NUMBER (fmt writes no positive exponent), and no
+# exponent below e-99, which could underflow to 0 (refused by the parser).
 _DIGITS = len(str(int(MAX_NUMBER))) - 1
-_NARROW = {"NUMBER": rf"[0-9]{{1,{_DIGITS}}}(\.[0-9]{{1,20}})?([eE]-[0-9]{{1,3}})?%?"}
+_NARROW = {"NUMBER": rf"[0-9]{{1,{_DIGITS}}}(\.[0-9]{{1,20}})?([eE]-[0-9]{{1,2}})?%?"}
 _NARROW_IN = {("lag", "NUMBER"): ("WHOLE_NUMBER", rf"[0-9]{{1,{_DIGITS}}}")}
 
 

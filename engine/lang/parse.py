@@ -80,6 +80,35 @@ def _limit(node):
     return node
 
 
+def _code_point(ch: str) -> str:
+    """U+043E CYRILLIC SMALL LETTER O: what a character is, when it only looks like another."""
+    import unicodedata
+
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed character')}"
+
+
+_LOOK_ALIKES = {"\u2014": "-", "\u2013": "-", "\u2212": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
+                "\u201d": '"', "\u00a0": " ", "\u2009": " ", "\u00d7": "*", "\u00f7": "/", "\u2264": "<=",
+                "\u2265": ">=", "\u2260": "!="}
+
+
+def _look_alike(ch: str) -> str:
+    """A hint for a non-ASCII character: the ASCII one it looks like, when there is one."""
+    import unicodedata
+
+    plain = _LOOK_ALIKES.get(ch) or unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+    if not plain:
+        name = unicodedata.name(ch, "")
+        for script in ("CYRILLIC", "GREEK"):  # letters that look Latin: о, а, е, р, с, ο, ν ...
+            if name.startswith(script) and " LETTER " in name:
+                latin = name.split(" LETTER ")[1].split()[-1]
+                plain = latin.lower() if "SMALL" in name else latin
+                plain = plain if len(plain) == 1 else ""
+    if plain:
+        return f"it looks like {plain!r} but is another character; type {plain!r} (a strategy is written in ASCII)"
+    return "a strategy is written in ASCII: names, numbers, operators and double-quoted names only"
+
+
 def _number(tok: Token) -> N.Num:
     text = str(tok)
     percent = text.endswith("%")
@@ -446,6 +475,9 @@ def _explain(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError
             return _error(path, lines, "single quotes are not part of the language", line, col,
                           'a strategy name is written in double quotes: strategy "my idea"')
         ch = rest[:1] or "end of line"
+        if ch and not ch.isascii():
+            return _error(path, lines, f"unexpected character {ch!r} ({_code_point(ch)})", line, col,
+                          _look_alike(ch))
         return _error(path, lines, f"unexpected character {ch!r}", line, col,
                       f"expected {_expected(exc, parser)}" if _expected(exc, parser) else "")
     if isinstance(exc, UnexpectedToken):
