@@ -42,7 +42,8 @@ _STRATEGY_NAME = st.text(_TEXT_CHARS.filter(lambda ch: ch != '"'), max_size=24)
 
 # Strategies are built once: drawing from a fixed strategy is cheap, building one per node is not.
 _WHOLE = st.integers(0, 10**6).map(float)
-_FRACTION = st.floats(0, 1e6, allow_nan=False, allow_infinity=False)
+# Down to 1e-307: smaller literals are subnormal, where a written number can underflow to 0.
+_FRACTION = st.floats(0, 1e6, allow_nan=False, allow_infinity=False).filter(lambda v: v == 0 or v >= 1e-307)
 _SPECIAL = st.sampled_from([1e-05, 2.5e-07, 0.5, 0.001, 1e14, 123456789.125])
 _LITERAL = st.builds(N.Num, st.one_of(_WHOLE, _FRACTION, _SPECIAL), st.booleans())
 _SIGNED = st.integers(-1000, 1000).map(float) | st.floats(-1000, 1000, allow_nan=False).map(lambda v: round(v, 3))

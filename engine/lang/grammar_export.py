@@ -13,8 +13,8 @@ as a model should write it, a subset of what the parser accepts:
   repetitions inside a token are capped (`token_chars`);
 - what the parser's transformer refuses is left out: the negative lag (an error production),
   a lag that is not a whole number, a number beyond the parser's magnitude limit (at most 15
-  integer digits, only negative exponents of at most two digits, since 1e-400 would read as 0),
-  so every answer that fits the grammar parses.
+  integer digits, only negative exponents down to e-307 after at most 16 decimals, so that no
+  number underflows to 0, which the parser refuses), so every answer that fits the grammar parses.
 
 Left recursion (`sum: sum "+" product`) is rewritten as repetition, since llama.cpp's grammar
 engine cannot run left-recursive rules, and alternatives sharing a prefix are factored.
@@ -39,10 +39,11 @@ _STATEMENT = "statement"
 # Alternatives the grammar has only to give a better error message.
 _ERROR_ALIASES = frozenset({"negative_lag"})
 # Terminals narrowed to what the parser's transformer accepts: a whole number of bars in a lag;
-# a number whose magnitude cannot pass MAX_NUMBER (fmt writes no positive exponent), and no
-# exponent below e-99, which could underflow to 0 (refused by the parser).
+# a number whose magnitude cannot pass MAX_NUMBER (fmt writes no positive exponent), and none
+# small enough to underflow to 0 (the smallest is 1e-16 x 1e-307; the parser refuses a 0 so written).
 _DIGITS = len(str(int(MAX_NUMBER))) - 1
-_NARROW = {"NUMBER": rf"[0-9]{{1,{_DIGITS}}}(\.[0-9]{{1,20}})?([eE]-[0-9]{{1,2}})?%?"}
+# The exponent form comes first: a regex takes the first alternative that matches, not the longest.
+_NARROW = {"NUMBER": rf"[0-9]{{1,{_DIGITS}}}((\.[0-9]{{1,16}})?[eE]-(30[0-7]|[12][0-9][0-9]|[0-9]{{1,2}})|(\.[0-9]{{1,20}})?)%?"}
 _NARROW_IN = {("lag", "NUMBER"): ("WHOLE_NUMBER", rf"[0-9]{{1,{_DIGITS}}}")}
 
 
