@@ -5,12 +5,13 @@ hold. With d[t, k] = r_k[t] - r_bh[t] the excess return of trial k on day t (n d
 dbar_k its mean and omega_k^2 its long-run variance:
 
 - White's Reality Check (White 2000): V = max_k sqrt(n) dbar_k; its bootstrap replicates
-  V*_b = max_k sqrt(n) (dbar*_k,b - dbar_k); p = share of b with V*_b > V.
+  V*_b = max_k sqrt(n) (dbar*_k,b - dbar_k); p = share of b with V*_b >= V.
 - Hansen's test for superior predictive ability (Hansen 2005), the consistent version:
   T = max(0, max_k sqrt(n) dbar_k / omega_k); replicates
   T*_b = max(0, max_k sqrt(n) (dbar*_k,b - dbar_k + mu_k) / omega_k), where mu_k = dbar_k for a
   trial clearly worse than the benchmark (sqrt(n) dbar_k / omega_k < -sqrt(2 ln ln n)) and 0
-  otherwise, so that hopeless trials do not inflate the p-value; p = share of b with T*_b > T.
+  otherwise, so that hopeless trials do not inflate the p-value; p = share of b with T*_b >= T
+  (>=, not >: when every trial trails buy and hold, T = 0 is the least evidence there is, p = 1).
   A trial whose excess return never varies has omega 0 and counts as 0 in T and T*.
 
 dbar* are means over the stationary bootstrap (Politis and Romano 1994): blocks of geometric
@@ -167,7 +168,7 @@ def spa_test(excess: np.ndarray, reps: int = 1000, seed: int = 0, block: float |
         rc_star.append(root_n * centred.max(axis=1))
         spa_star.append(np.maximum(0.0, np.where(varies, root_n * (centred + mu) / safe, 0.0).max(axis=1)))
     spa_all, rc_all = np.concatenate(spa_star), np.concatenate(rc_star)
-    return SpaResult(spa_pvalue=float(np.mean(spa_all > spa_stat)), rc_pvalue=float(np.mean(rc_all > rc_stat)),
+    return SpaResult(spa_pvalue=float(np.mean(spa_all >= spa_stat)), rc_pvalue=float(np.mean(rc_all >= rc_stat)),
                      spa_statistic=spa_stat, rc_statistic=rc_stat, block_length=float(block), reps=int(reps),
                      n_days=int(n), n_trials=int(m), best_trial=int(np.argmax(t_k)))
 
