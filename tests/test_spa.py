@@ -131,3 +131,19 @@ def test_benchmark_returns_are_buy_and_hold_in_the_returns_layout(warm):
         assert np.prod(1 + part) - 1 == pytest.approx(hold[period]["total_return"], rel=1e-9)
         start += b - a - 1
     assert len(bench) == start
+
+
+def test_on_a_universe_the_benchmark_is_pooled_like_the_trials(warm):
+    from autostrat.data.load import load_data
+    from autostrat.sim.evaluator import make_evaluator
+
+    settings = small_settings()
+    universe = load_data("synthetic:seed=1..2,bars=1500", settings.data)
+    layout = make_evaluator(universe, settings).returns_layout
+    bench = benchmark_returns(universe, settings)
+    assert len(bench) == layout["validation"][1]
+    each = [benchmark_returns(m, settings) for m in universe]
+    train = [period_spans(m, settings)["train"] for m in universe]
+    cut = [b - a - 1 for a, b in train]
+    pooled = np.concatenate([e[:c] for e, c in zip(each, cut)] + [e[c:] for e, c in zip(each, cut)])
+    assert np.array_equal(bench, pooled)  # every market's train days, then every validation
