@@ -84,6 +84,19 @@ def test_block_length_grows_with_dependence():
     assert optimal_block_length(np.ones(100)) == 1.0
 
 
+@pytest.mark.parametrize("phi, n, seed, patton", [(0.3, 2000, 1, 8.972), (0.5, 500, 4, 10.795),
+                                                 (0.7, 2000, 2, 17.060), (0.9, 2000, 3, 41.298)])
+def test_block_length_agrees_with_pattons_reference_code(phi, n, seed, patton):
+    # `patton`: the stationary-bootstrap length from Patton's opt_block_length_REV_dec07 (its Python
+    # adaptation) on the same AR(1) series. It estimates autocovariances from trimmed lagged pairs,
+    # autostrat from the whole series (divisor n), hence a small tolerance rather than equality.
+    e = np.random.default_rng(seed).normal(size=n)
+    y = np.zeros(n)
+    for t in range(1, n):
+        y[t] = phi * y[t - 1] + e[t]
+    assert optimal_block_length(y) == pytest.approx(patton, rel=0.03)
+
+
 def test_pure_noise_gives_roughly_uniform_p_values():
     # 80 searches over noise (10 trials, no edge): p-values spread over [0, 1] as a p-value should
     spa, rc = [], []
