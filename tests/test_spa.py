@@ -160,3 +160,13 @@ def test_on_a_universe_the_benchmark_is_pooled_like_the_trials(warm):
     cut = [b - a - 1 for a, b in train]
     pooled = np.concatenate([e[:c] for e, c in zip(each, cut)] + [e[c:] for e, c in zip(each, cut)])
     assert np.array_equal(bench, pooled)  # every market's train days, then every validation
+
+
+def test_the_number_of_replications_is_bounded(tmp_path, warm):
+    from autostrat.errors import ConfigError
+    from autostrat.search.session import start_run
+
+    for reps in (5, 50_000):
+        with pytest.raises(ConfigError, match="search.spa_reps must be from 100 to 20000"):
+            start_run(tmp_path / "r", "r", small_settings(proposer="mutate", spa_reps=reps))
+    assert not (tmp_path / "r").exists()

@@ -34,13 +34,13 @@ from autostrat.config import Settings
 from autostrat.data.universe import Universe
 from autostrat.honest.run_statistics import returns_matrix, run_settings, selection_rows
 from autostrat.search.runs import RunFolder
+from autostrat.search.session import SPA_REPS
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans, resolve_settings
 from autostrat.sim.metrics import daily_returns
 from autostrat.sim.objective import Objective
 from autostrat.sim.simulation import simulate
 
 MIN_DAYS = 20  # fewer excess returns than this give no test (reason given)
-REPS_RANGE = (100, 20_000)  # search.spa_reps must lie in it
 _CHUNK = 256  # replications drawn and averaged at a time: bounds memory at 256 x n counts
 
 
@@ -216,8 +216,12 @@ def spa_statistics(run: RunFolder, data, records: list[dict[str, Any]], objectiv
     finite = np.isfinite(matrix).all(axis=0) if matrix.size else np.zeros(0, dtype=bool)
     excess = matrix[rows][:, finite] - bench[rows][:, None] if matrix.size else np.zeros((0, 0))
     kept = [it for it, ok in zip(iterations, finite) if ok]
+    reps = int(settings.search.spa_reps)
+    if not SPA_REPS[0] <= reps <= SPA_REPS[1]:
+        out["spa_reason"] = f"search.spa_reps is {reps}; use {SPA_REPS[0]} to {SPA_REPS[1]}"
+        return out
     try:
-        res = spa_test(excess, reps=int(settings.search.spa_reps), seed=int(settings.search.seed))
+        res = spa_test(excess, reps=reps, seed=int(settings.search.seed))
     except ValueError as exc:
         out["spa_reason"] = str(exc)
         return out

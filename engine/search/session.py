@@ -51,6 +51,7 @@ from autostrat.sim.objective import Objective
 # Settings a resumed run must keep: changing them would change what the records mean.
 IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
             "search.fold_mode", "search.fold_agg", "search.across")
+SPA_REPS = (100, 20_000)  # the range of search.spa_reps: a test worth reading, at a bounded cost
 NULL_ON_UNIVERSE = ("--null runs on one market's matched noise; on a universe, run the null search per "
                     "market (--data ONE_MARKET --null)")
 
@@ -83,8 +84,8 @@ def check_numbers(settings: Settings) -> None:
                      ("max_total_tokens", 0), ("learnings_budget_chars", 200)):
         if getattr(s, key) < low:
             raise ConfigError(f"search.{key} must be at least {low}, got {getattr(s, key)}")
-    if not 100 <= s.spa_reps <= 20_000:
-        raise ConfigError(f"search.spa_reps must be from 100 to 20000, got {s.spa_reps}")
+    if not SPA_REPS[0] <= s.spa_reps <= SPA_REPS[1]:
+        raise ConfigError(f"search.spa_reps must be from {SPA_REPS[0]} to {SPA_REPS[1]}, got {s.spa_reps}")
 
 
 def check_bar_change(path: Path, registered: str, given: str) -> None:
