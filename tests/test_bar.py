@@ -30,7 +30,8 @@ def test_a_valid_bar_reads_as_its_clauses():
     assert [(c.name, c.op, c.value) for c in bar.clauses] == [
         ("test.sharpe", ">", 0.5), ("dsr", ">=", 0.95), ("pbo", "<", 0.3), ("test.excess_return", ">", 0.05),
         ("spa_pvalue", "<", 0.01)]
-    assert str(bar) == "test.sharpe > 0.5 and dsr >= 0.95 and pbo < 0.3 and test.excess_return > 5% and spa_pvalue < 1e-2"
+    assert str(bar) == ("test.sharpe > 0.5 and dsr >= 0.95 and pbo < 0.3 and test.excess_return > 5% "
+                        "and spa_pvalue < 1e-2")
     assert parse_bar(str(bar)) == bar
     assert parse_bar("validation.max_drawdown >= -0.2").clauses[0].holds(-0.1)
 

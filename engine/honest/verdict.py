@@ -101,7 +101,8 @@ def grade_run(run: RunFolder, report: dict[str, Any]) -> dict[str, Any] | None:
         if path.exists():
             moved = run.move_aside(path, "cannot read the earlier gradings of the pass bar")
             data["earlier_gradings_lost"] = f"{VERDICT_FILE} could not be read; moved to {moved.relative_to(run.path)}"
-    done = [g for g in data["gradings"] if isinstance(g, dict) and g.get("sealed_opened_at") == opening.get("opened_at")]
+    done = [g for g in data["gradings"]
+            if isinstance(g, dict) and g.get("sealed_opened_at") == opening.get("opened_at")]
     if not done:
         grading = grade(bar, report)
         grading.update(graded_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

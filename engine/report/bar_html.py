@@ -36,11 +36,13 @@ def bar_box(r: dict[str, Any]) -> str:
     earlier = verdict["gradings"][:-1]
     note = (f'<p class="muted">Graded {len(verdict["gradings"])} times, once per opening of the sealed test; '
             f'earlier: {_e(", ".join(g["result"] for g in earlier))}.</p>' if earlier else "")
-    lost = f'<p class="muted">{_e(verdict["earlier_gradings_lost"])}</p>' if verdict.get("earlier_gradings_lost") else ""
+    lost = verdict.get("earlier_gradings_lost")
+    lost = f'<p class="muted">{_e(lost)}</p>' if lost else ""
     return (f'<h3>Pass bar: <span class="{"good" if ok else "bad"}"><b>{latest["result"]}</b></span></h3>\n'
             f'<p class="muted">Registered when the run started ({_e(verdict.get("registered"))}), before any '
             f'result was seen: <code>{_e(verdict["bar"])}</code>. Graded once, after the sealed test was opened '
-            f'({_e(latest.get("sealed_opened_at"))}), on the best strategy (iteration {_e(latest.get("best_iteration"))}) '
+            f'({_e(latest.get("sealed_opened_at"))}), on the best strategy '
+            f'(iteration {_e(latest.get("best_iteration"))}) '
             'and the statistics below; an unknown value fails its clause.</p>\n'
             '<table><tr><th class="l">clause</th><th>value</th><th class="l">result</th></tr>' + rows + "</table>"
             + note + lost)

@@ -5,8 +5,8 @@ the search's progress, the sealed test period (opened here if the run's latest r
 yet evaluated on it, see autostrat.honest.sealed), the top-K's metrics per period beside buy and hold,
 PSR, DSR, PBO and the minimum track record (autostrat.honest.run_statistics), the SPA and Reality
 Check p-values (autostrat.honest.spa), the registered pass bar's verdict (autostrat.honest.verdict),
-the null run (when there is one), the robustness of the best (autostrat.honest.robustness), its strategy card and the lineage of the
-kept strategies; and the red flags among them. `write_report` renders it as one self-contained
+the null run (when there is one), the robustness of the best (autostrat.honest.robustness), its
+strategy card and the lineage of the kept strategies; and the red flags among them. `write_report` renders it as one self-contained
 HTML file (autostrat.report.html) and writes report.json beside it; `summary_lines` gives the
 `key: value` lines `autostrat evolve` prints at its end.
 """
