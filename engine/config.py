@@ -63,6 +63,8 @@ class SearchSettings:
     fold_agg: str = "mean"  # mean | min of the metric over the folds
     pbo_splits: int = 16  # S of PBO's CSCV in the run's report (even, 2 to 20)
     across: str = "mean"  # on a universe: mean | median | min of each metric over the markets
+    bar: str = ""  # the pass bar, registered before the search (docs/overfitting.md); empty: none
+    spa_reps: int = 1000  # stationary-bootstrap replications of the SPA / Reality Check test (100 to 20000)
 
 
 @dataclass

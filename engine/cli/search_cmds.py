@@ -30,7 +30,7 @@ SEARCH_FLAGS = {
     "population": "search.population", "max_fails": "search.max_fails", "seed": "search.seed",
     "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir", "constrain": "llm.constrain",
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
-    "across": "search.across",
+    "across": "search.across", "bar": "search.bar",
 }
 
 _HELP = """\
@@ -47,7 +47,9 @@ sees each market's numbers.
 At the end, the sealed test period is evaluated once for the final population and
 runs/NAME/report.html is written (see `autostrat report`). --null also runs the same search, with
 the same budget, on a synthetic market with the data's volatility (runs/NAME-null), so the report
-can show what the search finds when there is nothing to find.
+can show what the search finds when there is nothing to find. --bar EXPR registers, before the
+first iteration, the result you would believe; it is graded once at the end (PASS or FAIL, each
+clause with its value, also in verdict.json) and cannot be changed on resume.
 
 Every iteration is saved in runs/NAME/ as it completes. `autostrat evolve --run NAME` on an
 existing run resumes it where it stopped. Ctrl-C stops after the current iteration.
@@ -87,6 +89,9 @@ def register(sub) -> None:
     p.add_argument("--fold-agg", choices=("mean", "min"), help="combine the folds by their mean (default) or minimum")
     p.add_argument("--across", choices=("mean", "median", "min"),
                    help="on a universe: combine the markets by their mean (default), median or minimum")
+    p.add_argument("--bar", metavar="EXPR",
+                   help="the pass bar, registered now and graded once at the end, e.g. "
+                        "'test.sharpe > 0.5 and dsr >= 0.95 and spa_pvalue < 0.05' (docs/overfitting.md)")
     p.add_argument("--null", action="store_true",
                    help="also run the same search on a synthetic market with the data's volatility (NAME-null)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")

@@ -3,9 +3,10 @@
 `build_report(path)` gathers, from the run folder and one backtest of the best strategy:
 the search's progress, the sealed test period (opened here if the run's latest records were not
 yet evaluated on it, see autostrat.honest.sealed), the top-K's metrics per period beside buy and hold,
-PSR, DSR, PBO and the minimum track record (autostrat.honest.run_statistics), the null run (when there is
-one), the robustness of the best (autostrat.honest.robustness), its strategy card and the lineage of the
-kept strategies; and the red flags among them. `write_report` renders it as one self-contained
+PSR, DSR, PBO and the minimum track record (autostrat.honest.run_statistics), the SPA and Reality
+Check p-values (autostrat.honest.spa), the registered pass bar's verdict (autostrat.honest.verdict),
+the null run (when there is one), the robustness of the best (autostrat.honest.robustness), its
+strategy card and the lineage of the kept strategies; and the red flags among them. `write_report` renders it as one self-contained
 HTML file (autostrat.report.html) and writes report.json beside it; `summary_lines` gives the
 `key: value` lines `autostrat evolve` prints at its end.
 """
@@ -27,6 +28,8 @@ from autostrat.honest.red_flags import red_flags
 from autostrat.honest.robustness import robustness
 from autostrat.honest.run_statistics import run_settings, run_statistics
 from autostrat.honest.sealed import latest_opening, open_seal, sealed_metrics, top_records
+from autostrat.honest.spa import spa_statistics
+from autostrat.honest.verdict import grade_run, verdict_lines
 from autostrat.report.card import card
 from autostrat.report.plots import equity_png, progress_png, result_curves
 from autostrat.search.nullrun import null_path
@@ -74,6 +77,7 @@ def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int 
     market = market or load_run_market(run, settings)
     sealed = open_seal(run, market, settings, records, by=by)
     stats = run_statistics(run, records, objective, n_splits)
+    stats.update(spa_statistics(run, market, records, objective, settings))
     top = top_records(records, settings.search.population)
     best = top[0]
     if isinstance(market, Universe):
@@ -150,6 +154,7 @@ def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_
         "buy_hold_objective": hold_objective, "best": _top_entry(best, sealed), "null": null,
         "market_name": market_name, "periods": periods, **extra,
     }
+    report["verdict"] = grade_run(run, report)  # the registered bar (None without one), graded once
     report["robustness"] = robustness(result.typed, data, settings, objective) if with_robustness else None
     report["card"] = card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()})
     report["source"] = run.read_strategy(best["iteration"])
@@ -249,6 +254,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
              f"sharpe_annual: {f(s['sharpe_annual'])}", f"psr: {f(s['psr'])}", f"dsr: {f(s['dsr'])}",
              f"expected_max_sharpe_annual: {f(s['expected_max_sharpe_annual'])}",
              f"pbo: {f(s['pbo'])}", f"prob_oos_loss: {f(s['prob_oos_loss'])}",
+             f"spa_pvalue: {f(s['spa_pvalue'])}", f"rc_pvalue: {f(s['rc_pvalue'])}",
              f"degradation_slope: {f(s['degradation_slope'])}",
              f"track_record_days: {s['track_record']}", f"min_track_record_days: {f(s['min_track_record'], 0)}"]
     test = best.get("test")
@@ -266,6 +272,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if rob:
         lo, med, hi = rob["rows"][0]["objective"]
         lines.append(f"jitter_objective_min_median_max: {f(lo)} {f(med)} {f(hi)}")
+    lines += verdict_lines(report.get("verdict"))
     lines.append(f"red_flags: {len(report['flags'])}")
     lines += [f"red_flag: {x}" for x in report["flags"]]
     return lines

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from autostrat.honest.red_flags import DSR_BAR, PBO_BAR
+from autostrat.report.bar_html import bar_box, spa_row
 from autostrat.sim.metrics import COUNT, FRACTION, METRIC, RATIO, format_metric
 
 SECTIONS = {
@@ -116,7 +117,7 @@ def _summary(r: dict[str, Any]) -> str:
     flags = r["flags"]
     box = ('<ul class="flags">' + "".join(f"<li>{_e(x)}</li>" for x in flags) + "</ul>" if flags else
            '<div class="ok">No red flags: the checks below found nothing that explains the result away.</div>')
-    return f'<div class="kpis">{"".join(kpis)}</div>\n<h3>Red flags ({len(flags)})</h3>\n{box}'
+    return f'<div class="kpis">{"".join(kpis)}</div>\n{bar_box(r)}\n<h3>Red flags ({len(flags)})</h3>\n{box}'
 
 
 def _metrics_tables(r: dict[str, Any]) -> str:
@@ -204,6 +205,7 @@ def _statistics(r: dict[str, Any]) -> str:
                          "near -1 or below, a better-looking half went with a worse other half."))
     else:
         out.append(_stat("PBO", "n/a", f"Not computed: {s['pbo_reason']}"))
+    out.append(_stat(*spa_row(s)))
     mtrl, mtrl_d = _f(s["min_track_record"]), _f(s["min_track_record_deflated"])
     enough = "the record is long enough" if mtrl <= _f(days) else "the record is too short"
     out.append(_stat("Minimum track record", fmt("num_trades", mtrl) + " days",

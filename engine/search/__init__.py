@@ -3,8 +3,8 @@
 Owns the loop and its population rules (`loop`, `population`), the proposers (`mutate`,
 `mutate_ops`; `llm` with its prompts `prompting` and grammar constraints `constrain`; the local
 model server `local`), the learnings log (`learnings`), the run folder (`runs`), null runs
-(`nullrun`) and starting or resuming a run with its config.json (`session`), callable from a
-notebook as well as from `autostrat evolve`.
+(`nullrun`), the pass bar's syntax (`bar`), and starting or resuming a run with its config.json
+(`session`), callable from a notebook as well as from `autostrat evolve`.
 
 Imports: sim, tape, data, lang and the core modules; never honest, report or cli.
 """

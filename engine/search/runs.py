@@ -12,6 +12,7 @@
       best.strat             the best kept strategy
       sealed.json            the sealed test period's openings, after the search (autostrat.sealed)
       report.html            the report, self-contained; report.json its numbers (autostrat.report)
+      verdict.json           the registered pass bar's gradings (autostrat.honest.verdict), with a bar
       damaged/               files that could not be read, moved aside (never deleted)
       .lock                  held by the process working on the run (an OS lock: it dies with it)
 

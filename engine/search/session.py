@@ -13,6 +13,7 @@ config.json (written once by `start_run`, updated by `resume_run` and `run_null`
      "data": data_info(...) (spec, name, source, sha256, bars, first, last; markets on a universe),
      "periods": {period: {first, last, bars}}, "returns_layout", "folds" (with walk-forward folds),
      "grammar_sha256", "baseline": {"path", "text"}, "model" (llm proposer: model and base_url),
+     the pass bar in settings.search.bar (checked by `start_run`, fixed from then on),
      "resumed": [UTC times], "null_run": NAME-null, or in a null run "null_of": what it matches,
      "sealed_openings": how often the sealed test was opened (autostrat.honest.sealed)}
 
@@ -37,6 +38,7 @@ from autostrat.errors import AutostratError, ConfigError, StrategyError
 from autostrat.lang.check import check
 from autostrat.lang.parse import parse
 from autostrat.resources import example_path, grammar_path, read_text
+from autostrat.search.bar import parse_bar
 from autostrat.search.constrain import constraint_for
 from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig, llm_configured
 from autostrat.search.loop import MutateProposer, Search, describe_reason
@@ -49,6 +51,7 @@ from autostrat.sim.objective import Objective
 # Settings a resumed run must keep: changing them would change what the records mean.
 IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
             "search.fold_mode", "search.fold_agg", "search.across")
+SPA_REPS = (100, 20_000)  # the range of search.spa_reps: a test worth reading, at a bounded cost
 NULL_ON_UNIVERSE = ("--null runs on one market's matched noise; on a universe, run the null search per "
                     "market (--data ONE_MARKET --null)")
 
@@ -75,12 +78,25 @@ def new_run_name(runs_dir: Path, prefix: str) -> str:
 
 
 def check_numbers(settings: Settings) -> None:
-    """ConfigError when a search budget setting is below its minimum."""
+    """ConfigError when a search budget setting is below its minimum (or spa_reps outside its range)."""
     s = settings.search
     for key, low in (("iterations", 1), ("population", 1), ("max_fails", 1), ("repair_attempts", 0),
                      ("max_total_tokens", 0), ("learnings_budget_chars", 200)):
         if getattr(s, key) < low:
             raise ConfigError(f"search.{key} must be at least {low}, got {getattr(s, key)}")
+    if not SPA_REPS[0] <= s.spa_reps <= SPA_REPS[1]:
+        raise ConfigError(f"search.spa_reps must be from {SPA_REPS[0]} to {SPA_REPS[1]}, got {s.spa_reps}")
+
+
+def check_bar_change(path: Path, registered: str, given: str) -> None:
+    """ConfigError unless `given` is the bar the run registered (spacing aside): a bar never changes."""
+    def canonical(text: str) -> str:
+        return str(parse_bar(text)) if text.strip() else ""
+    if canonical(given) != canonical(registered):
+        before = f"the bar {registered!r}" if registered.strip() else "no bar"
+        raise ConfigError(f"{path}: cannot resume with --bar {given!r}: the run registered {before} before its "
+                          "first iteration, and a bar set after the results are in is no bar at all. Resume "
+                          "without --bar (the registered one is graded), or start a new run with another --run NAME")
 
 
 def choose_proposer(settings: Settings, out: Out = print) -> None:
@@ -134,6 +150,8 @@ def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | 
     """
     Objective.from_settings(settings.search)
     check_numbers(settings)
+    if settings.search.bar.strip():
+        parse_bar(settings.search.bar)
     source = Path(baseline) if baseline else example_path("sma_cross")
     text = read_text(source, "baseline strategy")
     try:
@@ -181,6 +199,9 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     settings.llm = fresh.llm
     mismatches = []
     for dotted, value, source in overrides:
+        if dotted == "search.bar":
+            check_bar_change(path, settings.search.bar, str(value))
+            continue
         section, key = dotted.split(".")
         before = getattr(getattr(settings, section), key)
         settings.set(dotted, value, source=source)
