@@ -203,3 +203,19 @@ def way_out(summary: dict[str, Any]) -> str:
     return (f"A look cannot be undone, so there is no way to forget one. The honest way out is a test period "
             f"no run has seen: a later test start (--test-start, or split.test_start) after {last}, once the "
             "data reaches past it.")
+
+
+def lookup(ledger_dir: str, data_name: str, period: dict[str, Any] | None, run_path: Path | None = None,
+           before: str | None = None) -> dict[str, Any]:
+    """`summarize` of the dataset's ledger for `period`, with the ledger's `path`; nothing is written."""
+    path = ledger_path(ledger_root(ledger_dir), data_name)
+    entries, unreadable = read_ledger(path)
+    return {"path": str(path), **summarize(entries, period, unreadable, run_path, before)}
+
+
+def ledger_entries(ledger_dir: str, data_name: str, period: dict[str, Any] | None) -> tuple[Path, list[dict[str, Any]], str]:
+    """The ledger's path, its openings that count for `period` (all of them without one), and why it
+    cannot be read ("" when it can)."""
+    path = ledger_path(ledger_root(ledger_dir), data_name)
+    entries, unreadable = read_ledger(path)
+    return path, [e for e in entries if period is None or overlaps(period, e["test_period"])], unreadable

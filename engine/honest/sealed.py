@@ -96,7 +96,7 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     opening: dict[str, Any] = {"opened_at": opened_at, "by": by,
                                "after_iteration": records[-1]["iteration"] if records else None,
                                "records": len(records), "strategies": [], "buy_hold": None}
-    period = _test_period(market, settings)
+    period = sealed_period(market, settings)
     if period is not None:
         sealed["test_period"] = period
         sealed["reason"] = ""
@@ -140,7 +140,7 @@ def _sealed_so_far(run: RunFolder) -> dict[str, Any]:
                                              f"{moved.relative_to(run.path)}); the test period was opened before"}
 
 
-def _test_period(market, settings: Settings) -> dict[str, Any] | None:
+def sealed_period(market, settings: Settings) -> dict[str, Any] | None:
     """The test period's dates and bars (on a universe: earliest, latest, summed, markets); None without one."""
     markets = list(market) if isinstance(market, Universe) else [market]
     rows = []
