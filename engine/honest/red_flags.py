@@ -89,7 +89,8 @@ def _ledger_flags(ledger: dict[str, Any], test: dict[str, Any] | None) -> list[s
         bests = [num((e.get("best") or {}).get("total_return")) for e in ledger.get("earlier", [])]
         bests = [b for b in bests if not math.isnan(b)]
         here = num((test or {}).get("total_return"))
-        compare = (f" The best test return of those looks was {max(bests):.1%}; this run's is {here:.1%}."
+        compare = (f" The best test return seen in those looks was {max(bests):.1%}; this run's best strategy "
+                   f"has {here:.1%}."
                    if bests and not math.isnan(here) else "")
         out.append(f"The sealed test period was opened before this run: {ledger['earlier_openings']} "
                    f"time{'s' if ledger['earlier_openings'] != 1 else ''} in {runs} other "
