@@ -152,3 +152,20 @@ def test_universe_returns_are_the_average_over_common_dates_by_hand():
     # train: both have a return on 12-31 only (A +10%, B -10%); validation: on 01-06 only (A -1%, B +10%)
     assert ev.returns_layout == {"train": (0, 1), "validation": (1, 2)}
     np.testing.assert_allclose(got, [0.0, 0.045], atol=1e-7)
+
+
+def test_a_universe_run_with_end_to_end_returns_is_labelled_and_not_resumed(clean_env, universe):
+    from autostrat.errors import ConfigError
+    from autostrat.honest.run_statistics import run_statistics
+    from autostrat.search.runs import RunFolder
+    from autostrat.search.session import resume_run
+
+    base = ["evolve", "--data", DATA, *SPLIT_FLAGS, "--runs-dir", "runs", "--proposer", "mutate"]
+    assert main([*base, "--run", "old", "--iterations", "2", "--no-report"]) == 0
+    path = clean_env / "runs" / "old"
+    config = json.loads((path / "config.json").read_text())
+    del config["returns_series"]  # as a folder written when the returns were laid end to end
+    (path / "config.json").write_text(json.dumps(config))
+    assert "laid end to end" in run_statistics(RunFolder.open(path))["series"]
+    with pytest.raises(ConfigError, match="laid end to end.*Start a new run"):
+        resume_run(path, settings(), [])
