@@ -96,7 +96,7 @@ def test_a_damaged_ledger_is_moved_aside_and_the_next_opening_says_count_unknown
     assert any("unknown number of times" in f for f in red_flags(report))
 
 
-def test_counts_runs_strategies_and_overlapping_test_periods():
+def test_counts_runs_strategies_and_overlapping_test_periods(tmp_path):
     later = {"first": "2006-01-02", "last": "2006-12-29", "bars": 250}
     entries = [_entry("a", 1, hashes=("h1", "h2")), _entry("a", 2, hashes=("h2",)), _entry("b", 3, ret=0.3),
                _entry("c", 4, period=later)]
@@ -107,6 +107,12 @@ def test_counts_runs_strategies_and_overlapping_test_periods():
     spanning = {"first": "2005-06-01", "last": "2006-06-30"}
     assert summarize(entries, spanning)["openings"] == 4  # a test period sharing days with both counts both
     assert "--test-start" in way_out(s) and PERIOD["last"] in way_out(s)
+    # a lost count of this data's ledger makes every test period's count a lower bound
+    lost = summarize([dict(_entry("c", 5, period=later), count_unknown="moved aside"), *entries[:1]], PERIOD)
+    assert lost["openings"] == 1 and lost["count_unknown"] == "moved aside"
+    # a NaN test result (no trades) is written as null, not refused
+    append_opening(ledger_path(tmp_path, "d"), _entry("nan", ret=float("nan")))
+    assert read_ledger(ledger_path(tmp_path, "d"))[0][0]["strategies"][0]["test"]["total_return"] is None
 
 
 def test_ledger_red_flags_follow_their_thresholds():

@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 def run_sealed(args: argparse.Namespace) -> int:
     """Print the openings, one per line, then the counts and the way out."""
-    from autostrat.honest.ledger import best_test, counts_line, ledger_entries, summarize, way_out
+    from autostrat.honest.ledger import best_test, counts_line, ledger_entries, overlaps, summarize, way_out
     from autostrat.honest.sealed import sealed_period
 
     settings = settings_from_args(args, extra={"spec": "data.spec"})
@@ -42,14 +42,14 @@ def run_sealed(args: argparse.Namespace) -> int:
         print(f"data: {data.name}")
         print("test_period: none (the split has no test period, so there is nothing sealed to open)")
         return EXIT_OK
-    path, entries, unreadable = ledger_entries(settings.honest.ledger_dir, data.name, period)
+    path, entries, unreadable = ledger_entries(settings.honest.ledger_dir, data.name)
     summary = summarize(entries, period, unreadable)
     print(f"data: {data.name} (sha256 {data.sha256[:16]}...)")
     print(f"test_period: {period['first']} to {period['last']}, {period['bars']} bars")
     print(f"ledger: {path}")
     if unreadable:
         print(f"warning: {unreadable}; the next opening moves it aside and is marked count unknown")
-    for e in entries:
+    for e in (e for e in entries if overlaps(period, e["test_period"])):
         best = best_test(e) or {}
         ret, sharpe = best.get("total_return"), best.get("sharpe")
         result = (f"best test return {ret:.2%}, Sharpe {sharpe:.2f}" if _finite(ret) and _finite(sharpe)

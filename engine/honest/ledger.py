@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from autostrat.errors import AutostratError
+from autostrat.search.runs import clean_json
 
 LEDGER_SUFFIX = ".jsonl"
 MAX_LEDGER_BYTES = 64 * 1024 * 1024  # a ledger this large is not one person's looks; refuse to read it whole
@@ -100,7 +101,7 @@ def _move_aside(path: Path, why: str) -> Path:
 
 
 def read_ledger(path: Path) -> tuple[list[dict[str, Any]], str]:
-    """The ledger's openings and "" , or [] and why it cannot be read (it is left where it is)."""
+    """The ledger's openings and "", or [] and why it cannot be read (it is left where it is)."""
     try:
         return _parse(path), ""
     except FileNotFoundError:
@@ -126,7 +127,7 @@ def append_opening(path: Path, entry: dict[str, Any]) -> list[str]:
                     why = f"the ledger {path.name} could not be read ({exc}) and was moved to {moved}"
                     notices.append(why)
                     entry = dict(entry, count_unknown=why)
-            line = json.dumps(entry, sort_keys=True, allow_nan=False, default=str) + "\n"
+            line = json.dumps(clean_json(entry), sort_keys=True, allow_nan=False, default=str) + "\n"
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 os.write(fd, line.encode("utf-8"))  # one write of one line: appends of two runs never interleave
@@ -166,7 +167,8 @@ def summarize(entries: list[dict[str, Any]], period: dict[str, Any] | None, unre
     """
     matching = [e for e in entries if period is not None and overlaps(period, e["test_period"])]
     this = str(Path(run_path).resolve()) if run_path is not None else None
-    unknown = unreadable or next((e["count_unknown"] for e in matching if e.get("count_unknown")), "")
+    # a lost ledger may have held openings of any test period of this data: every count is a lower bound
+    unknown = unreadable or next((e["count_unknown"] for e in entries if e.get("count_unknown")), "")
     earlier = [e for e in matching if e.get("run_path") != this and (before is None or str(e["opened_at"]) < before)]
     return {"openings": len(matching), "runs": len({e.get("run_path") for e in matching}),
             "strategies": len({s.get("hash") for e in matching for s in e.get("strategies", []) if s.get("hash")}),
@@ -213,9 +215,8 @@ def lookup(ledger_dir: str, data_name: str, period: dict[str, Any] | None, run_p
     return {"path": str(path), **summarize(entries, period, unreadable, run_path, before)}
 
 
-def ledger_entries(ledger_dir: str, data_name: str, period: dict[str, Any] | None) -> tuple[Path, list[dict[str, Any]], str]:
-    """The ledger's path, its openings that count for `period` (all of them without one), and why it
-    cannot be read ("" when it can)."""
+def ledger_entries(ledger_dir: str, data_name: str) -> tuple[Path, list[dict[str, Any]], str]:
+    """The dataset's ledger path, all its openings, and why it cannot be read ("" when it can)."""
     path = ledger_path(ledger_root(ledger_dir), data_name)
     entries, unreadable = read_ledger(path)
-    return path, [e for e in entries if period is None or overlaps(period, e["test_period"])], unreadable
+    return path, entries, unreadable

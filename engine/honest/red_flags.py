@@ -85,7 +85,7 @@ def _ledger_flags(ledger: dict[str, Any], test: dict[str, Any] | None) -> list[s
     """Looks at this test period in other runs (autostrat.honest.ledger): it may have become a validation set."""
     out = []
     runs, bar = ledger.get("earlier_runs", 0), ledger.get("flag_earlier_runs", 0)
-    if bar and runs >= bar:
+    if bar > 0 and runs >= bar:
         bests = [num((e.get("best") or {}).get("total_return")) for e in ledger.get("earlier", [])]
         bests = [b for b in bests if not math.isnan(b)]
         here = num((test or {}).get("total_return"))
@@ -96,7 +96,7 @@ def _ledger_flags(ledger: dict[str, Any], test: dict[str, Any] | None) -> list[s
                    f"time{'s' if ledger['earlier_openings'] != 1 else ''} in {runs} other "
                    f"run{'s' if runs != 1 else ''}.{compare} Read today's test number as one of several looks.")
     k, bar = ledger.get("strategies", 0), ledger.get("flag_strategies", 0)
-    if bar and k >= bar:
+    if bar > 0 and k >= bar:
         out.append(f"{k} distinct strategies have been looked at on this test period across runs: choosing among "
                    "them by their test results has made it a validation set.")
     return out
