@@ -162,10 +162,12 @@ def _looks(r: dict[str, Any]) -> str:
         rows.append(f'<tr><td class="l">{_e(e["run"])}</td><td class="l">{_e(e["opened_at"])}</td>'
                     f'<td>{fmt("total_return", b.get("total_return"))}</td><td>{fmt("sharpe", b.get("sharpe"))}</td>'
                     f'<td>{fmt("excess_return", b.get("excess_return"))}</td></tr>')
-    head = ('<tr><th class="l">look</th><th class="l">opened at</th><th>best test return</th><th>Sharpe</th>'
+    head = ('<tr><th class="l">look</th><th class="l">opened at</th><th>test return</th><th>Sharpe</th>'
             "<th>excess return</th></tr>")
     return (f'<h3>Looks at this test period, across runs</h3><p class="muted">This data\'s test period was '
-            f'{_e(counts_line(ledger))} (ledger {_e(ledger["path"])}). The other runs\' looks before this one:</p>'
+            f'{_e(counts_line(ledger))} (ledger {_e(ledger["path"])}). Below: this run\'s best strategy, then '
+            "every other run's look before this one with the best test result among the strategies it opened. "
+            "A test number that is the best of many looks is a validation number.</p>"
             f"<table>{head}{''.join(rows)}</table>")
 
 
