@@ -1,7 +1,7 @@
 """Settings: one dataclass holds everything resolved from defaults, autostrat.toml and flags.
 
 Precedence, lowest first: the defaults below, `autostrat.toml` in the working directory (sections
-[data], [split], [backtest], [search], [llm]), then command-line flags.
+[data], [split], [backtest], [search], [honest], [llm]), then command-line flags.
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ class SearchSettings:
 
 
 @dataclass
+class HonestSettings:
+    ledger_dir: str = ""  # where every opening of a sealed test is recorded; empty: $XDG_DATA_HOME/autostrat/sealed
+    flag_earlier_runs: int = 1  # red flag when this many other runs opened the test period before; 0: never
+    flag_strategies: int = 10  # red flag when this many distinct strategies were looked at on it; 0: never
+
+
+@dataclass
 class LlmSettings:
     model: str = ""  # empty: OPENAI_MODEL, else gpt-4o-mini
     base_url: str = ""  # empty: OPENAI_BASE_URL
@@ -89,6 +96,7 @@ class Settings:
     split: SplitSettings = field(default_factory=SplitSettings)
     backtest: BacktestSettings = field(default_factory=BacktestSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    honest: HonestSettings = field(default_factory=HonestSettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
 
     @classmethod

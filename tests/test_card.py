@@ -73,3 +73,18 @@ def test_trades_per_year_from_the_metrics():
     text = card_text(c)
     assert "Rules (checked at each close):" in text and "Activity:" in text and "fast = 20 (range 5..100)" in text
     assert 36 / (1764 / 252) == pytest.approx(5.142857, rel=1e-6)
+
+
+def test_a_universe_counts_trades_per_market_year():
+    typed = load_strategy(example_path("sma_cross"))
+    by_market = {"A": {"train": {"num_trades": 10, "exposure": 0.5}, "validation": {"num_trades": 4, "exposure": 0.2}},
+                 "B": {"train": {"num_trades": 20, "exposure": 0.3}, "validation": {"num_trades": 2, "exposure": 0.4}}}
+    mean = {"train": {"num_trades": 15, "exposure": 0.4}, "validation": {"num_trades": 3, "exposure": 0.3}}
+    # bars summed over the two markets: 2 x 1260 train, 2 x 504 validation
+    c = card(typed, mean, {"train": 2520, "validation": 1008}, by_market)
+    # 36 trades over (2520 + 1008) / 252 = 14 market-years
+    assert c.activity[0] == "2.6 trades a year per market over 14.0 market-years (2 markets)"
+    assert c.activity[1] == ("train: 30 trades over 2 markets, 3.0 a year per market, in the market 40% of the days "
+                             "(mean over the markets)")
+    assert c.activity[2].startswith("validation: 6 trades over 2 markets, 1.5 a year per market")
+    assert not any(" years" in line and "market-years" not in line for line in c.activity)

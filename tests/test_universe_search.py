@@ -1,5 +1,5 @@
 """The search on a universe: the objective aggregated across markets, the prompt's per-market spread,
-pooled returns, the sealed test per market, resume checks and the report."""
+averaged returns, the sealed test per market, resume checks and the report."""
 
 from __future__ import annotations
 
@@ -55,13 +55,13 @@ def test_universe_evaluator_aggregates_each_market(universe, across):
     assert "over markets" in str(objective) and objective.across == across
     assert objective.value(ev.metrics) == np.mean([ev.metrics["fold_1"]["total_return"],
                                                    ev.metrics["fold_2"]["total_return"]])
-    # pooled returns: every market's train days, then every market's validation days
+    # the returns are the equal-weight average across markets, one series (these markets share dates)
     layout = UniverseEvaluator(universe, s).returns_layout
-    parts = [e.returns[slice(*Evaluator(m, s).returns_layout[p])] for p in ("train", "validation")
-             for m, e in zip(universe, singles)]
-    np.testing.assert_array_equal(ev.returns, np.concatenate(parts))
+    parts = [np.mean([e.returns[slice(*Evaluator(m, s).returns_layout[p])].astype(np.float64)
+                      for m, e in zip(universe, singles)], axis=0) for p in ("train", "validation")]
+    np.testing.assert_allclose(ev.returns, np.concatenate(parts).astype(np.float32), rtol=0, atol=1e-7)
     assert layout["validation"][1] == len(ev.returns)
-    assert layout["train"][1] == sum(len(p) for p in parts[:3])
+    assert layout["train"][1] == len(parts[0]) == len(singles[0].returns) - len(parts[1])
 
 
 def test_prompt_shows_the_spread_worst_first(universe):
@@ -110,6 +110,12 @@ def test_evolve_on_a_universe(clean_env, capsys, universe):
     assert "Every market of the universe" in html and "whose objective is the median" in html
     report = json.loads((run / "report.json").read_text())
     assert report["universe"]["median_market"] in universe.names
+    # the statistics read one averaged series, as long as the validation calendar, not 3 markets' worth
+    assert config["returns_series"].startswith("the equal-weight average of the 3 markets")
+    assert report["stats"]["series"] == config["returns_series"] and "equal-weight average" in html
+    lo, hi = config["returns_layout"]["validation"]
+    assert report["stats"]["track_record"] == hi - lo == config["periods"]["validation"]["bars"] // 3 - 1
+    assert "market-years (3 markets)" in html
 
     # resuming must keep the aggregate; --null is a single-market tool
     assert main([*base, "--run", "u", "--across", "mean"]) == 2
@@ -119,3 +125,47 @@ def test_evolve_on_a_universe(clean_env, capsys, universe):
     assert main([*base, "--run", "n", "--iterations", "2", "--null"]) == 2
     assert "--null runs on one market" in capsys.readouterr().err
     assert not (clean_env / "runs" / "n").exists()
+
+
+def _market(name, days, closes):
+    import autostrat.data.market as M
+    closes = np.asarray(closes, dtype=np.float64)
+    return M.Market(name, np.array(days, dtype="datetime64[D]"), closes, closes, closes, closes,
+                    np.ones(len(closes)), "test", name)
+
+
+def test_universe_returns_are_the_average_over_common_dates_by_hand():
+    """Two markets on different calendars, always long, filled at the close without costs: each day's
+    return is the close-to-close move, and only the days both markets have are averaged."""
+    from autostrat.data.universe import Universe
+    from autostrat.lang.check import check
+    from autostrat.lang.parse import parse
+
+    a = _market("A", ["2003-12-29", "2003-12-30", "2003-12-31", "2004-01-02", "2004-01-05", "2004-01-06"],
+                [100, 110, 121, 100, 102, 100.98])
+    b = _market("B", ["2003-12-30", "2003-12-31", "2004-01-02", "2004-01-06"], [50, 45, 40, 44])
+    s = settings()
+    s.backtest.fill, s.backtest.commission_bps, s.backtest.slippage_bps = "close", 0.0, 0.0
+    typed = check(parse('strategy "hold"\nbuy when close > 0\nsell when close < 0\n'))
+    ev = UniverseEvaluator(Universe((a, b)), s)
+    got = ev(typed).returns
+    # train: both have a return on 12-31 only (A +10%, B -10%); validation: on 01-06 only (A -1%, B +10%)
+    assert ev.returns_layout == {"train": (0, 1), "validation": (1, 2)}
+    np.testing.assert_allclose(got, [0.0, 0.045], atol=1e-7)
+
+
+def test_a_universe_run_with_end_to_end_returns_is_labelled_and_not_resumed(clean_env, universe):
+    from autostrat.errors import ConfigError
+    from autostrat.honest.run_statistics import run_statistics
+    from autostrat.search.runs import RunFolder
+    from autostrat.search.session import resume_run
+
+    base = ["evolve", "--data", DATA, *SPLIT_FLAGS, "--runs-dir", "runs", "--proposer", "mutate"]
+    assert main([*base, "--run", "old", "--iterations", "2", "--no-report"]) == 0
+    path = clean_env / "runs" / "old"
+    config = json.loads((path / "config.json").read_text())
+    del config["returns_series"]  # as a folder written when the returns were laid end to end
+    (path / "config.json").write_text(json.dumps(config))
+    assert "laid end to end" in run_statistics(RunFolder.open(path))["series"]
+    with pytest.raises(ConfigError, match="laid end to end.*Start a new run"):
+        resume_run(path, settings(), [])

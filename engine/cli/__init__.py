@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
     "autostrat.cli.search_cmds",
     "autostrat.cli.local_cmds",
     "autostrat.cli.report_cmd",
+    "autostrat.cli.sealed_cmd",
 ]
 
 

@@ -25,7 +25,8 @@ Afterwards use the name as a data spec: --data SPY, --data gold, or a universe -
 
 _DATA_HELP = """\
 Load a market and print its rows, date range, source, sha256 and the train / validation / test
-periods the split settings give it (dates and bar counts), as `key: value` lines.
+periods the split settings give it (dates and bar counts), as `key: value` lines, and how often
+runs have opened that test period (`autostrat sealed SPEC` lists the openings).
 """
 
 
@@ -136,9 +137,22 @@ def run_data(args: argparse.Namespace) -> int:
         for market in data:
             print()
             print(describe(market, settings.split))
-        return 0
-    print(describe(data, settings.split))
+        print()
+    else:
+        print(describe(data, settings.split))
+    print(sealed_line(data, settings))
     return 0
+
+
+def sealed_line(data, settings) -> str:
+    """`sealed_test: ...`: how often runs opened the data's test period (the ledger)."""
+    from autostrat.honest.ledger import counts_line, lookup
+    from autostrat.honest.sealed import sealed_period
+
+    period = sealed_period(data, settings)
+    if period is None:
+        return "sealed_test: none (no test period)"
+    return f"sealed_test: {counts_line(lookup(settings.honest.ledger_dir, data.name, period))}"
 
 
 def _date(value: str, flag: str) -> str:

@@ -208,6 +208,8 @@ def _finish(path: Path, market) -> None:
     from autostrat.report.build import summary_lines, write_report
 
     html_path, report = write_report(path, by="evolve", market=market)
+    for notice in report.get("notices", []):
+        print(f"warning: {notice}", file=sys.stderr)
     print("honest evaluation (train and validation statistics; test sealed until now):")
     for line in summary_lines(report):
         print(line)

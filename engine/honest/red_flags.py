@@ -42,10 +42,12 @@ def red_flags(report: dict[str, Any]) -> list[str]:
     if trades < MIN_TRADES:
         flags.append(f"Only {trades:.0f} trades in {' and '.join(names)}: too few to tell skill from luck "
                      f"(fewer than {MIN_TRADES}).")
-    unknown = (report.get("sealed") or {}).get("count_unknown")
-    if unknown:
+    ledger = report.get("ledger") or {}
+    for unknown in dict.fromkeys(u for u in ((report.get("sealed") or {}).get("count_unknown"),
+                                            ledger.get("count_unknown")) if u):
         flags.append(f"The sealed test period was opened before an unknown number of times ({unknown}): "
                      "read the test result as one of several looks.")
+    flags += _ledger_flags(ledger, best.get("test"))
     val, test = best.get("validation") or {}, best.get("test")
     if test is not None:
         vs, ts = num(val.get("sharpe")), num(test.get("sharpe"))
@@ -77,3 +79,24 @@ def red_flags(report: dict[str, Any]) -> list[str]:
             flags.append(f"Fragile: with its numbers moved by +-{rob['factor']:.0%} the median objective is "
                          f"{median:.4f}, less than half of the {found:.4f} found.")
     return flags
+
+
+def _ledger_flags(ledger: dict[str, Any], test: dict[str, Any] | None) -> list[str]:
+    """Looks at this test period in other runs (autostrat.honest.ledger): it may have become a validation set."""
+    out = []
+    runs, bar = ledger.get("earlier_runs", 0), ledger.get("flag_earlier_runs", 0)
+    if bar > 0 and runs >= bar:
+        bests = [num((e.get("best") or {}).get("total_return")) for e in ledger.get("earlier", [])]
+        bests = [b for b in bests if not math.isnan(b)]
+        here = num((test or {}).get("total_return"))
+        compare = (f" The best test return seen in those looks was {max(bests):.1%}; this run's best strategy "
+                   f"has {here:.1%}."
+                   if bests and not math.isnan(here) else "")
+        out.append(f"The sealed test period was opened before this run: {ledger['earlier_openings']} "
+                   f"time{'s' if ledger['earlier_openings'] != 1 else ''} in {runs} other "
+                   f"run{'s' if runs != 1 else ''}.{compare} Read today's test number as one of several looks.")
+    k, bar = ledger.get("strategies", 0), ledger.get("flag_strategies", 0)
+    if bar > 0 and k >= bar:
+        out.append(f"{k} distinct strategies have been looked at on this test period across runs: choosing among "
+                   "them by their test results has made it a validation set.")
+    return out

@@ -10,6 +10,11 @@ Inputs, all from the run folder:
   in it: those files never hold it;
 - the best: the best kept record (best.strat).
 
+On a universe each returns file holds one series, the equal-weight average of the markets' daily
+returns over their common dates (autostrat.sim.evaluator.UniverseEvaluator; config.json's
+returns_series says so), so the statistics read one portfolio's record rather than the markets'
+records laid end to end. `series` names what was read.
+
 PSR, DSR and the minimum track record use the days the objective selected on: the objective's
 period (validation for validation.METRIC), or train and validation together for a walk-forward
 objective. V, the variance of the trials' Sharpe ratios, uses the same days. PBO (CSCV) uses all
@@ -79,7 +84,7 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
                    n_splits: int | None = None, prob: float = 0.95) -> dict[str, Any]:
     """PSR, DSR, minimum track record and PBO of the run's best strategy and trials, as a flat dict.
 
-    Keys: n_records, n_trials, n_kept, n_discarded, n_invalid, n_duplicate, n_error,
+    Keys: series (what the returns files hold on a universe, else ""), n_records, n_trials, n_kept, n_discarded, n_invalid, n_duplicate, n_error,
     best_iteration, best_objective, selection (the rows' name), track_record (days), sharpe_daily,
     sharpe_annual, psr, var_trials, expected_max_sharpe, expected_max_sharpe_annual, dsr,
     min_track_record, min_track_record_deflated (days), pbo, prob_oos_loss, degradation_slope,
@@ -95,7 +100,7 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
     out: dict[str, Any] = {
         "n_records": len(records), "n_trials": counts["keep"] + counts["discard"], "n_kept": counts["keep"],
         "n_discarded": counts["discard"], "n_invalid": counts["invalid"], "n_duplicate": counts["duplicate"],
-        "n_error": counts["error"], "objective": str(objective),
+        "n_error": counts["error"], "objective": str(objective), "series": _series(run.config),
     }
     best = best_record(records)
     out["best_iteration"] = best["iteration"] if best else None
@@ -126,6 +131,15 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
             })
     out.update(_pbo(matrix, n_splits))
     return out
+
+
+def _series(config: dict[str, Any]) -> str:
+    """What the returns files hold: "" for one market's own returns."""
+    if config.get("returns_series"):
+        return str(config["returns_series"])
+    if (config.get("data") or {}).get("source") == "universe":
+        return "the markets' daily returns laid end to end, as this run folder stores them (longer than the evidence)"
+    return ""
 
 
 def _pbo(matrix: np.ndarray, n_splits: int) -> dict[str, Any]:

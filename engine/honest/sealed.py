@@ -19,6 +19,10 @@ sealed.json that is missing although the test was opened, or that cannot be read
 into damaged/), makes the next opening record `count_unknown` with the reason: the file says
 from then on that the test was opened before an unknown number of times, and the report raises a
 red flag.
+
+Every opening is also appended to the ledger of the dataset's openings across runs
+(autostrat.honest.ledger) before sealed.json records it: a look that cannot be recorded there is
+not made.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from autostrat.config import Settings
 from autostrat.data.market import Market
 from autostrat.data.universe import Universe, across_assets
 from autostrat.files import atomic_write
+from autostrat.honest.ledger import append_opening, ledger_path, ledger_root, make_entry
 from autostrat.search.population import Member
 from autostrat.search.runs import RunFolder, as_float, clean_json
 from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
@@ -91,7 +96,7 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     opening: dict[str, Any] = {"opened_at": opened_at, "by": by,
                                "after_iteration": records[-1]["iteration"] if records else None,
                                "records": len(records), "strategies": [], "buy_hold": None}
-    period = _test_period(market, settings)
+    period = sealed_period(market, settings)
     if period is not None:
         sealed["test_period"] = period
         sealed["reason"] = ""
@@ -104,6 +109,11 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
         sealed["test_period"] = None
         sealed["reason"] = ("the split has no test period (two_way, or no bars on or after test_start "
                             f"{settings.split.test_start})")
+    if period is not None:
+        entry = make_entry(run.name, run.path, opened_at, by, market.name, market.sha256, period,
+                           opening["strategies"])
+        path = ledger_path(ledger_root(settings.honest.ledger_dir), market.name)
+        run.notices.extend(append_opening(path, entry))
     sealed["openings"].append(opening)
     sealed["opened_at"] = sealed["openings"][0]["opened_at"]
     sealed["times_opened"] = len(sealed["openings"])
@@ -130,7 +140,7 @@ def _sealed_so_far(run: RunFolder) -> dict[str, Any]:
                                              f"{moved.relative_to(run.path)}); the test period was opened before"}
 
 
-def _test_period(market, settings: Settings) -> dict[str, Any] | None:
+def sealed_period(market, settings: Settings) -> dict[str, Any] | None:
     """The test period's dates and bars (on a universe: earliest, latest, summed, markets); None without one."""
     markets = list(market) if isinstance(market, Universe) else [market]
     rows = []

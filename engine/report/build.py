@@ -23,6 +23,7 @@ from autostrat.data.market import Market
 from autostrat.data.universe import Universe, across_assets
 from autostrat.errors import AutostratError
 from autostrat.files import atomic_write
+from autostrat.honest.ledger import counts_line, lookup
 from autostrat.honest.red_flags import num as _num
 from autostrat.honest.red_flags import red_flags
 from autostrat.honest.robustness import robustness
@@ -76,13 +77,14 @@ def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int 
     objective = Objective.from_settings(settings.search)
     market = market or load_run_market(run, settings)
     sealed = open_seal(run, market, settings, records, by=by)
+    ledger = _ledger(run, market, settings, sealed)
     stats = run_statistics(run, records, objective, n_splits)
     stats.update(spa_statistics(run, market, records, objective, settings))
     top = top_records(records, settings.search.population)
     best = top[0]
     if isinstance(market, Universe):
         return _universe_report(run, records, settings, Objective.from_settings(settings.search, universe=True),
-                                market, sealed, stats, top, best, with_robustness, n_splits)
+                                market, sealed, stats, top, best, with_robustness, n_splits, ledger)
     periods = tuple(p for p in ALL_PERIODS if p in period_spans(market, settings, ALL_PERIODS))
     result = backtest(run.read_strategy(best["iteration"]), market, settings, periods=periods)
     hold = buy_and_hold(market, result.spans, settings)
@@ -96,12 +98,12 @@ def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int 
                                      "bars": int(b - a)} for f, (a, b) in folds.items()}
         extra["fold_buy_hold"] = buy_and_hold(market, folds, settings)
     return _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_objective, market.name,
-                     periods, extra, result, result.metrics, market, with_robustness, n_splits,
+                     periods, {**extra, "ledger": ledger}, result, result.metrics, market, with_robustness, n_splits,
                      f"Best strategy (iteration {best['iteration']}) against buy and hold")
 
 
 def _universe_report(run, records, settings, objective, universe, sealed, stats, top, best,
-                     with_robustness, n_splits) -> dict[str, Any]:
+                     with_robustness, n_splits, ledger) -> dict[str, Any]:
     """build_report on a universe: metrics are the `search.across` aggregates over the markets; the
     equity chart shows the median market; a table lists every market."""
     across = settings.search.across
@@ -130,7 +132,7 @@ def _universe_report(run, records, settings, objective, universe, sealed, stats,
             periods[p] = {"first": min(r[0] for r in rows), "last": max(r[1] for r in rows),
                           "bars": sum(r[2] for r in rows), "markets": len(rows)}
     extra = {"universe": {"across": across, "median_market": median_name, "markets": result.metrics,
-                          "buy_hold": holds}}
+                          "buy_hold": holds}, "ledger": ledger}
     return _assemble(run, records, settings, objective, stats, sealed, top, hold, objective.value(hold_all),
                      f"{universe.name} ({len(universe)} markets, {across} over them)", periods, extra, median,
                      metrics, universe, with_robustness, n_splits,
@@ -156,7 +158,8 @@ def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_
     }
     report["verdict"] = grade_run(run, report)  # the registered bar (None without one), graded once
     report["robustness"] = robustness(result.typed, data, settings, objective) if with_robustness else None
-    report["card"] = card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()})
+    report["card"] = card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()},
+                          (extra.get("universe") or {}).get("markets"))
     report["source"] = run.read_strategy(best["iteration"])
     report["lineage"] = lineage(records, {r["iteration"] for r in top})
     report["flags"] = red_flags(report)
@@ -165,6 +168,18 @@ def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_
         "equity": equity_png(result_curves(result), equity_title),
     }
     return report
+
+
+def _ledger(run: RunFolder, market, settings: Settings, sealed: dict[str, Any]) -> dict[str, Any] | None:
+    """Every opening of this data's test period, across runs (autostrat.honest.ledger), and the
+    red-flag thresholds; None without a test period."""
+    period = sealed.get("test_period")
+    if not period:
+        return None
+    latest = latest_opening(sealed)
+    found = lookup(settings.honest.ledger_dir, market.name, period, run.path, latest["opened_at"] if latest else None)
+    return {**found, "flag_earlier_runs": settings.honest.flag_earlier_runs,
+            "flag_strategies": settings.honest.flag_strategies}
 
 
 def _folds(market: Market, settings: Settings, spans) -> dict[str, tuple[int, int]]:
@@ -265,6 +280,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                   f"test_opened_at: {opening['opened_at'] if opening else ''}"]
     else:
         lines.append("test_total_return: none (no test period)")
+    ledger = report.get("ledger")
+    if ledger:
+        lines += [f"test_openings_all_runs: {ledger['openings']}", f"test_opened_in_runs: {ledger['runs']}",
+                  f"test_strategies_looked_at: {ledger['strategies']}",
+                  f"test_count_unknown: {'yes' if ledger['count_unknown'] else 'no'}",
+                  f"sealed_ledger: {ledger['path']}"]
     null = report.get("null")
     if null:
         lines += [f"null_best_objective: {f(null['best_objective'])}", f"null_dsr: {f(null['dsr'])}"]

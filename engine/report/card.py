@@ -174,8 +174,13 @@ def _exit_text(kind: str, value: float, short: bool) -> str:
 
 
 def card(typed: TypedProgram, metrics: dict[str, dict[str, float]] | None = None,
-         bars: dict[str, int] | None = None) -> Card:
-    """The card of a checked strategy; `metrics` ({period: {...}}) and `bars` ({period: n}) add its activity."""
+         bars: dict[str, int] | None = None,
+         by_market: dict[str, dict[str, dict[str, float]]] | None = None) -> Card:
+    """The card of a checked strategy; `metrics` ({period: {...}}) and `bars` ({period: n}) add its activity.
+
+    On a universe `by_market` ({market: {period: metrics}}) gives every market's trades and `bars`
+    the bars summed over the markets: activity is then counted in market-years.
+    """
     p = typed.program
     speak = _Speaker(typed)
     comments = [c.lstrip("#").strip() for c in p.header_comments if c.strip()]
@@ -203,7 +208,9 @@ def card(typed: TypedProgram, metrics: dict[str, dict[str, float]] | None = None
     years = typed.warmup / TRADING_DAYS
     c.warmup = (f"{typed.warmup} bars (about {years:.1f} years): no rule can fire before every indicator "
                 "has a value." if typed.warmup else "none: the rules can fire from the first bar.")
-    if metrics and bars:
+    if by_market and bars:
+        c.activity = _universe_activity(by_market, bars)
+    elif metrics and bars:
         total_trades = total_years = 0.0
         for period in ("train", "validation", "test"):
             if period in metrics and bars.get(period):
@@ -217,6 +224,25 @@ def card(typed: TypedProgram, metrics: dict[str, dict[str, float]] | None = None
             c.activity.insert(0, f"{total_trades / total_years:.1f} trades a year over "
                                  f"{total_years:.1f} years")
     return c
+
+
+def _universe_activity(by_market: dict[str, dict[str, dict[str, float]]], bars: dict[str, int]) -> list[str]:
+    """Trades summed over the markets, per market-year (a market traded for a year): five markets of 27
+    years are 135 market-years, not a 135-year record."""
+    lines, total_trades, total_years = [], 0.0, 0.0
+    for period in ("train", "validation", "test"):
+        rows = [m[period] for m in by_market.values() if period in m]
+        if not rows or not bars.get(period):
+            continue
+        trades, years = sum(m["num_trades"] for m in rows), bars[period] / TRADING_DAYS
+        total_trades, total_years = total_trades + trades, total_years + years
+        exposure = sum(m["exposure"] for m in rows) / len(rows)
+        lines.append(f"{period}: {trades:.0f} trades over {len(rows)} markets, {trades / years:.1f} a year per "
+                     f"market, in the market {exposure:.0%} of the days (mean over the markets)")
+    if total_years:
+        lines.insert(0, f"{total_trades / total_years:.1f} trades a year per market over {total_years:.1f} "
+                        f"market-years ({len(by_market)} markets)")
+    return lines
 
 
 def card_text(c: Card) -> str:

@@ -11,6 +11,7 @@ import html
 import math
 from typing import Any
 
+from autostrat.honest.ledger import counts_line
 from autostrat.honest.red_flags import DSR_BAR, PBO_BAR
 from autostrat.report.bar_html import bar_box, spa_row
 from autostrat.sim.metrics import COUNT, FRACTION, METRIC, RATIO, format_metric
@@ -145,7 +146,30 @@ def _metrics_tables(r: dict[str, Any]) -> str:
         out.append(f"<h3>{title}</h3>\n<table>{head}{''.join(rows)}</table>")
     if "test" not in r["periods"]:
         out.append(f'<p class="muted">No test period: {_e(sealed.get("reason", ""))}.</p>')
+    if r.get("ledger"):
+        out.append(_looks(r))
     return "\n".join(out)
+
+
+def _looks(r: dict[str, Any]) -> str:
+    """Every run's look at this test period (the ledger), their best test results beside this run's."""
+    ledger, test = r["ledger"], r["best"]["metrics"].get("test") or {}
+    rows = [f'<tr class="best"><td class="l">this run ({_e(r["run"])})</td><td class="l">'
+            f'{_e((r["sealed"].get("openings") or [{}])[-1].get("opened_at", ""))}</td>'
+            f'<td>{fmt("total_return", test.get("total_return"))}</td><td>{fmt("sharpe", test.get("sharpe"))}</td>'
+            f'<td>{fmt("excess_return", test.get("excess_return"))}</td></tr>']
+    for e in ledger["earlier"]:
+        b = e.get("best") or {}
+        rows.append(f'<tr><td class="l">{_e(e["run"])}</td><td class="l">{_e(e["opened_at"])}</td>'
+                    f'<td>{fmt("total_return", b.get("total_return"))}</td><td>{fmt("sharpe", b.get("sharpe"))}</td>'
+                    f'<td>{fmt("excess_return", b.get("excess_return"))}</td></tr>')
+    head = ('<tr><th class="l">look</th><th class="l">opened at</th><th>test return</th><th>Sharpe</th>'
+            "<th>excess return</th></tr>")
+    return (f'<h3>Looks at this test period, across runs</h3><p class="muted">This data\'s test period was '
+            f'{_e(counts_line(ledger))} (ledger {_e(ledger["path"])}). Below: this run\'s best strategy, then '
+            "every other run's look before this one with the best test result among the strategies it opened. "
+            "A test number that is the best of many looks is a validation number.</p>"
+            f"<table>{head}{''.join(rows)}</table>")
 
 
 def _markets(r: dict[str, Any]) -> str:
@@ -181,7 +205,9 @@ def _statistics(r: dict[str, Any]) -> str:
     out = [f'<p class="muted">Computed from the run folder: {n} trials (every evaluated candidate; {s["n_invalid"]} '
            f'invalid, {s["n_duplicate"]} duplicate and {s["n_error"]} failed iterations are not trials), their daily '
            f'returns on train and validation, and the best strategy\'s {_e(sel)} record ({_e(days)} days). '
-           'The sealed test period is not used. docs/report.md explains each number.</p>']
+           + (f'On this universe the record is {_e(s["series"])}; each market\'s own figures are in the '
+              'markets table. ' if s.get("series") else "")
+           + 'The sealed test period is not used. docs/report.md explains each number.</p>']
     out.append(_stat("PSR", fmt("", psr),
                      f"Taken alone, the best strategy's {sel} record (annual Sharpe {fmt('', sr)}) gives a "
                      f"{_pct(psr)} probability that its true Sharpe ratio is above zero; this ignores that it "

@@ -11,7 +11,8 @@ config.json (written once by `start_run`, updated by `resume_run` and `run_null`
 
     {"autostrat_version", "run", "created": UTC ISO 8601, "settings": Settings.to_dict(),
      "data": data_info(...) (spec, name, source, sha256, bars, first, last; markets on a universe),
-     "periods": {period: {first, last, bars}}, "returns_layout", "folds" (with walk-forward folds),
+     "periods": {period: {first, last, bars}}, "returns_layout", "returns_series" (on a universe: what
+     the returns files hold), "folds" (with walk-forward folds),
      "grammar_sha256", "baseline": {"path", "text"}, "model" (llm proposer: model and base_url),
      the pass bar in settings.search.bar (checked by `start_run`, fixed from then on),
      "resumed": [UTC times], "null_run": NAME-null, or in a null run "null_of": what it matches,
@@ -167,6 +168,7 @@ def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | 
         "autostrat_version": __version__, "run": name, "created": _now(),
         "settings": settings.to_dict(), "data": data_info(settings.data.spec, market),
         "periods": evaluator.period_dates(), "returns_layout": evaluator.returns_layout,
+        **({"returns_series": evaluator.returns_series} if evaluator.returns_series else {}),
         **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {}),
         "grammar_sha256": grammar_sha(),
         "baseline": {"path": str(source), "text": text},
@@ -217,6 +219,10 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     check_numbers(settings)
     market = load_run_data(run, settings, " Resuming would mix results from different data; start a new run "
                                           "with another --run NAME")
+    if isinstance(market, Universe) and not run.config.get("returns_series"):
+        raise ConfigError(f"{path}: this universe run's returns files hold the markets' returns laid end to end, "
+                          "and new iterations keep the equal-weight average across markets; the two cannot be "
+                          "mixed in one run's statistics. Start a new run with another --run NAME")
     if run.config.get("grammar_sha256") != grammar_sha():
         warn("warning: the strategy grammar changed since this run started; its strategies are re-read "
              "with the current one")

@@ -57,6 +57,7 @@ class Evaluator:
             offsets[name] = (start, start + (b - a - 1))
             start += b - a - 1
         self.returns_layout = offsets
+        self.returns_series = ""  # one market: its own daily returns
         s = settings.search
         self.fold_spans = (fold_spans(self.spans["train"][0], self.spans["validation"][1], s.folds, s.fold_mode)
                            if s.folds else {})
@@ -97,9 +98,11 @@ class Evaluator:
 class UniverseEvaluator:
     """An Evaluator per market of a universe; metrics aggregated over the markets with `search.across`.
 
-    The daily returns are pooled: for each search period, every market's returns one after another
-    (train of market 1, train of market 2, ..., then validation), so the run's statistics (PSR, DSR,
-    PBO) read one long series per candidate.
+    The daily returns kept for the run's statistics (PSR, DSR, PBO) are those of the equal-weight
+    average across the markets, rebalanced daily: for each search period, on the days every market
+    has a return (their common dates), the mean of the markets' returns. Markets laid end to end
+    would read 5 markets of 1,043 days as a 5,215-day record, which overstates the evidence when
+    they move together; the average is one portfolio's record, as long as the calendar allows.
     """
 
     def __init__(self, universe: Universe, settings: Settings):
@@ -108,12 +111,21 @@ class UniverseEvaluator:
         self.across = settings.search.across
         self.evaluators = [Evaluator(m, settings) for m in universe]
         self.fold_spans = self.evaluators[0].fold_spans  # truthy when folds are on
+        # Per period, the position in each market's returns of every common date. A return at
+        # position i of span (a, b) is the move from bar a+i to a+i+1: it belongs to date a+i+1.
+        self._common: dict[str, list[np.ndarray]] = {}
         layout, start = {}, 0
         for period in SEARCH_PERIODS:
-            length = sum(e.returns_layout[period][1] - e.returns_layout[period][0] for e in self.evaluators)
-            layout[period] = (start, start + length)
-            start += length
+            days = [e.market.dates[e.spans[period][0] + 1:e.spans[period][1]] for e in self.evaluators]
+            common = days[0]
+            for d in days[1:]:
+                common = np.intersect1d(common, d)
+            self._common[period] = [np.searchsorted(d, common) for d in days]
+            layout[period] = (start, start + len(common))
+            start += len(common)
         self.returns_layout = layout
+        self.returns_series = (f"the equal-weight average of the {len(universe)} markets' daily returns, "
+                               "over their common dates")
 
     def __call__(self, typed: TypedProgram) -> Evaluation:
         per = {e.market.name: e(typed) for e in self.evaluators}
@@ -122,10 +134,10 @@ class UniverseEvaluator:
         metrics["assets"] = by_asset
         parts = []
         for period in SEARCH_PERIODS:
-            for e, ev in zip(self.evaluators, per.values()):
-                a, b = e.returns_layout[period]
-                parts.append(ev.returns[a:b])
-        return Evaluation(metrics, np.concatenate(parts))
+            columns = [ev.returns[slice(*e.returns_layout[period])].astype(np.float64)[idx]
+                       for e, ev, idx in zip(self.evaluators, per.values(), self._common[period])]
+            parts.append(np.mean(np.stack(columns), axis=0))
+        return Evaluation(metrics, np.concatenate(parts).astype(np.float32))
 
     def period_dates(self) -> dict[str, dict[str, object]]:
         """Per search period: the earliest first date, the latest last date, bars summed over the markets."""
