@@ -15,7 +15,13 @@ Print the strategy grammar for constrained decoding, generated from grammar/stra
          `grammar` field; vLLM's xgrammar backend reads it as its EBNF
   lark   Lark syntax for Earley readers (vLLM's guidance backend, outlines, lark)
 
-`autostrat evolve --constrain gbnf|vllm` sends it for you; this command is for other tools.
+With --typed, the typed grammar instead, generated from the built-in registry and the checker's
+rules: numbers and conditions apart, each built-in with its arity and argument kinds, fixed names
+(params p1.., number values x1.., conditions c1..) used only after they are defined, and one
+bounded program shape, so that every text it matches passes `autostrat check`.
+
+`autostrat evolve --constrain gbnf|typed|vllm|openai` sends it for you; this command is for other
+tools.
 """
 
 _SERVE_HELP = """\
@@ -33,6 +39,7 @@ def register(sub) -> None:
     p = sub.add_parser("grammar", help="print the strategy grammar as GBNF or Lark, for constrained decoding",
                        description=_GRAMMAR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", choices=("gbnf", "lark"), default="gbnf", help="the grammar format (default gbnf)")
+    p.add_argument("--typed", action="store_true", help="the typed grammar: every text it matches checks")
     p.set_defaults(handler=cmd_grammar)
 
     p = sub.add_parser("serve-local", help="serve a small local model (SmolLM2-135M) for the llm proposer",
@@ -45,8 +52,11 @@ def register(sub) -> None:
 
 
 def cmd_grammar(args) -> int:
-    """`autostrat grammar --format gbnf|lark`: print the exported grammar."""
-    from autostrat.lang.grammar_export import export
+    """`autostrat grammar --format gbnf|lark [--typed]`: print the exported grammar."""
+    if args.typed:
+        from autostrat.lang.grammar_typed import export
+    else:
+        from autostrat.lang.grammar_export import export
 
     sys.stdout.write(export(args.format))
     return EXIT_OK

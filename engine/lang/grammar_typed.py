@@ -42,7 +42,7 @@ EXITS = ("stop_loss", "take_profit", "trailing_stop", "max_hold")
 class TypedBounds:
     """How much a typed-constrained model may write."""
 
-    params: int = 2  # params p1..pN, whole numbers, declared first
+    params: int = 3  # params p1..pN, whole numbers, declared first
     numbers: int = 4  # number values x1..
     conditions: int = 2  # condition values c1..
     values: int = 4  # named values in all (numbers and conditions)
@@ -62,7 +62,7 @@ def _digits(lo: int, hi: int):
     out.append(_at_most(str(hi)))
     if lo != 1:
         raise ValueError("numbers start at 1")
-    return alt(out)
+    return alt(out[::-1])  # longest first: a regex alternation takes the first that matches
 
 
 def _at_most(top: str):
