@@ -293,7 +293,7 @@ def read_completion(body: bytes, content_type: str,
 
     Raises Malformed (retried) for JSON of the wrong shape or cut off, NotOpenAI for a body that
     is no JSON at all. `content` may be text, null (an empty answer) or a list of content parts
-    (their text parts are joined).
+    (their text parts are joined); a custom tool call's input takes its place.
     """
     try:
         data = json.loads(body)
@@ -317,9 +317,21 @@ def read_completion(body: bytes, content_type: str,
     if not isinstance(message, dict):
         raise Malformed(f"`choices[0].message` is {_kind(message)}, not an object")
     text = _text(message.get("content"))
+    tool = _tool_input(message.get("tool_calls"))
+    if tool is not None:  # the `openai` constraint: the strategy is the custom tool's input
+        text = tool
     reason = first.get("finish_reason")
     finish = reason.strip()[:40] if isinstance(reason, str) else ""
     return text, _usage(data.get("usage"), messages, text), finish
+
+
+def _tool_input(calls: Any) -> str | None:
+    """The input of the first custom tool call (`{"type": "custom", "custom": {"input": ...}}`), or None."""
+    for call in calls if isinstance(calls, list) else []:
+        custom = call.get("custom") if isinstance(call, dict) and call.get("type") == "custom" else None
+        if isinstance(custom, dict) and isinstance(custom.get("input"), str):
+            return custom["input"]
+    return None
 
 
 def _text(content: Any) -> str:
