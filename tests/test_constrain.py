@@ -175,6 +175,9 @@ def test_the_repair_loop_still_works_when_a_server_ignores_the_grammar(env, warm
         assert evolve("--run", "t", "--proposer", "llm", "--constrain", "typed", "--iterations", "2") == 0
     assert "constrain: typed (typed GBNF in the request's `grammar` field)" in capsys.readouterr().out
     assert all(r["grammar"] == grammar_typed.gbnf() for r in llm.requests)
+    system = llm.requests[0]["messages"][0]["content"]
+    assert "Answer format under the typed grammar" in system and "no ```strat fence" in system
+    assert "up to 3 params, named p1" in system
     assert any("rsi takes 2 arguments" in str(r["messages"]) for r in llm.requests)  # the error went back
 
 
@@ -202,6 +205,8 @@ def test_evolve_sends_the_grammar_with_every_request(env, warm, capsys):
         assert evolve("--run", "a", "--proposer", "llm", "--constrain", "auto", "--iterations", "2") == 0
     out = capsys.readouterr().out
     assert "constrain: gbnf (GBNF in the request's `grammar` field)" in out
+    assert "Answer format under the grammar constraint" in llm.requests[0]["messages"][0]["content"]
+    assert "under the grammar constraint" not in llm.requests[-1]["messages"][0]["content"]  # auto chose off
     assert "constrain: off (auto: unknown server takes no grammar" in out  # the fake answers no GET
     with_grammar = [r for r in llm.requests if "grammar" in r]
     assert len(with_grammar) == 2 and all(r["grammar"] == gbnf() for r in with_grammar)

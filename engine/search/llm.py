@@ -39,8 +39,8 @@ from autostrat.errors import EXIT_USAGE, AutostratError, StrategyError
 from autostrat.lang.check import check
 from autostrat.lang.parse import parse
 from autostrat.search.loop import Context, Proposal
-from autostrat.search.prompting import (compact_prompt, iteration_prompt, read_answer, repair_prompt, strip_think,
-                                        system_prompt)
+from autostrat.search.prompting import (compact_prompt, constrained_format, iteration_prompt, read_answer,
+                                        repair_prompt, strip_think, system_prompt)
 from autostrat.sim.objective import Objective
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -440,11 +440,13 @@ class LlmProposer:
     uses_prompt = True
 
     def __init__(self, model: ChatModel, settings: Settings, objective: Objective,
-                 periods: dict[str, dict[str, Any]], market: str):
+                 periods: dict[str, dict[str, Any]], market: str, constraint: str = "off"):
         self.model = model
         self.settings = settings
         self.objective = objective
         self.system = system_prompt(settings, objective, periods, market)
+        if constraint != "off":  # the grammar refuses the fenced format: ask for the bare file
+            self.system += "\n\n" + constrained_format(constraint)
 
     def summarise(self, learnings: str) -> tuple[str, dict[str, int]]:
         """The model's summary of a learnings log that outgrew its budget (one call)."""
