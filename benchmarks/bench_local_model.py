@@ -1,16 +1,21 @@
-"""The local model with and without the grammar constraint: how many answers parse and check, and how fast.
+"""The local model with and without the grammar constraints: how many answers parse and check, and how fast.
 
 Run by hand (it needs the `local` extra and takes a while on 2 cores):
 
     python benchmarks/bench_local_model.py [--prompts 20] [--max-tokens 300] [--seed 7] [--threads N]
+                                           [--evolve 10]
 
 It starts SmolLM2-135M-Instruct with `autostrat.search.local.LocalServer`, builds `--prompts` real search
 prompts (program.md and an iteration prompt whose parent is one of the example strategies, with
-varied iteration numbers and learnings), and asks each once unconstrained and once with the GBNF
-grammar, as the llm proposer would (its temperature and token limit). For each condition it
-prints the share of answers that contain a strategy, parse and check; completion tokens per
-second; and seconds per answer (one iteration's model time without repairs). A JSON summary goes
-to the last line of the output.
+varied iteration numbers and learnings), and asks each once unconstrained (`off`), once with the
+syntax-only GBNF grammar (`gbnf`) and once with the typed grammar (`typed`), as the llm proposer
+would (its temperature, its token limit, and under a constraint the system prompt's constrained
+answer format). For each condition it prints the share of answers that contain a strategy, parse
+and check, how many were cut off at the token limit; completion tokens per second; and seconds
+per answer (one iteration's model time without repairs). With `--evolve N` it then runs
+`autostrat evolve --proposer llm --constrain typed --iterations N` against the same server and
+counts the iterations that were evaluated (not invalid, duplicate or failed) and whether any beat
+the baseline. A JSON summary goes to the last line of the output.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from autostrat.search.local import MODEL_ALIAS, LocalServer
 from autostrat.search.population import Member
 from autostrat.sim.objective import Objective
 from autostrat.lang.parse import parse
-from autostrat.search.prompting import iteration_prompt, read_answer, system_prompt
+from autostrat.search.prompting import constrained_format, iteration_prompt, read_answer, system_prompt
 from autostrat.resources import examples_dir
 
+MODES = ("off", "gbnf", "typed")
 PERIODS = {"train": {"first": "2000-01-03", "last": "2003-12-31", "bars": 1000},
            "validation": {"first": "2004-01-02", "last": "2004-12-31", "bars": 252}}
 LEARNINGS = ["", "- iteration 1: a longer slow average cut trades; validation return fell.",
@@ -77,9 +83,12 @@ def run(args) -> dict:
         import openai
 
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", timeout=1800, max_retries=0)
-        for mode in ("off", "gbnf"):
+        for mode in MODES:
             rows = []
             for n, messages in enumerate(convs):
+                if mode != "off":  # what LlmProposer sends under a constraint
+                    messages = [{"role": "system", "content": messages[0]["content"] + "\n\n"
+                                 + constrained_format(mode)}, *messages[1:]]
                 start = time.monotonic()
                 r = client.chat.completions.create(model=MODEL_ALIAS, messages=messages,
                                                    temperature=settings.llm.temperature, max_tokens=args.max_tokens,
@@ -93,7 +102,55 @@ def run(args) -> dict:
                       f"finish={row['finish']:6} strategy={row['strategy']!s:5} parses={row['parses']!s:5} "
                       f"checks={row['checks']}", flush=True)
             summary[mode] = summarise(rows)
+        if args.evolve:
+            summary["evolve_typed"] = evolve(server, args.evolve, args.max_tokens)
     return summary
+
+
+def evolve(server, iterations: int, max_tokens: int) -> dict:
+    """`autostrat evolve --proposer llm --constrain typed` in a scratch folder: what its iterations became."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from autostrat.cli import main as cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old = os.getcwd()
+        os.chdir(tmp)
+        saved = {k: os.environ.get(k) for k in server.environment()}
+        os.environ.update(server.environment())
+        try:
+            Path("autostrat.toml").write_text(f"[llm]\nmax_tokens = {max_tokens}\ntimeout = 1800\nmax_retries = 0\n")
+            start = time.monotonic()
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = cli(["evolve", "--run", "bench", "--data", "synthetic:bars=2000", "--train-end", "2003-12-31",
+                            "--validation-start", "2004-01-01", "--validation-end", "2004-12-31",
+                            "--test-start", "2005-01-01", "--runs-dir", "runs", "--proposer", "llm",
+                            "--constrain", "typed", "--iterations", str(iterations)])
+            seconds = time.monotonic() - start
+            records = [json.loads(p.read_text()) for p in sorted(Path("runs/bench").glob("iter_*.json"))]
+        finally:
+            os.chdir(old)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    base = next((r.get("objective") for r in records if r["iteration"] == 0), None)
+    tried = [r for r in records if r["iteration"] > 0]
+    evaluated = [r for r in tried if r.get("status") in ("keep", "discard")]
+    better = [r for r in evaluated if base is not None and r.get("objective") is not None and r["objective"] > base]
+    statuses = {}
+    for r in tried:
+        statuses[r.get("status", "?")] = statuses.get(r.get("status", "?"), 0) + 1
+    print(f"evolve --constrain typed: exit {code}, {len(evaluated)} of {len(tried)} iterations evaluated "
+          f"{statuses}, {len(better)} beat the baseline, {seconds:.0f}s", flush=True)
+    return {"exit": code, "iterations": len(tried), "evaluated": len(evaluated), "statuses": statuses,
+            "beat_baseline": len(better), "seconds": seconds}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -115,11 +172,15 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="server threads (default: llama-cpp-python's)")
+    p.add_argument("--evolve", type=int, default=0, metavar="N",
+                   help="then run evolve --constrain typed for N iterations (default: skip)")
     args = p.parse_args()
     summary = run(args)
     print(f"\n{'condition':10} {'answers':>7} {'strategy':>8} {'parses':>7} {'checks':>7} {'cut':>4} {'tok/s':>6} "
           f"{'s/answer':>8}")
     for mode, s in summary.items():
+        if mode not in MODES:
+            continue
         print(f"{mode:10} {s['answers']:7} {s['strategy']:8.0%} {s['parses']:7.0%} {s['checks']:7.0%} "
               f"{s['cut_by_max_tokens']:4} {s['completion_tokens_per_second']:6.1f} {s['seconds_per_answer_mean']:8.1f}")
     print(json.dumps(summary))

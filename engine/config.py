@@ -85,7 +85,7 @@ class LlmSettings:
     retry_backoff: float = 1.0  # seconds before the first retry; doubles on each further retry
     retry_backoff_max: float = 60.0  # the longest wait between retries (Retry-After included)
     max_answer_chars: int = 400_000  # a longer answer is cut to this many characters before it is read
-    constrain: str = "off"  # off | auto | gbnf | vllm: grammar-constrained answers (docs/models.md)
+    constrain: str = ""  # auto|typed|gbnf|vllm|openai|off; empty: auto on localhost, else off (docs/models.md)
 
 
 @dataclass

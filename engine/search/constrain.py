@@ -2,16 +2,19 @@
 
 `[llm] constrain` (or `--constrain`) is one of:
 
-- `gbnf`: the GBNF grammar in the request's `grammar` field, which llama.cpp's llama-server and
-  llama-cpp-python's server read;
-- `vllm`: the same grammar as vLLM's structured output, `{"structured_outputs": {"grammar": ...}}`
+- `typed`: the typed GBNF grammar (lang/grammar_typed: every answer it allows passes `check`) in the
+  request's `grammar` field, which llama.cpp's llama-server and llama-cpp-python's server read;
+- `gbnf`: the syntax-only GBNF grammar (lang/grammar_export) in the same field;
+- `vllm`: the typed grammar as vLLM's structured output, `{"structured_outputs": {"grammar": ...}}`
   from vLLM 0.10.2 on and `{"guided_grammar": ...}` before (vLLM ignores a field it does not know,
   so the version decides; its default backend, xgrammar, reads GBNF as its EBNF);
+- `openai`: the typed Lark grammar as a custom tool the model must call (OpenAI's API matches it
+  with LLGuidance); the strategy is read from the tool call's input;
 - `auto`: ask the server once, at the start, which kind it is, and use the mode that fits;
 - `off`: no constraint; parse and check errors go back to the model (the repair loop).
+- empty (the default): `auto` for a base URL on localhost or 127.0.0.1, else `off`.
 
-A constrained answer is still parsed and checked like any other: a grammar fixes the syntax,
-not the types or the names.
+A constrained answer is still parsed and checked like any other: a server may ignore the grammar.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from autostrat.errors import ConfigError
 
-MODES = ("auto", "gbnf", "vllm", "off")
+MODES = ("auto", "typed", "gbnf", "vllm", "openai", "off")
+TOOL_NAME = "write_strategy"  # the custom tool of the `openai` mode
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 _STRUCTURED_OUTPUTS_SINCE = (0, 10, 2)  # vLLM renamed guided_* to structured_outputs; 0.12 dropped guided_*
 MAX_PROBE_BYTES = 2**20  # a probe reads at most this much of an answer; a model list is a few KB
 
@@ -56,28 +62,47 @@ class Constraint:
 
 
 def request_body(mode: str, version: str = "") -> dict[str, Any]:
-    """The extra request fields of a mode ("gbnf", "vllm" or "off")."""
+    """The extra request fields of a mode ("typed", "gbnf", "vllm", "openai" or "off")."""
     if mode == "off":
         return {}
-    from autostrat.lang.grammar_export import gbnf
+    from autostrat.lang import grammar_export, grammar_typed
 
-    grammar = gbnf()
     if mode == "gbnf":
-        return {"grammar": grammar}
+        return {"grammar": grammar_export.gbnf()}
+    if mode == "typed":
+        return {"grammar": grammar_typed.gbnf()}
     if mode == "vllm":
         if version and _version_tuple(version) < _STRUCTURED_OUTPUTS_SINCE:
-            return {"guided_grammar": grammar}
-        return {"structured_outputs": {"grammar": grammar}}
+            return {"guided_grammar": grammar_typed.gbnf()}
+        return {"structured_outputs": {"grammar": grammar_typed.gbnf()}}
+    if mode == "openai":
+        tool = {"name": TOOL_NAME, "description": "Write the strategy file: the whole program, in the typed "
+                "strategy language.", "format": {"type": "grammar", "grammar": {
+                    "syntax": "lark", "definition": grammar_typed.lark_grammar()}}}
+        return {"tools": [{"type": "custom", "custom": tool}],
+                "tool_choice": {"type": "custom", "custom": {"name": TOOL_NAME}}}
     raise ConfigError(f"llm.constrain {mode!r}: use one of {', '.join(MODES)}")
+
+
+def is_local(base_url: str | None) -> bool:
+    """Whether the base URL names this machine (localhost, 127.0.0.1 or ::1)."""
+    host = urllib.parse.urlsplit(base_url or "").hostname or ""
+    return host in _LOCAL_HOSTS
 
 
 def constraint_for(mode: str, base_url: str | None, api_key: str | None = None,
                    probe: Callable[..., Server] | None = None) -> Constraint:
     """The constraint for `mode` ([llm] constrain) against the server at `base_url` (None: OpenAI).
 
-    `auto` probes the server once; `vllm` probes it only for its version.
+    `auto` probes the server once; `vllm` probes it only for its version. An empty mode is `auto`
+    for a server on this machine and `off` for any other.
     """
-    mode = (mode or "off").strip().lower()
+    mode = (mode or "").strip().lower()
+    if not mode:
+        if not is_local(base_url):
+            return Constraint("off", {}, "the default away from localhost; set [llm] constrain to constrain "
+                                         "the answers")
+        mode = "auto"
     if mode not in MODES:
         raise ConfigError(f"llm.constrain {mode!r}: use one of {', '.join(MODES)}")
     probe = probe or probe_server
@@ -85,22 +110,27 @@ def constraint_for(mode: str, base_url: str | None, api_key: str | None = None,
         return Constraint("off", {}, "the repair loop fixes syntax errors")
     if mode == "gbnf":
         return Constraint("gbnf", request_body("gbnf"), "GBNF in the request's `grammar` field")
+    if mode == "typed":
+        return Constraint("typed", request_body("typed"), "typed GBNF in the request's `grammar` field")
+    if mode == "openai":
+        return Constraint("openai", request_body("openai"), f"typed Lark grammar as the custom tool {TOOL_NAME}")
     if mode == "vllm":
         server = probe(base_url, api_key) if base_url else Server("unknown")
         version = server.version if server.kind == "vllm" else ""
         field_name = next(iter(request_body("vllm", version)))
         return Constraint("vllm", request_body("vllm", version),
-                          f"vLLM {version or '(version unknown)'}, field {field_name}")
+                          f"vLLM {version or '(version unknown)'}, field {field_name}, typed grammar")
     server = probe(base_url, api_key) if base_url else Server("openai", detail="no OPENAI_BASE_URL")
     if server.kind in ("llama.cpp", "llama-cpp-python"):
-        return Constraint("gbnf", request_body("gbnf"), f"auto: {server.kind} server ({server.detail})")
+        return Constraint("typed", request_body("typed"), f"auto: {server.kind} server ({server.detail})")
     if server.kind == "vllm":
         body = request_body("vllm", server.version)
         return Constraint("vllm", body, f"auto: vLLM {server.version or '(version unknown)'} ({server.detail}), "
-                                        f"field {next(iter(body))}")
+                                        f"field {next(iter(body))}, typed grammar")
     why = server.detail or "it named no grammar support"
     return Constraint("off", {}, f"auto: {server.kind} server takes no grammar ({why}); the repair loop fixes "
-                                 "syntax errors")
+                                 "syntax errors" + ("; `openai` sends a grammar tool to models that take one"
+                                                    if server.kind == "openai" else ""))
 
 
 def probe_server(base_url: str, api_key: str | None = None, timeout: float = 3.0) -> Server:

@@ -39,8 +39,8 @@ from autostrat.errors import EXIT_USAGE, AutostratError, StrategyError
 from autostrat.lang.check import check
 from autostrat.lang.parse import parse
 from autostrat.search.loop import Context, Proposal
-from autostrat.search.prompting import (compact_prompt, iteration_prompt, read_answer, repair_prompt, strip_think,
-                                        system_prompt)
+from autostrat.search.prompting import (compact_prompt, constrained_format, iteration_prompt, read_answer,
+                                        repair_prompt, strip_think, system_prompt)
 from autostrat.sim.objective import Objective
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -293,7 +293,7 @@ def read_completion(body: bytes, content_type: str,
 
     Raises Malformed (retried) for JSON of the wrong shape or cut off, NotOpenAI for a body that
     is no JSON at all. `content` may be text, null (an empty answer) or a list of content parts
-    (their text parts are joined).
+    (their text parts are joined); a custom tool call's input takes its place.
     """
     try:
         data = json.loads(body)
@@ -317,9 +317,21 @@ def read_completion(body: bytes, content_type: str,
     if not isinstance(message, dict):
         raise Malformed(f"`choices[0].message` is {_kind(message)}, not an object")
     text = _text(message.get("content"))
+    tool = _tool_input(message.get("tool_calls"))
+    if tool is not None:  # the `openai` constraint: the strategy is the custom tool's input
+        text = tool
     reason = first.get("finish_reason")
     finish = reason.strip()[:40] if isinstance(reason, str) else ""
     return text, _usage(data.get("usage"), messages, text), finish
+
+
+def _tool_input(calls: Any) -> str | None:
+    """The input of the first custom tool call (`{"type": "custom", "custom": {"input": ...}}`), or None."""
+    for call in calls if isinstance(calls, list) else []:
+        custom = call.get("custom") if isinstance(call, dict) and call.get("type") == "custom" else None
+        if isinstance(custom, dict) and isinstance(custom.get("input"), str):
+            return custom["input"]
+    return None
 
 
 def _text(content: Any) -> str:
@@ -428,11 +440,13 @@ class LlmProposer:
     uses_prompt = True
 
     def __init__(self, model: ChatModel, settings: Settings, objective: Objective,
-                 periods: dict[str, dict[str, Any]], market: str):
+                 periods: dict[str, dict[str, Any]], market: str, constraint: str = "off"):
         self.model = model
         self.settings = settings
         self.objective = objective
         self.system = system_prompt(settings, objective, periods, market)
+        if constraint != "off":  # the grammar refuses the fenced format: ask for the bare file
+            self.system += "\n\n" + constrained_format(constraint)
 
     def summarise(self, learnings: str) -> tuple[str, dict[str, int]]:
         """The model's summary of a learnings log that outgrew its budget (one call)."""

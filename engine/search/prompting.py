@@ -203,6 +203,41 @@ def system_prompt(settings: Settings, objective: Objective, periods: dict[str, d
                 "program.md")
 
 
+def constrained_format(mode: str) -> str:
+    """The answer format when a grammar constrains the answer (mode: typed, vllm, openai or gbnf):
+    appended to the system prompt, it replaces the fenced format, which the grammar would refuse."""
+    if mode == "gbnf":
+        from autostrat.lang.grammar_export import Bounds
+
+        return ("## Answer format under the grammar constraint (it replaces the one above)\n\n"
+                "Your answer is decoded under the language's grammar: write the bare strategy file, no "
+                "```strat fence and no other text, starting with the `# hypothesis:` and `# learned:` "
+                f"comment lines; at most {Bounds().statements} statements, one per line.")
+    from autostrat.lang.grammar_typed import TypedBounds
+
+    b = TypedBounds()
+    where = "as the input of the write_strategy tool" if mode == "openai" else "as the whole answer"
+    return f"""## Answer format under the typed grammar (it replaces the one above)
+
+Your answer is decoded under a grammar that admits only strategies that check. Write the bare
+strategy file {where}: no ```strat fence, no other text. In this order, one statement per line:
+
+1. optionally `# hypothesis: <one line>`;
+2. `strategy "<a short name>"`;
+3. up to {b.params} params, named p1, p2, ... in order, each a whole number of bars: `param p1 = 20`;
+4. up to {b.values} named values: numbers named x1, x2, ... (up to {b.numbers}) and conditions named c1,
+   c2, ... (up to {b.conditions}), each in order and used only after its line: `x1 = sma(close, p1)`,
+   `c1 = close > x1`;
+5. `buy when <condition>`, `sell when <condition>`, then optionally both `short when` and `cover when`;
+6. optionally, in this order: `stop_loss 8%`, `take_profit 20%`, `trailing_stop 10%`, `max_hold 20`.
+
+Spacing is as shown (one space around operators, `, ` between arguments). A condition joins at
+most {b.ands} tests with `and` and {b.ors} such groups with `or`; a side of a comparison is a product,
+so put a sum in parentheses: `(high - low) / close > 2%`. Windows are whole numbers from 1 to 2520
+or params. Rename the names of the strategies shown to you the same way. The answer ends after
+the last line."""
+
+
 def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[int] = frozenset()) -> str:
     """What happened to the previous candidate, for the next prompt.
 

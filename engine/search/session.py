@@ -258,7 +258,7 @@ def make_proposer(settings: Settings, objective: Objective, evaluator, market: s
     out(constraint.describe())
     model = ChatModel(config, extra_body=constraint.extra_body)
     periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
-    return LlmProposer(model, settings, objective, periods, market)
+    return LlmProposer(model, settings, objective, periods, market, constraint.mode)
 
 
 def run_null(run: RunFolder, settings: Settings, market, objective: Objective,

@@ -1,0 +1,346 @@
+"""The typed grammar: the part of the language a constrained model can write that always checks.
+
+strategy.lark (and its export, grammar_export) fixes the syntax only. This grammar is generated
+from the built-in registry and the checker's rules, so every text it matches passes `check`:
+
+- conditions and numbers are different rules: `when`, `and`, `or`, `not` and the condition
+  arguments take conditions; comparisons, arithmetic and the number arguments take numbers;
+- each built-in appears with its own arity and argument kinds (registry.Builtin.kinds): a number
+  series is an expression, a window a whole number from 1 to MAX_LOOKBACK (or a param, which is
+  one), a constant a literal or a param;
+- names are fixed and used only after they are defined, with their kind: params `p1..pN` (whole
+  numbers, so windows too), number values `x1..`, condition values `c1..`; every combination of
+  how many of each are defined so far is its own set of rules (a finite expansion);
+- expressions nest at most `levels` deep (call arguments and parentheses go one level down, and
+  the deepest level holds no call that takes a series), so their depth and size stay within the
+  checker's MAX_DEPTH and MAX_NODES; generation refuses bounds that could exceed them;
+- the program has one shape and an end: an optional `# hypothesis:` line, the `strategy` line, the
+  params, the named values, `buy` and `sell` (then `short` and `cover`, both or neither), each exit
+  at most once with a value in its range, and nothing after the last line's newline;
+- spacing is the one `autostrat fmt` writes, so a model has no spaces to choose.
+
+GBNF and Lark are two printings of the same expression trees; the Lark form writes the tokens
+(numbers, the strategy's name) as terminals and every space explicitly (no %ignore).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from autostrat.lang.grammar_tree import Alt, Chars, Lit, Ref, Rep, Seq, alt, gbnf_text, quantifier, regex_text, seq
+from autostrat.lang.parse import MAX_DEPTH, MAX_NODES
+from autostrat.lang.registry import BOOL, BUILTINS, MAX_LOOKBACK, SERIES
+
+FORMATS = ("gbnf", "lark")
+COMPARE = ("<", ">", "<=", ">=")  # == and != on prices are rarely meant; the checker allows them all
+RULE_KINDS = ("buy", "sell", "short", "cover")
+EXITS = ("stop_loss", "take_profit", "trailing_stop", "max_hold")
+
+
+@dataclass(frozen=True)
+class TypedBounds:
+    """How much a typed-constrained model may write."""
+
+    params: int = 3  # params p1..pN, whole numbers, declared first
+    numbers: int = 4  # number values x1..
+    conditions: int = 2  # condition values c1..
+    values: int = 4  # named values in all (numbers and conditions)
+    levels: int = 3  # expression levels: call arguments and parentheses go one down
+    ands: int = 3  # conditions joined by `and` at the top level
+    ors: int = 2  # `and` groups joined by `or` at the top level
+    name_chars: int = 60  # the strategy's name
+    hypothesis_chars: int = 200  # the `# hypothesis:` line's text
+
+
+def _digits(lo: int, hi: int):
+    """A whole number from `lo` (1..9) to `hi`, no leading zero, as an expression tree."""
+    d, nz = Chars(((48, 57),)), Chars(((49, 57),))
+    out, width = [], len(str(hi))
+    for n in range(1, width):  # every shorter length is below hi
+        out.append(seq(nz, *([d] * (n - 1))) if n > 1 else nz)
+    out.append(_at_most(str(hi)))
+    if lo != 1:
+        raise ValueError("numbers start at 1")
+    return alt(out[::-1])  # longest first: a regex alternation takes the first that matches
+
+
+def _at_most(top: str):
+    """Numbers with exactly len(top) digits (no leading zero) that are at most `top`."""
+    d = Chars(((48, 57),))
+    alts = []
+    for k, ch in enumerate(top):
+        first = 49 if k == 0 else 48
+        if ord(ch) > first:
+            rest = [d] * (len(top) - k - 1)
+            alts.append(seq(*([Lit(top[:k])] if k else []), Chars(((first, ord(ch) - 1),)), *rest))
+    alts.append(Lit(top))
+    return alt(alts)
+
+
+@dataclass(frozen=True)
+class _State:
+    """How many params, number values and condition values are defined so far."""
+
+    p: int
+    x: int
+    c: int
+
+    @property
+    def tag(self) -> str:
+        return f"p{self.p}x{self.x}c{self.c}"
+
+
+class _Builder:
+    """Builds the rules, with each expression rule's largest AST size and depth alongside."""
+
+    def __init__(self, b: TypedBounds):
+        if b.levels < 2:
+            raise ValueError("typed grammar: levels must be at least 2")
+        self.b = b
+        self.rules: dict[str, object] = {}
+        self.size: dict[str, int] = {}  # most AST nodes an expression rule's match has
+        self.depth: dict[str, int] = {}
+        self.tokens: set[str] = set()
+
+    def token(self, name: str, tree) -> Ref:
+        self.rules[name] = tree
+        self.tokens.add(name)
+        self.size[name], self.depth[name] = 1, 1
+        return Ref(name)
+
+    def rule(self, name: str, options: list[tuple[object, int, int]]) -> Ref:
+        """A rule of alternatives, each (tree, size, depth)."""
+        if name not in self.rules:
+            self.rules[name] = alt([t for t, _, _ in options])
+            self.size[name] = max(s for _, s, _ in options)
+            self.depth[name] = max(d for _, _, d in options)
+        return Ref(name)
+
+    def sd(self, ref: Ref) -> tuple[int, int]:
+        return self.size[ref.name], self.depth[ref.name]
+
+    # --- tokens -----------------------------------------------------------------------------
+    def build_tokens(self):
+        b = self.b
+        d = Chars(((48, 57),))
+        self.num = self.token("number", seq(Rep(d, 1, 5), Rep(seq(Lit("."), Rep(d, 1, 4)), 0, 1),
+                                            Rep(Lit("%"), 0, 1)))
+        self.win = self.token("window", _digits(1, MAX_LOOKBACK))
+        self.lagn = self.token("lag", _digits(1, 999))
+        self.bars = self.token("bars", _digits(1, 9999))  # max_hold takes 1..100000
+        one = seq(Chars(((49, 57),)), Rep(d, 0, 1), Rep(seq(Lit("."), d), 0, 1), Lit("%"))  # 1% .. 99.9%
+        ten = seq(Chars(((49, 57),)), Rep(d, 0, 2), Rep(seq(Lit("."), d), 0, 1), Lit("%"))  # 1% .. 999.9%
+        self.pct1, self.pct10 = self.token("percent", one), self.token("percent-large", ten)
+        self.sname = self.token("name-text", Rep(Chars(((10, 10), (34, 34)), True), 1, b.name_chars))
+        self.htext = self.token("hypothesis-text", Rep(Chars(((10, 10),), True), 1, b.hypothesis_chars))
+
+    # --- expressions ------------------------------------------------------------------------
+    def names(self, s: _State, kind: str) -> list[tuple[object, int, int]]:
+        if kind == "c":
+            return [(Lit(f"c{k}"), 1, 1) for k in range(1, s.c + 1)]
+        return [(Lit(f"p{k}"), 1, 1) for k in range(1, s.p + 1)] + [(Lit(f"x{k}"), 1, 1) for k in range(1, s.x + 1)]
+
+    def window(self, s: _State) -> Ref:
+        return self.rule(f"window-p{s.p}", [(self.win, 1, 1)] + [(Lit(f"p{k}"), 1, 1) for k in range(1, s.p + 1)])
+
+    def constant(self, s: _State) -> Ref:
+        return self.rule(f"constant-p{s.p}", [(seq(Rep(Lit("-"), 0, 1), self.num), 2, 2)]
+                         + [(Lit(f"p{k}"), 1, 1) for k in range(1, s.p + 1)])
+
+    def calls(self, s: _State, level: int, result: str):
+        """The built-ins returning `result` whose arguments fit below `level`, grouped by kinds."""
+        deepest = level == self.b.levels - 1
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for f in BUILTINS.values():
+            if (f.result == BOOL) != (result == "c"):
+                continue
+            if deepest and "x" in f.kinds or level > 0 and "c" in f.kinds:  # if_else, bars_since: top level
+                continue
+            groups.setdefault(f.kinds, []).append(f.name)
+        out, plain = [], []  # plain: the calls without a series argument, shared by every state with p params
+        for kinds, funcs in groups.items():
+            fname = alt([Lit(f) for f in sorted(funcs)])
+            if len(funcs) > 1:
+                fname = self.rule("fn-" + ("".join(kinds) or "none") + ("-c" if result == "c" else ""),
+                                  [(fname, 1, 1)])
+            args = []
+            for k in kinds:
+                if k == "x":
+                    args.append(self.num_expr(s, level + 1))
+                elif k == "c":
+                    args.append(self.cond_expr(s, level + 1))
+                elif k == "n":
+                    args.append(self.window(s))
+                else:
+                    args.append(self.constant(s))
+            parts = [fname, Lit("(")]
+            for i, a in enumerate(args):
+                parts += ([Lit(", ")] if i else []) + [a]
+            parts.append(Lit(")"))
+            sizes = [self.sd(a) for a in args]
+            call = (seq(*parts), 1 + sum(x for x, _ in sizes), 1 + max((y for _, y in sizes), default=0))
+            (out if any(k in "xc" for k in kinds) else plain).append(call)
+        if plain:
+            out.append((self.rule(f"calls-{result}-p{s.p}", plain), *[max(c[i] for c in plain) for i in (1, 2)]))
+        return out
+
+    def num_expr(self, s: _State, level: int) -> Ref:
+        name = f"num{level}-{s.tag}"
+        if name in self.rules:
+            return Ref(name)
+        atoms = [(self.num, 1, 1), (alt([Lit(x) for x in SERIES]), 1, 1)] + self.names(s, "x")
+        atoms += self.calls(s, level, "x")
+        if level == 0:  # parentheses: a sum one level down
+            inner = self.num_expr(s, 1)
+            sz, dp = self.sd(inner)
+            atoms.append((seq(Lit("("), inner, Alt((Lit(" + "), Lit(" - "))), inner, Lit(")")), 2 * sz + 1, dp + 1))
+        atom = self.rule(f"atom{level}-{s.tag}", atoms)
+        if level == self.b.levels - 1:
+            return self.rule(name, [(atom, *self.sd(atom))])
+        sz, dp = self.sd(atom)
+        factor = self.rule(f"factor{level}-{s.tag}", [
+            (seq(Rep(Lit("-"), 0, 1), atom, Rep(seq(Lit("["), self.lagn, Lit("]")), 0, 1)), sz + 2, dp + 2)])
+        if level > 0:
+            return self.rule(name, [(factor, *self.sd(factor))])
+        sz, dp = self.sd(factor)
+        term = self.rule(f"term{level}-{s.tag}", [
+            (seq(factor, Rep(seq(Alt((Lit(" * "), Lit(" / "))), factor), 0, 1)), 2 * sz + 1, dp + 1)])
+        sz, dp = self.sd(term)
+        return self.rule(name, [(seq(term, Rep(seq(Alt((Lit(" + "), Lit(" - "))), term), 0, 1)), 2 * sz + 1, dp + 1)])
+
+    def cond_expr(self, s: _State, level: int) -> Ref:
+        name = f"cond{level}-{s.tag}"
+        if name in self.rules:
+            return Ref(name)
+        num = self.num_expr(s, level)
+        if level == 0:  # a side of a top-level comparison is a product; a sum goes in parentheses
+            num = Ref(f"term0-{s.tag}")
+        nz, nd = self.sd(num)
+        cmp = alt([Lit(f" {op} ") for op in COMPARE])
+        base = [(seq(num, cmp, num), 2 * nz + 1, nd + 1), (alt([Lit("true"), Lit("false")]), 1, 1)]
+        base += self.names(s, "c") + self.calls(s, level, "c")
+        if level == 0:  # parentheses: `or` one level down
+            inner = self.cond_expr(s, 1)
+            sz, dp = self.sd(inner)
+            base.append((seq(Lit("("), inner, Lit(" or "), inner, Lit(")")), 2 * sz + 1, dp + 1))
+        if level > 0:
+            return self.rule(name, base)
+        basis = self.rule(f"basis{level}-{s.tag}", base)
+        sz, dp = self.sd(basis)
+        term = self.rule(f"test{level}-{s.tag}", [(seq(Rep(Lit("not "), 0, 1), basis), sz + 1, dp + 1)])
+        sz, dp = self.sd(term)
+        b = self.b
+        both = self.rule(f"all{level}-{s.tag}", [
+            (seq(term, Rep(seq(Lit(" and "), term), 0, b.ands - 1)), b.ands * sz + b.ands - 1, dp + b.ands - 1)])
+        sz, dp = self.sd(both)
+        return self.rule(name, [(seq(both, Rep(seq(Lit(" or "), both), 0, b.ors - 1)), b.ors * sz + b.ors - 1,
+                                 dp + b.ors - 1)])
+
+    # --- the program --------------------------------------------------------------------------
+    def program(self):
+        b = self.b
+        self.build_tokens()
+        self.rules["root"] = None  # first
+        nl = Lit("\n")
+        for p in range(b.params, -1, -1):
+            for x in range(b.numbers, -1, -1):
+                for c in range(b.conditions, -1, -1):
+                    if x + c <= b.values:
+                        self.definitions(_State(p, x, c))
+        head = seq(Rep(seq(Lit("# hypothesis: "), self.htext, nl), 0, 1),
+                   Lit('strategy "'), self.sname, Lit('"\n'))
+        params = Ref(f"defs-p{b.params}x0c0")
+        for p in range(b.params, 0, -1):  # params-k: k declared, p(k+1) next or no more
+            self.rules[f"params-{p - 1}"] = alt([seq(Lit(f"param p{p} = "), self.win, nl, params),
+                                                  Ref(f"defs-p{p - 1}x0c0")])
+            params = Ref(f"params-{p - 1}")
+        self.rules["root"] = seq(head, params)
+        for name, ref in list(self.size.items()):
+            if name.startswith("cond0-") or name.startswith("num0-"):
+                if ref > MAX_NODES or self.depth[name] > MAX_DEPTH:
+                    raise ValueError(f"typed grammar: {name} allows {ref} nodes and depth {self.depth[name]}; the "
+                                     f"checker's limits are {MAX_NODES} and {MAX_DEPTH}: lower the bounds")
+        return self.rules
+
+    def definitions(self, s: _State):
+        b, nl = self.b, Lit("\n")
+        name = f"defs-{s.tag}"
+        out = []
+        if s.x < b.numbers and s.x + s.c < b.values:
+            out.append(seq(Lit(f"x{s.x + 1} = "), self.num_expr(s, 0), nl, Ref(f"defs-p{s.p}x{s.x + 1}c{s.c}")))
+        if s.c < b.conditions and s.x + s.c < b.values:
+            out.append(seq(Lit(f"c{s.c + 1} = "), self.cond_expr(s, 0), nl, Ref(f"defs-p{s.p}x{s.x}c{s.c + 1}")))
+        cond = self.cond_expr(s, 0)
+        rules = [seq(Lit(f"{k} when "), cond, nl) for k in RULE_KINDS]
+        out.append(seq(rules[0], rules[1], Rep(seq(rules[2], rules[3]), 0, 1), self.exits(s)))
+        self.rules[name] = alt(out)
+
+    def exits(self, s: _State) -> Ref:
+        name = f"exits-p{s.p}"
+        if name not in self.rules:
+            values = {"stop_loss": self.pct1, "take_profit": self.pct10, "trailing_stop": self.pct1,
+                      "max_hold": alt([self.bars] + [Lit(f"p{k}") for k in range(1, s.p + 1)])}
+            self.rules[name] = seq(*[Rep(seq(Lit(f"{e} "), values[e], Lit("\n")), 0, 1) for e in EXITS])
+        return Ref(name)
+
+
+@lru_cache(maxsize=8)
+def _built(bounds: TypedBounds) -> tuple[dict, frozenset[str]]:
+    b = _Builder(bounds)
+    return b.program(), frozenset(b.tokens)
+
+
+def rules(bounds: TypedBounds = TypedBounds()) -> dict:
+    """The grammar's expression trees by rule name, `root` first."""
+    return dict(_built(bounds)[0])
+
+
+def _header(fmt: str, b: TypedBounds, mark: str) -> str:
+    return (f"{mark} The autostrat typed strategy grammar ({fmt}): every text it matches passes `autostrat check`.\n"
+            f"{mark} Generated from the built-in registry by `autostrat grammar --typed --format {fmt}`. Bounds: "
+            f"{b.params} params p1.., {b.numbers} number values x1..,\n{mark} {b.conditions} condition values c1.., "
+            f"{b.values} values in all, {b.levels} expression levels, {b.ands} `and` terms, {b.ors} `or` groups.\n")
+
+
+def gbnf(bounds: TypedBounds = TypedBounds()) -> str:
+    """The typed grammar as GBNF (llama.cpp's `grammar` field, vLLM's structured outputs)."""
+    tree = _built(bounds)[0]
+    width = max(len(n) for n in tree)
+    return _header("gbnf", bounds, "#") + "".join(f"{n.ljust(width)} ::= {gbnf_text(r, top=True)}\n"
+                                                  for n, r in tree.items())
+
+
+def _lark(node, terms: dict[str, str], top: bool = False) -> str:
+    if isinstance(node, Lit):
+        return '"' + node.text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(node, Ref):
+        return terms.get(node.name) or ("start" if node.name == "root" else node.name.replace("-", "_"))
+    if isinstance(node, Chars):
+        return "/" + regex_text(node, {}) + "/"
+    if isinstance(node, (Seq, Alt)):
+        glue = " " if isinstance(node, Seq) else " | "
+        text = glue.join(_lark(i, terms, top=isinstance(node, Alt)) for i in node.items)
+        return text if top else f"({text})"
+    if node.hi is None or node.hi <= 1:
+        return _lark(node.item, terms) + quantifier(node.lo, node.hi)
+    return f"{_lark(node.item, terms)} ~ {node.lo}..{node.hi}"
+
+
+def lark_grammar(bounds: TypedBounds = TypedBounds()) -> str:
+    """The typed grammar in Lark syntax, entry rule `start`: OpenAI's custom-tool grammars
+    (LLGuidance), vLLM's guidance backend, and lark itself (Earley)."""
+    tree, tokens = _built(bounds)
+    terms = {n: n.upper().replace("-", "_") for n in tokens}
+    lines = [f"{_lark(Ref(n), {})}: {_lark(r, terms, top=True)}" for n, r in tree.items() if n not in tokens]
+    lines += [f"{terms[n]}: /{regex_text(tree[n], tree, bare=True)}/" for n in tree if n in tokens]
+    return _header("lark", bounds, "//") + "\n".join(lines) + "\n"
+
+
+def export(fmt: str, bounds: TypedBounds = TypedBounds()) -> str:
+    """The typed grammar in `fmt` ("gbnf" or "lark")."""
+    if fmt == "gbnf":
+        return gbnf(bounds)
+    if fmt == "lark":
+        return lark_grammar(bounds)
+    raise ValueError(f"unknown grammar format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -1,0 +1,252 @@
+"""The typed grammar: everything it matches checks, in GBNF (read by the test's own GBNF matcher
+and sampler, tests/test_grammar_export.Gbnf), in Lark (read by lark itself) and in llguidance's
+grammar engine (the one OpenAI's custom-tool grammars and vLLM's guidance backend run).
+
+The two printings come from one expression tree; the tests show the languages agree on samples,
+on the covered examples and golden files, and on texts that break one checker rule each.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lark import Lark
+from lark.exceptions import LarkError
+from test_grammar_export import EXAMPLES, GOLDEN_OK, Gbnf
+
+from autostrat.cli import main
+from autostrat.lang import grammar_typed as gt
+from autostrat.lang import nodes as N
+from autostrat.lang.check import check
+from autostrat.lang.fmt import expr as fmt_expr
+from autostrat.lang.fmt import number as fmt_number
+from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, parse
+
+
+@lru_cache(maxsize=1)
+def typed() -> Gbnf:
+    return Gbnf(gt.gbnf())
+
+
+@lru_cache(maxsize=1)
+def lark_typed() -> Lark:
+    return Lark(gt.lark_grammar(), parser="earley", lexer="dynamic")
+
+
+def lark_accepts(text: str) -> bool:
+    try:
+        lark_typed().parse(text)
+    except LarkError:
+        return False
+    return True
+
+
+def checks(text: str) -> N.Program:
+    program = parse(text, "sample.strat")
+    check(program)
+    return program
+
+
+# --- canonical forms of the examples and golden files: the typed names, fmt's spacing ---------------
+
+
+def canonical(path: Path) -> str | None:
+    """The program with its params renamed p1.., number values x1.., conditions c1.., in the typed
+    grammar's order and spacing, param ranges dropped and a `strategy` line added when it has
+    none; None when its statements cannot have the typed shape (a param that is no whole number,
+    statements out of order)."""
+    program = parse(path.read_text(encoding="utf-8"), str(path))
+    typed_prog = check(program)
+    rename: dict[str, str] = {}
+    lines, order = [], []
+    for s in program.statements:
+        if isinstance(s, N.StrategyName):
+            lines.append(f'strategy "{s.name}"')
+            order.append(0)
+        elif isinstance(s, N.Param):
+            if s.value.percent or not float(s.value.literal).is_integer():
+                return None
+            rename[s.name] = f"p{sum(1 for v in rename.values() if v[0] == 'p') + 1}"
+            lines.append(f"param {rename[s.name]} = {fmt_number(s.value)}")
+            order.append(1)
+        elif isinstance(s, N.Assign):
+            kind = "c" if typed_prog.types[s.name] == "boolean" else "x"
+            rename[s.name] = f"{kind}{sum(1 for v in rename.values() if v[0] == kind) + 1}"
+            lines.append(f"{rename[s.name]} = {fmt_expr(s.expr)}")
+            order.append(2)
+        elif isinstance(s, N.Rule):
+            lines.append(f"{s.kind} when {fmt_expr(s.expr)}")
+            order.append(3 + gt.RULE_KINDS.index(s.kind))
+        else:
+            lines.append(f"{s.kind} {fmt_expr(s.value)}")
+            order.append(7 + gt.EXITS.index(s.kind))
+    if 0 not in order:
+        lines, order = [f'strategy "{path.stem}"', *lines], [0, *order]
+    if order != sorted(order):
+        return None
+    text = "\n".join(lines) + "\n"
+    for old, new in rename.items():  # names only: the strategy's name is on the first line
+        head, _, body = text.partition("\n")
+        text = head + "\n" + re.sub(rf"(?<![\w\"]){re.escape(old)}\b", new, body)
+    checks(text)
+    return text
+
+
+# Files the typed grammar covers once renamed. The others are outside it: a percentage or
+# fractional param (ok_exit_params, ok_statements, ok_volatility_volume_trend, keltner_params),
+# more than 4 named values (ok_keyword_like_names, ok_operators), `==` and 5 `and`s
+# (ok_math_events), 3 `or` groups (stochastic_pullback).
+COVERED = {"ok_averages.strat", "ok_change_oscillators.strat", "ok_lag_of_call.strat", "ok_layout.strat",
+           "ok_nested_warmup.strat", "ok_statistics.strat", "bollinger_reversion.strat", "donchian_atr.strat",
+           "long_short.strat", "macd_trend.strat", "momentum_roc.strat", "rsi_reversion.strat", "sma_cross.strat",
+           "volatility_filter.strat"}
+
+
+# --- every sample checks ------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_every_program_sampled_from_the_typed_grammar_checks(data):
+    text = typed().generate(data.draw)
+    assert typed().accepts(text)
+    checks(text)  # raises StrategyError if a typed-constrained answer could fail the checker
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_lark_printing_accepts_every_gbnf_sample(data):
+    assert lark_accepts(typed().generate(data.draw))
+
+
+def test_the_largest_expressions_stay_within_the_checkers_limits():
+    b = gt._Builder(gt.TypedBounds())
+    b.program()
+    tops = [n for n in b.size if n.startswith(("cond0-", "num0-"))]
+    assert max(b.size[n] for n in tops) <= MAX_NODES and max(b.depth[n] for n in tops) <= MAX_DEPTH
+    with pytest.raises(ValueError, match="lower the bounds"):
+        gt.gbnf(gt.TypedBounds(ands=6, ors=4))
+    with pytest.raises(ValueError, match="levels"):
+        gt.gbnf(gt.TypedBounds(levels=1))
+
+
+# --- the covered examples and golden files ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", GOLDEN_OK + EXAMPLES, ids=lambda p: p.name)
+def test_covered_examples_and_golden_files_are_accepted(path):
+    text = canonical(path)
+    accepted = text is not None and typed().accepts(text)
+    assert accepted == (path.name in COVERED), text
+    if accepted:
+        assert lark_accepts(text)
+
+
+# --- each checker rule, broken once ---------------------------------------------------------------
+
+BASE = 'strategy "t"\nparam p1 = 20\nx1 = sma(close, p1)\nc1 = close > x1\nbuy when c1 and rsi(close, 14) < 30\n' \
+       'sell when close < x1\nstop_loss 8%\n'
+BROKEN = {
+    "a number as the rule": ("buy when c1 and rsi(close, 14) < 30", "buy when rsi(close, 14)"),
+    "a condition compared": ("sell when close < x1", "sell when c1 > 1"),
+    "and on numbers": ("buy when c1 and", "buy when x1 and"),
+    "unknown function": ("rsi(close, 14)", "rsx(close, 14)"),
+    "too few arguments": ("rsi(close, 14)", "rsi(close)"),
+    "too many arguments": ("rsi(close, 14)", "rsi(close, 14, 2)"),
+    "a series as a window": ("rsi(close, 14)", "rsi(close, close)"),
+    "a value as a window": ("rsi(close, 14)", "rsi(close, x1)"),
+    "window 0": ("rsi(close, 14)", "rsi(close, 0)"),
+    "window too long": ("rsi(close, 14)", "rsi(close, 2521)"),
+    "fractional window": ("rsi(close, 14)", "rsi(close, 1.5)"),
+    "undefined name": ("sell when close < x1", "sell when close < x2"),
+    "condition used as a number": ("sell when close < x1", "sell when close < c1"),
+    "used before defined": ("x1 = sma(close, p1)", "x1 = sma(close, p2)"),
+    "stop loss not a percentage": ("stop_loss 8%", "stop_loss 8"),
+    "stop loss over 100%": ("stop_loss 8%", "stop_loss 150%"),
+    "an exit twice": ("stop_loss 8%\n", "stop_loss 8%\nstop_loss 9%\n"),
+    "a second buy rule": ("sell when", "buy when true\nsell when"),
+    "short without cover": ("stop_loss", "short when c1\nstop_loss"),
+    "text after the end": ("stop_loss 8%\n", "stop_loss 8%\nbuy more\n"),
+    "no strategy line": ('strategy "t"\n', ""),
+    "a fence": ('strategy "t"\n', '```strat\nstrategy "t"\n'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_text_that_breaks_a_checker_rule_is_refused(name):
+    assert typed().accepts(BASE) and lark_accepts(BASE)
+    old, new = BROKEN[name]
+    assert old in BASE
+    text = BASE.replace(old, new, 1)
+    assert not typed().accepts(text)
+    assert not lark_accepts(text)
+
+
+def test_bounds_limit_params_values_and_the_end():
+    g = typed()
+    rules = "buy when close > open\nsell when close < open\n"
+    params = "".join(f"param p{k} = {k + 1}\n" for k in range(1, 4))
+    assert g.accepts('strategy "t"\n' + params + rules)
+    assert not g.accepts('strategy "t"\n' + params + "param p4 = 5\n" + rules)
+    assert not g.accepts('strategy "t"\nparam p2 = 3\n' + rules)  # in order
+    values = "".join(f"x{k} = close\n" for k in range(1, 5))
+    assert g.accepts('strategy "t"\n' + values + rules)
+    assert not g.accepts('strategy "t"\n' + values + "x5 = close\n" + rules)
+    assert g.accepts('strategy "t"\n' + rules + "max_hold 20\n")
+    assert not g.accepts('strategy "t"\n' + rules + "max_hold 20")  # every line ends
+    assert not g.accepts('strategy "t"\n' + rules + "max_hold 20\n\n")  # and nothing follows
+
+
+# --- the command and llguidance --------------------------------------------------------------------
+
+
+def test_grammar_command_prints_the_typed_grammar(capsys):
+    assert main(["grammar", "--typed", "--format", "gbnf"]) == 0
+    assert capsys.readouterr().out == gt.gbnf()
+    assert main(["grammar", "--typed", "--format", "lark"]) == 0
+    assert capsys.readouterr().out == gt.lark_grammar()
+
+
+class _Bytes:
+    """A byte-level vocabulary for llguidance: token i is byte i, 256 ends the text."""
+
+    eos_token_id = 256
+    bos_token_id = None
+    tokens = [bytes([i]) for i in range(256)] + [b"<eos>"]
+    special_token_ids = [256]
+
+    def __call__(self, text):
+        return list(text)
+
+
+@pytest.fixture(scope="module")
+def llg():
+    llguidance = pytest.importorskip("llguidance", reason="pip install llguidance to check the Lark "
+                                                          "grammar with OpenAI's grammar engine")
+    tok = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Bytes()))
+
+    def accepts(text: str) -> bool:
+        m = llguidance.LLMatcher(tok, gt.lark_grammar(), log_level=0)
+        assert not m.is_error(), m.get_error()
+        return m.consume_tokens(list(text.encode())) and m.consume_token(256) and not m.is_error()
+
+    assert llguidance.LLMatcher.validate_grammar(gt.lark_grammar(), tok) == ""
+    return accepts
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_llguidance_matches_every_sample(llg, data):
+    assert llg(typed().generate(data.draw))
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_llguidance_refuses_what_breaks_a_checker_rule(llg, name):
+    assert llg(BASE)
+    old, new = BROKEN[name]
+    assert not llg(BASE.replace(old, new, 1))
