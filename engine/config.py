@@ -62,6 +62,10 @@ class SearchSettings:
     fold_agg: str = "mean"  # mean | min of the metric over the folds
     pbo_splits: int = 16  # S of PBO's CSCV in the run's report (even, 2 to 20)
     across: str = "mean"  # on a universe: mean | median | min of each metric over the markets
+    parallel: int = 1  # candidates proposed at once per step, from parents drawn by the usual rule
+    dedupe: str = "behaviour"  # behaviour: same signals on train and validation is a duplicate | text: same canonical text only
+    min_trades: int = 0  # a candidate with fewer trades in train or validation is discarded; 0: off
+    max_drawdown: float = 0.0  # a candidate falling deeper than this fraction in train or validation is discarded; 0: off
 
 
 @dataclass

@@ -18,7 +18,7 @@ from autostrat.data.load import load_market  # noqa: E402
 from autostrat.resources import example_path  # noqa: E402
 from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig  # noqa: E402
 from autostrat.search.loop import MutateProposer, Search  # noqa: E402
-from autostrat.search.runs import RunFolder  # noqa: E402
+from autostrat.search.runs import RunFolder, clean_json  # noqa: E402
 from autostrat.sim.evaluator import Evaluator  # noqa: E402
 from autostrat.sim.objective import Objective  # noqa: E402
 
@@ -42,8 +42,8 @@ def settings(**search) -> Settings:
 
 
 def strip(records: list[dict]) -> list[dict]:
-    """Records without their times (the one part of a record that depends on the machine)."""
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+    """Records without their times (the one part of a record that depends on the machine), NaN as None."""
+    return clean_json([{k: v for k, v in r.items() if k not in TIMES} for r in records])
 
 
 def mutate_records(folder: Path, **search) -> list[dict]:

@@ -30,7 +30,8 @@ SEARCH_FLAGS = {
     "population": "search.population", "max_fails": "search.max_fails", "seed": "search.seed",
     "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir", "constrain": "llm.constrain",
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
-    "across": "search.across",
+    "across": "search.across", "parallel": "search.parallel", "dedupe": "search.dedupe",
+    "min_trades": "search.min_trades", "max_drawdown": "search.max_drawdown",
 }
 
 _HELP = """\
@@ -48,6 +49,10 @@ At the end, the sealed test period is evaluated once for the final population an
 runs/NAME/report.html is written (see `autostrat report`). --null also runs the same search, with
 the same budget, on a synthetic market with the data's volatility (runs/NAME-null), so the report
 can show what the search finds when there is nothing to find.
+
+With --parallel K each step asks for K candidates at once (a model gets K requests together) and
+judges them in iteration order, as K iterations would be. --min-trades and --max-drawdown discard
+candidates that trade too little or fall too deep, whatever their objective.
 
 Every iteration is saved in runs/NAME/ as it completes. `autostrat evolve --run NAME` on an
 existing run resumes it where it stopped. Ctrl-C stops after the current iteration.
@@ -87,6 +92,16 @@ def register(sub) -> None:
     p.add_argument("--fold-agg", choices=("mean", "min"), help="combine the folds by their mean (default) or minimum")
     p.add_argument("--across", choices=("mean", "median", "min"),
                    help="on a universe: combine the markets by their mean (default), median or minimum")
+    p.add_argument("--parallel", type=int, metavar="K",
+                   help="candidates per step, proposed at once and judged in iteration order (default 1)")
+    p.add_argument("--dedupe", choices=("behaviour", "text"),
+                   help="a duplicate has the same signals on train and validation (behaviour, default) or "
+                        "the same canonical text only (text)")
+    p.add_argument("--min-trades", type=int, metavar="N",
+                   help="discard a candidate with fewer than N trades in train or validation (default 0: off)")
+    p.add_argument("--max-drawdown", type=float, metavar="X",
+                   help="discard a candidate whose drawdown in train or validation is deeper than the fraction X "
+                        "(e.g. 0.3; default 0: off)")
     p.add_argument("--null", action="store_true",
                    help="also run the same search on a synthetic market with the data's volatility (NAME-null)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")

@@ -216,7 +216,11 @@ def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[
     lines = [f"{head}: {result_text(record, objective)}"]
     if record.get("hypothesis"):
         lines.append(f"Its hypothesis: {record['hypothesis']}")
-    if record["status"] == "duplicate":
+    if record["status"] == "duplicate" and record.get("duplicate_kind") == "behaviour":
+        lines.append("Its rules give exactly the signals of an earlier strategy on train and validation (a "
+                     "dead branch or a renamed value changes nothing), so it counted as a failure. Try "
+                     "rules that trade differently.")
+    elif record["status"] == "duplicate":
         lines.append("It evaluates exactly like an earlier strategy (names, comments and formatting do not "
                      "count), so it cost no backtest and counted as a failure. Try something new.")
     elif record["status"] == "invalid" and record.get("error"):

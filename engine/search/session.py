@@ -53,6 +53,7 @@ NULL_ON_UNIVERSE = ("--null runs on one market's matched noise; on a universe, r
                     "market (--data ONE_MARKET --null)")
 
 Out = Callable[[str], None]
+MAX_PARALLEL = 64  # candidates per step: each is a thread and an open request to the model
 
 
 def _now() -> str:
@@ -78,9 +79,16 @@ def check_numbers(settings: Settings) -> None:
     """ConfigError when a search budget setting is below its minimum."""
     s = settings.search
     for key, low in (("iterations", 1), ("population", 1), ("max_fails", 1), ("repair_attempts", 0),
-                     ("max_total_tokens", 0), ("learnings_budget_chars", 200)):
+                     ("max_total_tokens", 0), ("learnings_budget_chars", 200), ("parallel", 1), ("min_trades", 0)):
         if getattr(s, key) < low:
             raise ConfigError(f"search.{key} must be at least {low}, got {getattr(s, key)}")
+    if s.parallel > MAX_PARALLEL:
+        raise ConfigError(f"search.parallel must be at most {MAX_PARALLEL} candidates per step, got {s.parallel}")
+    if not 0.0 <= s.max_drawdown < 1.0:
+        raise ConfigError(f"search.max_drawdown must be a fraction from 0 (off) to below 1, e.g. 0.25 for a 25% "
+                          f"fall, got {s.max_drawdown}")
+    if s.dedupe not in ("behaviour", "text"):
+        raise ConfigError(f"search.dedupe {s.dedupe!r}: use behaviour or text")
 
 
 def choose_proposer(settings: Settings, out: Out = print) -> None:
