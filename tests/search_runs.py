@@ -58,19 +58,24 @@ def mutate_records(folder: Path, **search) -> list[dict]:
 
 def scripted_model_records(folder: Path, **search) -> list[dict]:
     """A 12-iteration llm search against a scripted model on 127.0.0.1 (answers chosen by the prompt)."""
+    return strip(model_search(folder, FakeLLM(lambda body, i: strategy_from(last_user_message(body))),
+                              **search).records)
+
+
+def model_search(folder: Path, llm: FakeLLM, timeout: float = 30.0, **search):
+    """A llm search (12 iterations, seed 1) against `llm`, started and stopped here; its outcome."""
     s = settings(**{"iterations": 12, "max_fails": 12, "seed": 1, "proposer": "llm", **search})
     market = load_market(DATA)
     objective = Objective.parse(s.search.objective)
     evaluator = Evaluator(market, s)
-    with FakeLLM(lambda body, i: strategy_from(last_user_message(body))) as llm:
+    with llm:
         cfg = ModelConfig(base_url=llm.base_url, api_key="k", model="m", temperature=0.0, max_tokens=512,
-                          timeout=30.0, max_retries=2, backoff=0.01, backoff_max=0.1)
+                          timeout=timeout, max_retries=2, backoff=0.01, backoff_max=0.1)
         proposer = LlmProposer(ChatModel(cfg, log=lambda line: None), s, objective, evaluator.period_dates(),
                                "synthetic")
         run = RunFolder.open(folder) if RunFolder.exists(folder) else RunFolder.create(folder, {})
-        out = Search(run, s, objective, evaluator, proposer, example_path("sma_cross").read_text(),
-                     out=lambda line: None).run()
-    return strip(out.records)
+        return Search(run, s, objective, evaluator, proposer, example_path("sma_cross").read_text(),
+                      out=lambda line: None).run()
 
 
 if __name__ == "__main__":

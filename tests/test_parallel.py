@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from autostrat.search.runs import clean_json  # noqa: E402
-from search_runs import GOLDEN, mutate_records, scripted_model_records  # noqa: E402
+from autostrat.search.llm import ModelError  # noqa: E402
+from autostrat.search.runs import RunFolder, clean_json  # noqa: E402
+from fake_llm_server import FakeLLM, Hang, ServerError, strategy_from  # noqa: E402
+from search_runs import GOLDEN, model_search, mutate_records, scripted_model_records  # noqa: E402
 
 
 def golden(name):
@@ -23,3 +25,99 @@ def golden(name):
 def test_parallel_1_reproduces_the_serial_loop_record_for_record(tmp_path):
     assert mutate_records(tmp_path / "m", dedupe="text") == golden("mutate")
     assert scripted_model_records(tmp_path / "s", dedupe="text") == golden("scripted_model")
+
+
+# --- parallel steps with the mutate proposer: resume redoes a half-finished step ------------------
+
+def test_parallel_steps_judge_in_order_and_resume_redoes_a_half_step(tmp_path):
+    ref = mutate_records(tmp_path / "ref", parallel=4)
+    assert [r["iteration"] for r in ref] == list(range(30))
+    steps = [r.get("step") for r in ref[1:]]
+    assert steps == [1 + 4 * (j // 4) for j in range(29)][: len(steps)]
+    assert all(r["step_size"] == 4 for r in ref[1:29]) and ref[29]["step_size"] == 1
+    assert [r["iteration"] for r in ref if r.get("step_end")] == [4, 8, 12, 16, 20, 24, 28, 29]
+    # a step's parents come from the state before it: the first by the rule, the others drawn
+    for first in range(1, 29, 4):
+        before = ref[first - 1]
+        if before["status"] == "keep":
+            assert ref[first]["parent"] == before["iteration"]
+    # kill in the middle of the step 9..12: its first two records are on disk, the rest are not
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "ref", part)
+    for i in range(11, 30):
+        for f in part.rglob(f"iter_{i:04d}.*"):
+            f.unlink()
+    again = mutate_records(part, parallel=4)
+    assert again == ref
+
+
+def test_a_stop_ends_the_step_at_the_record_that_reaches_it(tmp_path):
+    records = mutate_records(tmp_path / "r", parallel=4, max_fails=2, iterations=200)
+    fails = 0
+    for r in records[1:]:
+        fails = 0 if r["status"] == "keep" else fails + 1
+    assert fails == 2 and records[-1].get("step_end")
+    assert len(records) < 200
+
+
+# --- a real chat server on 127.0.0.1: K requests in flight, faults stay in their candidate ---------
+
+def iteration_of(body) -> int:
+    m = re.search(r"^# Iteration (\d+) of", first_user(body), re.M)
+    return int(m.group(1))
+
+
+def first_user(body) -> str:
+    return next(m["content"] for m in body["messages"] if m["role"] == "user")
+
+
+def test_k_requests_are_in_flight_at_once_and_recorded_in_iteration_order(tmp_path):
+    # the gate holds each request until 4 are open together: concurrency without timing
+    llm = FakeLLM(lambda body, i: strategy_from(first_user(body)), gate=4, gate_timeout=60)
+    out = model_search(tmp_path / "r", llm, parallel=4, iterations=9, max_fails=9)
+    assert llm.most_in_flight == 4 and len(llm.requests) == 8
+    assert [r["iteration"] for r in out.records] == list(range(9))
+    for r in out.records[1:]:
+        prompt = (tmp_path / "r" / "prompts" / f"iter_{r['iteration']:04d}.md").read_text()
+        assert f"# Iteration {r['iteration']} of" in prompt
+        text = (tmp_path / "r" / r["strategy"]).read_text()
+        asked = next(b for b in llm.requests if iteration_of(b) == r["iteration"])
+        assert text.strip() in strategy_from(first_user(asked))  # its own answer, whatever order they came in
+
+
+def test_a_fault_in_one_of_the_k_does_not_lose_the_others(tmp_path):
+    seen: dict[int, int] = {}
+
+    def script(body, index):
+        it = iteration_of(body)
+        n = seen[it] = seen.get(it, 0) + 1
+        if it == 2 and n == 1:
+            return ServerError(500)
+        if it == 3:
+            return "no strategy in this answer, sorry"
+        if it == 4 and n == 1:
+            return Hang(5)
+        return strategy_from(first_user(body))
+
+    out = model_search(tmp_path / "r", FakeLLM(script), timeout=1.0, parallel=4, iterations=5, max_fails=9,
+                       repair_attempts=1)
+    by = {r["iteration"]: r for r in out.records}
+    assert [r["iteration"] for r in out.records] == [0, 1, 2, 3, 4]
+    assert by[2]["status"] in ("keep", "discard") and "HTTP 500" in by[2]["retries"][0]
+    assert by[3]["status"] == "invalid" and by[3]["repairs"] == 1
+    assert by[4]["status"] in ("keep", "discard") and "no answer within" in by[4]["retries"][0]
+    assert by[1]["status"] in ("keep", "discard") and not by[1].get("retries")
+
+
+def test_a_model_that_fails_for_good_keeps_the_candidates_before_it(tmp_path):
+    def script(body, index):
+        return ServerError(500) if iteration_of(body) == 3 else strategy_from(first_user(body))
+
+    with pytest.raises(ModelError):
+        model_search(tmp_path / "r", FakeLLM(script), parallel=4, iterations=9, max_fails=9)
+    records = RunFolder.open(tmp_path / "r").load_records()
+    assert [r["iteration"] for r in records] == [0, 1, 2] and records[-1]["step_end"]
+    # resumed with a working model, the search goes on from iteration 3
+    out = model_search(tmp_path / "r", FakeLLM(lambda body, i: strategy_from(first_user(body))), parallel=4,
+                       iterations=9, max_fails=9)
+    assert [r["iteration"] for r in out.records] == list(range(9)) and out.records[3]["step"] == 3
