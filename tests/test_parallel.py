@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import sys
@@ -12,10 +13,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from autostrat.data.load import load_market  # noqa: E402
+from autostrat.lang.fmt import canonical_hash  # noqa: E402
+from autostrat.lang.parse import parse  # noqa: E402
 from autostrat.search.llm import ModelError  # noqa: E402
+from autostrat.search.loop import Proposal, Search, broken_constraint  # noqa: E402
+from autostrat.search.prompting import last_result  # noqa: E402
+from autostrat.sim.evaluator import Evaluator  # noqa: E402
+from autostrat.sim.objective import Objective  # noqa: E402
 from autostrat.search.runs import RunFolder, clean_json  # noqa: E402
 from fake_llm_server import FakeLLM, Hang, ServerError, strategy_from  # noqa: E402
-from search_runs import GOLDEN, model_search, mutate_records, scripted_model_records  # noqa: E402
+from autostrat.cli import main  # noqa: E402
+from search_runs import GOLDEN, model_search, mutate_records, scripted_model_records, settings, strip  # noqa: E402
+from test_loop import DATA, SPLIT_FLAGS, check_folder_consistent, kill_and_resume  # noqa: E402
+from test_loop import market, warm  # noqa: E402,F401 - session fixtures
 
 
 def golden(name):
@@ -121,3 +132,87 @@ def test_a_model_that_fails_for_good_keeps_the_candidates_before_it(tmp_path):
     out = model_search(tmp_path / "r", FakeLLM(lambda body, i: strategy_from(first_user(body))), parallel=4,
                        iterations=9, max_fails=9)
     assert [r["iteration"] for r in out.records] == list(range(9)) and out.records[3]["step"] == 3
+
+
+# --- behaviour duplicates ----------------------------------------------------------------------------
+
+CROSS = ('strategy "{name}"\nparam fast = 20 in 2..100\nparam slow = 50 in 10..250\n'
+         "f = sma(close, fast)\ns = sma(close, slow)\nbuy when {buy}\nsell when f < s\n")
+
+
+class Fixed:
+    """Proposes the given texts at iterations 1, 2, ...; notes nothing."""
+
+    name, uses_prompt = "fixed", False
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def propose(self, ctx):
+        text = self.texts[ctx.iteration - 1]
+        return Proposal(parse(text), text)
+
+
+def fixed_search(tmp_path, texts, baseline=None, **search):
+    s = settings(**{"iterations": len(texts) + 1, "max_fails": 99, **search})
+    market = load_market(s.data.spec)
+    run = RunFolder.create(tmp_path / "run", {})
+    return Search(run, s, Objective.parse(s.search.objective), Evaluator(market, s), Fixed(texts),
+                  baseline or CROSS.format(name="base", buy="f > s"), out=lambda line: None).run()
+
+
+def test_same_signals_with_another_text_are_a_behaviour_duplicate(tmp_path):
+    dead = CROSS.format(name="dead branch", buy="f > s or close < 0")  # close < 0 never holds
+    always = CROSS.format(name="always true", buy="f > s and close > 0")  # close > 0 always holds
+    other = CROSS.format(name="other", buy="f > s and close > f")
+    texts = (dead, always, other, CROSS.format(name="b", buy="f > s"))
+    assert len({canonical_hash(parse(t)) for t in texts}) == 4  # different texts to the text check
+    out = fixed_search(tmp_path / "b", [dead, always, other])
+    assert [r["status"] for r in out.records[1:3]] == ["duplicate", "duplicate"]
+    assert all(r["duplicate_of"] == 0 and r["duplicate_kind"] == "behaviour" for r in out.records[1:3])
+    assert "objective" not in out.records[1] and out.records[3]["status"] != "duplicate"
+    learnings = (tmp_path / "b" / "run" / "learnings.md").read_text()
+    assert "duplicate of iter 0: the same signals on train and validation" in learnings
+    assert "same signals" in last_result(out.records[1], Objective.parse("validation.total_return"))
+    text_only = fixed_search(tmp_path / "t", [dead, always, other], dedupe="text")
+    assert text_only.records[1]["status"] != "duplicate" and "behaviour" not in text_only.records[1]
+
+
+# --- constraints -------------------------------------------------------------------------------------
+
+def test_constraints_discard_with_the_reason_in_record_prompt_and_learnings(tmp_path):
+    other = CROSS.format(name="other", buy="f > s and close > f")
+    out = fixed_search(tmp_path / "a", [other], min_trades=10_000)
+    base, cand = out.records
+    assert base["status"] == "keep" and "fewer than the 10000 required" in base["constraint"]  # the baseline stays
+    assert cand["status"] == "discard" and cand["constraint"].startswith("train: ")
+    assert "breaks a constraint: train:" in (tmp_path / "a" / "run" / "learnings.md").read_text()
+    assert "breaks a constraint" in last_result(cand, Objective.parse("validation.total_return"))
+    dd = fixed_search(tmp_path / "d", [other], max_drawdown=0.0001).records[1]
+    assert dd["status"] == "discard" and "drawdown of" in dd["constraint"]
+    free = fixed_search(tmp_path / "f", [other], min_trades=1, max_drawdown=0.99).records[1]
+    assert "constraint" not in free
+
+
+def test_constraint_checks_hand_made_metrics():
+    m = {"train": {"num_trades": 4, "max_drawdown": -0.2}, "validation": {"num_trades": 2, "max_drawdown": -0.5}}
+    assert broken_constraint(m, 0, 0.0) == ""
+    assert broken_constraint(m, 3, 0.0).startswith("validation: 2 trades")
+    assert broken_constraint(m, 0, 0.3).startswith("validation: a drawdown of 50.0%")
+    assert broken_constraint(m, 0, 0.1).startswith("train: a drawdown of 20.0%")
+
+
+# --- kill -9 and Ctrl-C in the middle of steps, then resume ------------------------------------------
+
+def test_kill_mid_step_then_resume_equals_an_uninterrupted_parallel_run(clean_env, warm):
+    n = 26
+    common = ["--data", DATA, *SPLIT_FLAGS, "--iterations", str(n), "--max-fails", str(n), "--seed", "5",
+              "--proposer", "mutate", "--runs-dir", "runs", "--parallel", "4"]
+    assert main(["evolve", *common, "--run", "ref"]) == 0
+    kill_and_resume(clean_env, [*common, "--run", "k"], None, n, random.Random(7))
+    assert main(["evolve", *common, "--run", "k"]) == 0
+    ref, got = clean_env / "runs" / "ref", clean_env / "runs" / "k"
+    assert (got / "results.tsv").read_text() == (ref / "results.tsv").read_text()
+    assert (got / "learnings.md").read_text() == (ref / "learnings.md").read_text()
+    assert strip(RunFolder.open(got).load_records()) == strip(RunFolder.open(ref).load_records())
+    check_folder_consistent(got)

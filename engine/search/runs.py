@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
