@@ -22,7 +22,7 @@ from autostrat.search.runs import RunFolder, clean_json  # noqa: E402
 from autostrat.sim.evaluator import Evaluator  # noqa: E402
 from autostrat.sim.objective import Objective  # noqa: E402
 
-from fake_llm_server import FakeLLM, last_user_message, strategy_from  # noqa: E402
+from fake_llm_server import Answer, FakeLLM, last_user_message, strategy_from  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 DATA = "synthetic:bars=1500"
@@ -58,8 +58,11 @@ def mutate_records(folder: Path, **search) -> list[dict]:
 
 def scripted_model_records(folder: Path, **search) -> list[dict]:
     """A 12-iteration llm search against a scripted model on 127.0.0.1 (answers chosen by the prompt)."""
-    return strip(model_search(folder, FakeLLM(lambda body, i: strategy_from(last_user_message(body))),
-                              **search).records)
+    # fixed token counts: the prompt's length changes whenever program.md is edited
+    def answer(body, i):
+        return Answer(strategy_from(last_user_message(body)), prompt_tokens=1000, completion_tokens=50)
+
+    return strip(model_search(folder, FakeLLM(answer), **search).records)
 
 
 def model_search(folder: Path, llm: FakeLLM, timeout: float = 30.0, **search):

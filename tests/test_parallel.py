@@ -18,7 +18,7 @@ from autostrat.lang.fmt import canonical_hash  # noqa: E402
 from autostrat.lang.parse import parse  # noqa: E402
 from autostrat.search.llm import ModelError  # noqa: E402
 from autostrat.search.loop import Proposal, Search, broken_constraint  # noqa: E402
-from autostrat.search.prompting import last_result  # noqa: E402
+from autostrat.search.prompting import last_result, system_prompt  # noqa: E402
 from autostrat.sim.evaluator import Evaluator  # noqa: E402
 from autostrat.sim.objective import Objective  # noqa: E402
 from autostrat.search.runs import RunFolder, clean_json  # noqa: E402
@@ -192,6 +192,11 @@ def test_constraints_discard_with_the_reason_in_record_prompt_and_learnings(tmp_
     assert dd["status"] == "discard" and "drawdown of" in dd["constraint"]
     free = fixed_search(tmp_path / "f", [other], min_trades=1, max_drawdown=0.99).records[1]
     assert "constraint" not in free
+    told = system_prompt(settings(min_trades=12, max_drawdown=0.25), Objective.parse("validation.total_return"),
+                         {}, "synthetic")
+    assert "A candidate with fewer than 12 trades or a drawdown deeper than 25.0% in train or in validation is " \
+           "discarded" in told
+    assert "discarded whatever" not in system_prompt(settings(), Objective.parse("validation.total_return"), {}, "x")
 
 
 def test_constraint_checks_hand_made_metrics():

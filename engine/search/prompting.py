@@ -158,7 +158,18 @@ def system_values(settings: Settings, objective: Objective, periods: dict[str, d
         "train_dates": _dates(periods.get("train")), "validation_dates": _dates(periods.get("validation")),
         "fill": fill_text, "commission_bps": f"{bt.commission_bps:g}", "slippage_bps": f"{bt.slippage_bps:g}",
         "initial_capital": f"{bt.initial_capital:g}", "language_reference": reference_text().rstrip(),
+        "constraints": constraints_text(s.min_trades, s.max_drawdown),
     }
+
+
+def constraints_text(min_trades: int, max_drawdown: float) -> str:
+    """program.md's lines on the run's constraints ("" when there are none)."""
+    rules = ([f"fewer than {min_trades} trades"] if min_trades else []) + \
+        ([f"a drawdown deeper than {max_drawdown:.1%}"] if max_drawdown else [])
+    if not rules:
+        return ""
+    return (f"\n- A candidate with {' or '.join(rules)} in train or in validation is discarded whatever its "
+            "objective: it counts as a failure.")
 
 
 def objective_description(objective: Objective) -> str:
