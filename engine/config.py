@@ -66,6 +66,8 @@ class SearchSettings:
     dedupe: str = "behaviour"  # behaviour: same signals on train and validation is a duplicate | text: same canonical text only
     min_trades: int = 0  # a candidate with fewer trades in train or validation is discarded; 0: off
     max_drawdown: float = 0.0  # a candidate falling deeper than this fraction in train or validation is discarded; 0: off
+    tune: int = 0  # variants of each candidate's ranged params evaluated in bulk (each a trial); 0: off
+    tune_pick: str = "best"  # best: the best variant | robust: the best median over its grid neighbours
 
 
 @dataclass

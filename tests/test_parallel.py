@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import shutil
@@ -24,6 +25,9 @@ from autostrat.sim.objective import Objective  # noqa: E402
 from autostrat.search.runs import RunFolder, clean_json  # noqa: E402
 from fake_llm_server import FakeLLM, Hang, ServerError, strategy_from  # noqa: E402
 from autostrat.cli import main  # noqa: E402
+from autostrat.honest.run_statistics import run_statistics  # noqa: E402
+from autostrat.search.tune import axes, grid_points, pick_index  # noqa: E402
+from autostrat.sim.backtest import backtest, load_strategy  # noqa: E402
 from search_runs import GOLDEN, model_search, mutate_records, scripted_model_records, settings, strip  # noqa: E402
 from test_loop import DATA, SPLIT_FLAGS, check_folder_consistent, kill_and_resume  # noqa: E402
 from test_loop import market, warm  # noqa: E402,F401 - session fixtures
@@ -209,10 +213,10 @@ def test_constraint_checks_hand_made_metrics():
 
 # --- kill -9 and Ctrl-C in the middle of steps, then resume ------------------------------------------
 
-def test_kill_mid_step_then_resume_equals_an_uninterrupted_parallel_run(clean_env, warm):
+def test_kill_mid_step_then_resume_equals_an_uninterrupted_parallel_tuned_run(clean_env, warm):
     n = 26
     common = ["--data", DATA, *SPLIT_FLAGS, "--iterations", str(n), "--max-fails", str(n), "--seed", "5",
-              "--proposer", "mutate", "--runs-dir", "runs", "--parallel", "4"]
+              "--proposer", "mutate", "--runs-dir", "runs", "--parallel", "4", "--tune", "50"]
     assert main(["evolve", *common, "--run", "ref"]) == 0
     kill_and_resume(clean_env, [*common, "--run", "k"], None, n, random.Random(7))
     assert main(["evolve", *common, "--run", "k"]) == 0
@@ -221,3 +225,56 @@ def test_kill_mid_step_then_resume_equals_an_uninterrupted_parallel_run(clean_en
     assert (got / "learnings.md").read_text() == (ref / "learnings.md").read_text()
     assert strip(RunFolder.open(got).load_records()) == strip(RunFolder.open(ref).load_records())
     check_folder_consistent(got)
+
+
+# --- tuned params ------------------------------------------------------------------------------------
+
+def test_axes_grid_and_sample_always_hold_the_proposers_values():
+    program = parse(CROSS.format(name="t", buy="f > s"))
+    ax = axes(program)
+    assert ax["fast"] == [2.0, 12.0, 20.0, 22.0, 31.0, 41.0, 51.0, 61.0, 71.0, 80.0, 90.0, 100.0]  # 2 + 9.8k rounded, and its own 20
+    assert 50.0 in ax["slow"] and len(ax["slow"]) == 12
+    names, points, values = grid_points(program, 10_000, random.Random(0))
+    assert len(points) == 12 * 12 and len(set(points)) == len(points)  # the whole grid
+    assert [values[k][i] for k, i in enumerate(points[0])] == [20.0, 50.0]  # the proposer's own first
+    names, points, values = grid_points(program, 30, random.Random(0))
+    assert len(points) == 30 and len(set(points)) == 30 and [values[k][i] for k, i in enumerate(points[0])] == [20.0, 50.0]
+    small = parse('strategy "s"\nparam n = 3 in 1..5\nbuy when close > sma(close, n)\nsell when close < sma(close, n)\n')
+    assert axes(small) == {"n": [1.0, 2.0, 3.0, 4.0, 5.0]}
+
+
+def test_best_and_robust_picks_on_hand_made_values():
+    nan = math.nan
+    points = [(k,) for k in range(7)]
+    values = [0.1, 0.2, 0.2, 0.2, 0.0, 0.9, -1.0]  # a lucky spike at 5 between 0.0 and -1.0
+    assert pick_index(values, points, "best")[0] == 5
+    k, scores = pick_index(values, points, "robust")
+    # medians of each point and its neighbours: 0.15, 0.2, 0.2, 0.2, 0.2, 0.0 (of 0.0, 0.9, -1.0), -0.05
+    assert scores[1:6] == [0.2, 0.2, 0.2, 0.2, 0.0] and k == 1  # the tie goes to the earliest
+    assert pick_index([nan, 0.1], [(0,), (1,)], "best")[0] == 1
+    assert pick_index([0.3, 0.3], [(0,), (5,)], "best")[0] == 0  # a tie goes to the earlier
+
+
+def test_tuning_keeps_the_chosen_values_whose_metrics_equal_a_plain_backtest(tmp_path):
+    out = fixed_search(tmp_path, [CROSS.format(name="a", buy="f > s and close > f")], tune=40, tune_pick="robust")
+    record = out.records[1]
+    tuning = record["tuning"]
+    assert record["trials"] == tuning["variants"] == 40 and tuning["pick"] == "robust"
+    assert tuning["proposed"] == {"fast": 20.0, "slow": 50.0}
+    kept = (tmp_path / "run" / record["strategy"]).read_text()
+    program = parse(kept)
+    assert {n: p.value.value for n, p in program.params().items()} == tuning["chosen"]
+    s = settings()
+    plain = backtest(load_strategy(tmp_path / "run" / record["strategy"]), load_market(s.data.spec), s)
+    for period in ("train", "validation"):
+        assert clean_json(record["metrics"][period]) == clean_json(plain.metrics[period])
+    stats = run_statistics(RunFolder.open(tmp_path / "run"))
+    assert stats["n_trials"] == 1 + 40  # the baseline and the forty variants
+
+
+def test_tuning_in_parallel_steps_counts_every_variant(tmp_path):
+    records = mutate_records(tmp_path / "r", parallel=4, tune=25, iterations=13)
+    tuned = [r for r in records if r.get("tuning")]
+    assert tuned and all(r["trials"] == r["tuning"]["variants"] <= 25 for r in tuned)
+    want = sum(r.get("trials", 1) for r in records if r["status"] in ("keep", "discard"))
+    assert run_statistics(RunFolder.open(tmp_path / "r"))["n_trials"] == want

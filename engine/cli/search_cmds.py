@@ -31,7 +31,8 @@ SEARCH_FLAGS = {
     "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir", "constrain": "llm.constrain",
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
     "across": "search.across", "parallel": "search.parallel", "dedupe": "search.dedupe",
-    "min_trades": "search.min_trades", "max_drawdown": "search.max_drawdown",
+    "min_trades": "search.min_trades", "max_drawdown": "search.max_drawdown", "tune": "search.tune",
+    "tune_pick": "search.tune_pick",
 }
 
 _HELP = """\
@@ -102,6 +103,11 @@ def register(sub) -> None:
     p.add_argument("--max-drawdown", type=float, metavar="X",
                    help="discard a candidate whose drawdown in train or validation is deeper than the fraction X "
                         "(e.g. 0.3; default 0: off)")
+    p.add_argument("--tune", type=int, metavar="N",
+                   help="evaluate up to N variants of each candidate's ranged params in bulk and score it as the "
+                        "chosen one (default 0: off; every variant counts as a trial)")
+    p.add_argument("--tune-pick", choices=("best", "robust"),
+                   help="the variant chosen: best objective (default) or best median over its grid neighbours")
     p.add_argument("--null", action="store_true",
                    help="also run the same search on a synthetic market with the data's volatility (NAME-null)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")

@@ -4,7 +4,8 @@ Inputs, all from the run folder:
 
 - the trials: every candidate that was evaluated (status keep or discard: it has metrics and a
   returns file). Invalid answers, duplicates (never backtested) and evaluation errors (no
-  backtest result) are not trials. N is their count;
+  backtest result) are not trials. N is their count, each tuned candidate counting every variant
+  it was chosen from (its record's `trials`, autostrat.search.tune);
 - the returns matrix: returns/iter_NNNN.npy of every trial, as columns, in iteration order; rows
   are the days of train then validation (config.json's returns_layout). The test period is not
   in it: those files never hold it;
@@ -12,8 +13,9 @@ Inputs, all from the run folder:
 
 PSR, DSR and the minimum track record use the days the objective selected on: the objective's
 period (validation for validation.METRIC), or train and validation together for a walk-forward
-objective. V, the variance of the trials' Sharpe ratios, uses the same days. PBO (CSCV) uses all
-of train and validation, S blocks (`search.pbo_splits`, 16 by default). autostrat.honest.deflated_sharpe and
+objective. V, the variance of the trials' Sharpe ratios, uses the same days and the saved returns
+(a tuned candidate's chosen variant stands for its variants: only its returns are kept). PBO
+(CSCV) uses the saved returns too, all of train and validation, S blocks (`search.pbo_splits`, 16 by default). autostrat.honest.deflated_sharpe and
 autostrat.honest.backtest_overfitting compute the numbers; docs/overfitting.md defines them.
 """
 
@@ -46,6 +48,11 @@ def run_settings(run: RunFolder) -> Settings:
 def trials(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records that count as trials: evaluated candidates (keep or discard) with returns."""
     return [r for r in records if r.get("status") in TRIAL_STATUSES]
+
+
+def trial_count(records: list[dict[str, Any]]) -> int:
+    """N: the trials, a tuned candidate counting each variant evaluated for it."""
+    return sum(int(r.get("trials") or 1) for r in trials(records))
 
 
 def returns_matrix(run: RunFolder, records: list[dict[str, Any]]) -> tuple[np.ndarray, list[int]]:
@@ -92,8 +99,9 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
     n_splits = int(n_splits or settings.search.pbo_splits)
     counts = {s: sum(r.get("status") == s for r in records)
               for s in ("keep", "discard", "invalid", "duplicate", "error")}
+    n_trials = trial_count(records)
     out: dict[str, Any] = {
-        "n_records": len(records), "n_trials": counts["keep"] + counts["discard"], "n_kept": counts["keep"],
+        "n_records": len(records), "n_trials": n_trials, "n_kept": counts["keep"],
         "n_discarded": counts["discard"], "n_invalid": counts["invalid"], "n_duplicate": counts["duplicate"],
         "n_error": counts["error"], "objective": str(objective),
     }
@@ -110,7 +118,7 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
     if best is not None and best["iteration"] in iterations:
         selected = matrix[rows]
         r = selected[:, iterations.index(best["iteration"])]
-        n = len(iterations)
+        n = n_trials  # a tuned candidate's variants are trials too; V is estimated from the saved returns
         with np.errstate(all="ignore"):
             var = trial_sharpe_variance(selected)
             sr_star = expected_max_sharpe(n, 0.0 if n == 1 else var)

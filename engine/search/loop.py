@@ -49,6 +49,7 @@ from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
 from autostrat.search.prompting import header_hypothesis
 from autostrat.search.runs import RunFolder, as_float, fmt_number
+from autostrat.search.tune import Tuned, tune
 
 FAILURES = ("discard", "invalid", "duplicate", "error")
 
@@ -240,7 +241,8 @@ class Search:
         many = getattr(self.proposer, "propose_many", None)
         results = many(contexts) if many else [_call(self.proposer.propose, ctx) for ctx in contexts]
         seconds = (time.perf_counter() - start) / n
-        evaluations = self._evaluate_batch([r for r in results if isinstance(r, Proposal)])
+        evaluations = self._evaluate_batch([(ctx.iteration, r) for ctx, r in zip(contexts, results)
+                                            if isinstance(r, Proposal)])
         records = []
         for j, (ctx, result) in enumerate(zip(contexts, results)):
             if not isinstance(result, Proposal):
@@ -260,10 +262,10 @@ class Search:
                 break
         return records
 
-    def _evaluate_batch(self, proposals: list[Proposal]) -> dict[str, Any]:
+    def _evaluate_batch(self, proposals: list[tuple[int, Proposal]]) -> dict[str, Any]:
         """Each distinct checked, unseen candidate of a step evaluated once: {hash: Evaluation or exception}."""
         out: dict[str, Any] = {}
-        for proposal in proposals:
+        for i, proposal in proposals:
             if proposal.program is None or proposal.status != "ok":
                 continue
             try:
@@ -273,7 +275,7 @@ class Search:
             h = canonical_hash(proposal.program)
             if h in self.hashes or h in out:
                 continue
-            out[h] = _call(self.evaluate, typed)
+            out[h] = _call(self._evaluator_for(i), typed)
         return out
 
     def _ends_search(self, record: dict[str, Any]) -> bool:
@@ -316,8 +318,16 @@ class Search:
         ctx = self._context(i, self._parent(i, first=True), learnings)
         proposal = self.proposer.propose(ctx)
         record = self._record(ctx, proposal, learnings)
-        self._judge(record, proposal, self.evaluate)
+        self._judge(record, proposal, self._evaluator_for(i))
         return proposal, record
+
+    def _evaluator_for(self, i: int) -> Callable[[Any], Evaluation | Tuned]:
+        """How iteration i's candidate is evaluated: as written, or tuned (search.tune)."""
+        s = self.settings.search
+        if s.tune <= 0:
+            return self.evaluate
+        rng = random.Random(f"{s.seed}:{i}:tune")
+        return lambda typed: tune(typed, self.evaluate, self.objective, s.tune, s.tune_pick, rng)
 
     def _parent(self, i: int, first: bool) -> Member:
         """The seed's rule: the last candidate when it was kept (for a step's first), else a seeded draw."""
@@ -383,6 +393,9 @@ class Search:
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             record.update(status="error", error=f"evaluation failed: {last}")
             return
+        if isinstance(evaluation, Tuned):  # the kept file carries the chosen values
+            record.update(_text=evaluation.text, tuning=evaluation.info, trials=evaluation.info["variants"])
+            evaluation = evaluation.evaluation
         self._score(record, h, evaluation)
 
     def _score(self, record: dict[str, Any], h: str, evaluation: Evaluation) -> None:

@@ -158,8 +158,20 @@ def system_values(settings: Settings, objective: Objective, periods: dict[str, d
         "train_dates": _dates(periods.get("train")), "validation_dates": _dates(periods.get("validation")),
         "fill": fill_text, "commission_bps": f"{bt.commission_bps:g}", "slippage_bps": f"{bt.slippage_bps:g}",
         "initial_capital": f"{bt.initial_capital:g}", "language_reference": reference_text().rstrip(),
-        "constraints": constraints_text(s.min_trades, s.max_drawdown),
+        "constraints": constraints_text(s.min_trades, s.max_drawdown), "tuning": tuning_text(s.tune, s.tune_pick),
     }
+
+
+def tuning_text(tune: int, pick: str) -> str:
+    """program.md's lines on tuned params ("" when tuning is off)."""
+    if tune <= 0:
+        return ""
+    how = ("the best of them" if pick == "best" else
+           "the one whose neighbours in the grid score best (a lucky corner does not win)")
+    return (f"\n- Your params' ranges are searched: each `param x = v in LO..HI` is tried at up to {tune} "
+            f"combinations of values across its range, and your candidate is scored as {how}; the kept "
+            "strategy carries the chosen values. So propose structure and sensible ranges rather than "
+            "single numbers: a param without a range stays as written.")
 
 
 def constraints_text(min_trades: int, max_drawdown: float) -> str:

@@ -43,6 +43,7 @@ from autostrat.search.loop import MutateProposer, Search, describe_reason
 from autostrat.search.prompting import check_prompts_dir
 from autostrat.search.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.search.runs import RunFolder
+from autostrat.search.tune import MAX_TUNE, PICKS
 from autostrat.sim.evaluator import Evaluator, make_evaluator
 from autostrat.sim.objective import Objective
 
@@ -87,6 +88,10 @@ def check_numbers(settings: Settings) -> None:
     if not 0.0 <= s.max_drawdown < 1.0:
         raise ConfigError(f"search.max_drawdown must be a fraction from 0 (off) to below 1, e.g. 0.25 for a 25% "
                           f"fall, got {s.max_drawdown}")
+    if not 0 <= s.tune <= MAX_TUNE:
+        raise ConfigError(f"search.tune must be from 0 (off) to {MAX_TUNE} variants per candidate, got {s.tune}")
+    if s.tune_pick not in PICKS:
+        raise ConfigError(f"search.tune_pick {s.tune_pick!r}: use best or robust")
     if s.dedupe not in ("behaviour", "text"):
         raise ConfigError(f"search.dedupe {s.dedupe!r}: use behaviour or text")
 

@@ -70,6 +70,13 @@ class Evaluator:
         regs = run_tape(tape, self.market)
         return Evaluation(metrics, self._returns(tape, regs), self._behaviour(tape, regs))
 
+    def metrics_many(self, programs: list[TypedProgram]) -> list[dict[str, dict[str, float]]]:
+        """The metrics of many programs (folds included), by one bulk evaluation; no returns."""
+        from autostrat.sim.bulk import metrics_array
+
+        spans = {**self.spans, **self.fold_spans}
+        return [metrics_dicts(values, spans) for values in metrics_array(programs, self.market, spans, self.settings)]
+
     def _returns(self, tape, regs) -> np.ndarray:
         # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
         # backtest.Result is skipped because building it costs more than the whole simulation.
@@ -130,6 +137,10 @@ class UniverseEvaluator:
                 parts.append(ev.returns[a:b])
         behaviour = hashlib.sha256("".join(ev.behaviour for ev in per.values()).encode()).hexdigest()
         return Evaluation(metrics, np.concatenate(parts), behaviour)
+
+    def metrics_many(self, programs: list[TypedProgram]) -> list[dict]:
+        """The metrics of many programs, one full evaluation each (a universe has no bulk path yet)."""
+        return [self(p).metrics for p in programs]
 
     def period_dates(self) -> dict[str, dict[str, object]]:
         """Per search period: the earliest first date, the latest last date, bars summed over the markets."""
