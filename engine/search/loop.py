@@ -49,6 +49,7 @@ from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
 from autostrat.search.prompting import header_hypothesis
 from autostrat.search.runs import RunFolder, as_float, fmt_number
+from autostrat.search.steps import broken_constraint, call, unfinished_step, unwrap
 from autostrat.search.tune import Tuned, tune
 
 FAILURES = ("discard", "invalid", "duplicate", "error")
@@ -239,7 +240,7 @@ class Search:
         learnings = self._learnings() if getattr(self.proposer, "uses_prompt", False) else None
         contexts = [self._context(i0 + j, self._parent(i0 + j, first=j == 0), learnings) for j in range(n)]
         many = getattr(self.proposer, "propose_many", None)
-        results = many(contexts) if many else [_call(self.proposer.propose, ctx) for ctx in contexts]
+        results = many(contexts) if many else [call(self.proposer.propose, ctx) for ctx in contexts]
         seconds = (time.perf_counter() - start) / n
         evaluations = self._evaluate_batch([(ctx.iteration, r) for ctx, r in zip(contexts, results)
                                             if isinstance(r, Proposal)])
@@ -251,7 +252,7 @@ class Search:
                 raise result
             t = time.perf_counter()
             record = self._record(ctx, result, learnings if j == 0 else None)
-            self._judge(record, result, lambda typed: _unwrap(evaluations[canonical_hash(typed.program)]))
+            self._judge(record, result, lambda typed: unwrap(evaluations[canonical_hash(typed.program)]))
             record.update(step=i0, step_size=n)
             if j == n - 1 or self._ends_search(record):
                 record["step_end"] = True
@@ -275,7 +276,7 @@ class Search:
             h = canonical_hash(proposal.program)
             if h in self.hashes or h in out:
                 continue
-            out[h] = _call(self._evaluator_for(i), typed)
+            out[h] = call(self._evaluator_for(i), typed)
         return out
 
     def _ends_search(self, record: dict[str, Any]) -> bool:
@@ -428,40 +429,6 @@ class Search:
 
 def _name(program: N.Program | None) -> str:
     return program.name if program is not None else ""
-
-
-def _call(fn: Callable, arg: Any) -> Any:
-    """fn(arg), or the exception it raised (a step judges its candidates one by one, in order)."""
-    try:
-        return fn(arg)
-    except Exception as exc:
-        return exc
-
-
-def _unwrap(result: Any) -> Any:
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-def unfinished_step(records: list[dict[str, Any]]) -> int | None:
-    """The first iteration of the last step when that step has no `step_end` record (it runs again)."""
-    if not records or "step" not in records[-1] or records[-1].get("step_end"):
-        return None
-    return int(records[-1]["step"])
-
-
-def broken_constraint(metrics: dict[str, dict[str, float]], min_trades: int, max_drawdown: float) -> str:
-    """Which constraint the metrics break, in words ("" when none): fewer trades or a deeper fall than allowed."""
-    for period in ("train", "validation"):
-        m = metrics.get(period) or {}
-        trades, dd = m.get("num_trades"), m.get("max_drawdown")
-        if min_trades and trades is not None and trades < min_trades:
-            return f"{period}: {int(trades)} trades, fewer than the {min_trades} required (min_trades)"
-        if max_drawdown and dd is not None and -dd > max_drawdown:
-            return (f"{period}: a drawdown of {-dd:.1%}, deeper than the {max_drawdown:.1%} allowed "
-                    "(max_drawdown)")
-    return ""
 
 
 REASONS = {
