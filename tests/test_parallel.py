@@ -278,3 +278,15 @@ def test_tuning_in_parallel_steps_counts_every_variant(tmp_path):
     assert tuned and all(r["trials"] == r["tuning"]["variants"] <= 25 for r in tuned)
     want = sum(r.get("trials", 1) for r in records if r["status"] in ("keep", "discard"))
     assert run_statistics(RunFolder.open(tmp_path / "r"))["n_trials"] == want
+
+
+def test_the_report_shows_steps_and_tuning(clean_env, warm):
+    args = ["evolve", "--data", DATA, *SPLIT_FLAGS, "--iterations", "7", "--max-fails", "7", "--proposer", "mutate",
+            "--runs-dir", "runs", "--parallel", "3", "--tune", "12", "--run", "t"]
+    assert main(args) == 0
+    page = (clean_env / "runs" / "t" / "report.html").read_text()
+    assert "Steps, tuning and constraints" in page and "variants" in page
+    assert "<td>1 (3)</td>" in page and "<td>4 (3)</td>" in page
+    stats = json.loads((clean_env / "runs" / "t" / "report.json").read_text())["stats"]
+    records = RunFolder.open(clean_env / "runs" / "t").load_records()
+    assert stats["n_trials"] == sum(r.get("trials", 1) for r in records if r["status"] in ("keep", "discard"))
