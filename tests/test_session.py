@@ -31,10 +31,12 @@ def test_a_run_starts_searches_and_resumes_without_the_cli(tmp_path, warm):
     outcome = Search(run, settings, objective, evaluator, proposer, config["baseline"]["text"],
                      out=lambda line: None).run()
     assert len(outcome.records) == 3
+    run.unlock()  # a run stays locked for its process until then (RunFolder.lock)
 
     run2, settings2, market2 = resume_run(tmp_path / "nb", settings, [("search.iterations", 5, "notebook")])
     assert settings2.search.iterations == 5 and market2.sha256 == market.sha256
     assert len(run2.config["resumed"]) == 1
+    run2.unlock()
     with pytest.raises(ConfigError, match="cannot resume with different settings"):
         resume_run(tmp_path / "nb", settings, [("search.seed", 9, "notebook")])
 
