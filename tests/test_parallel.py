@@ -6,6 +6,7 @@ import json
 import math
 import random
 import re
+import statistics
 import shutil
 import sys
 from pathlib import Path
@@ -160,8 +161,9 @@ class Fixed:
 def fixed_search(tmp_path, texts, baseline=None, **search):
     s = settings(**{"iterations": len(texts) + 1, "max_fails": 99, **search})
     market = load_market(s.data.spec)
-    run = RunFolder.create(tmp_path / "run", {})
-    return Search(run, s, Objective.parse(s.search.objective), Evaluator(market, s), Fixed(texts),
+    evaluator = Evaluator(market, s)
+    run = RunFolder.create(tmp_path / "run", {"returns_layout": evaluator.returns_layout, "settings": s.to_dict()})
+    return Search(run, s, Objective.parse(s.search.objective), evaluator, Fixed(texts),
                   baseline or CROSS.format(name="base", buy="f > s"), out=lambda line: None).run()
 
 
@@ -290,3 +292,18 @@ def test_the_report_shows_steps_and_tuning(clean_env, warm):
     stats = json.loads((clean_env / "runs" / "t" / "report.json").read_text())["stats"]
     records = RunFolder.open(clean_env / "runs" / "t").load_records()
     assert stats["n_trials"] == sum(r.get("trials", 1) for r in records if r["status"] in ("keep", "discard"))
+
+
+def test_tuned_variants_count_in_the_variance_of_the_trials_sharpe(tmp_path):
+    out = fixed_search(tmp_path, [CROSS.format(name="a", buy="f > s and close > f")], tune=30)
+    base, tuned = out.records
+    run = RunFolder.open(tmp_path / "run")
+    stats = run_statistics(run)
+    # by hand: the baseline's daily Sharpe on validation and every variant's annualised one / sqrt(252)
+    returns = run.read_returns(0).astype(float)
+    lo, hi = run.config["returns_layout"]["validation"]
+    r = returns[lo:hi]
+    daily = [statistics.fmean(r) / statistics.stdev(r)]
+    daily += [v / math.sqrt(252) for v in tuned["tuning"]["sharpes"]["validation"] if v is not None]
+    assert len(daily) == 31 and stats["n_trials"] == 31
+    assert stats["var_trials"] == pytest.approx(statistics.variance(daily), rel=1e-9)

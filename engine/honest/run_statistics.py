@@ -14,8 +14,9 @@ Inputs, all from the run folder:
 PSR, DSR and the minimum track record use the days the objective selected on: the objective's
 period (validation for validation.METRIC), or train and validation together for a walk-forward
 objective. V, the variance of the trials' Sharpe ratios, uses the same days and the saved returns
-(a tuned candidate's chosen variant stands for its variants: only its returns are kept). PBO
-(CSCV) uses the saved returns too, all of train and validation, S blocks (`search.pbo_splits`, 16 by default). autostrat.honest.deflated_sharpe and
+; a tuned candidate counts with every variant's Sharpe ratio on the selection period (its
+record's `tuning.sharpes`; with a walk-forward objective, whose days span both periods, only its
+chosen variant's returns). PBO (CSCV) uses the saved returns, all of train and validation, S blocks (`search.pbo_splits`, 16 by default). autostrat.honest.deflated_sharpe and
 autostrat.honest.backtest_overfitting compute the numbers; docs/overfitting.md defines them.
 """
 
@@ -53,6 +54,27 @@ def trials(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def trial_count(records: list[dict[str, Any]]) -> int:
     """N: the trials, a tuned candidate counting each variant evaluated for it."""
     return sum(int(r.get("trials") or 1) for r in trials(records))
+
+
+def all_trial_sharpes(selected: np.ndarray, iterations: list[int], records: list[dict[str, Any]],
+                      period: str) -> np.ndarray | None:
+    """Daily Sharpe ratios of every trial on the selection rows, each tuned variant on its own.
+
+    None when no trial was tuned (V is then the saved returns' own variance). Non-finite values
+    are left out, as trial_sharpe_variance leaves out such columns.
+    """
+    by_iteration = {r["iteration"]: r for r in records}
+    if not any((by_iteration[i].get("tuning") or {}).get("sharpes") for i in iterations):
+        return None
+    out = []
+    for col, i in enumerate(iterations):
+        variants = ((by_iteration[i].get("tuning") or {}).get("sharpes") or {}).get(period)
+        if variants:
+            out += [v / math.sqrt(TRADING_DAYS) for v in variants if v is not None]
+        else:
+            out.append(sharpe_ratio(selected[:, col]))
+    values = np.asarray(out, dtype=np.float64)
+    return values[np.isfinite(values)]
 
 
 def returns_matrix(run: RunFolder, records: list[dict[str, Any]]) -> tuple[np.ndarray, list[int]]:
@@ -121,6 +143,9 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
         n = n_trials  # a tuned candidate's variants are trials too; V is estimated from the saved returns
         with np.errstate(all="ignore"):
             var = trial_sharpe_variance(selected)
+            tuned = all_trial_sharpes(selected, iterations, records, name)
+            if tuned is not None:
+                var = float(tuned.var(ddof=1)) if len(tuned) >= 2 else math.nan
             sr_star = expected_max_sharpe(n, 0.0 if n == 1 else var)
             sr = sharpe_ratio(r)
             out.update({

@@ -17,7 +17,7 @@ params' values, and scored as the variant `search.tune_pick` chooses:
 The variants' metrics come from one bulk evaluation (autostrat.sim.bulk); the chosen variant is
 then evaluated like any candidate, so its record's metrics equal a plain backtest of its text.
 Every variant is a trial: the record's `trials` is their count, and the run's statistics count
-them (DSR's number of trials).
+them (DSR's number of trials, and V through each variant's Sharpe ratio, `tuning.sharpes`).
 """
 
 from __future__ import annotations
@@ -141,5 +141,7 @@ def tune(typed: TypedProgram, evaluator, objective: Objective, n: int, how: str,
     info = {"variants": len(programs), "pick": how, "params": names,
             "proposed": {name: program.params()[name].value.value for name in names},
             "chosen": combos_kept[k], "objective_proposed": objectives[0], "objective_chosen": objectives[k],
-            "score_chosen": scores[k]}
+            "score_chosen": scores[k],
+            # every variant's annualised Sharpe per period: the run's statistics count them in V
+            "sharpes": {p: [m.get(p, {}).get("sharpe") for m in metrics] for p in ("train", "validation")}}
     return Tuned(evaluation, fmt(chosen.program), info)
