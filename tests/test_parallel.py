@@ -307,3 +307,18 @@ def test_tuned_variants_count_in_the_variance_of_the_trials_sharpe(tmp_path):
     daily += [v / math.sqrt(252) for v in tuned["tuning"]["sharpes"]["validation"] if v is not None]
     assert len(daily) == 31 and stats["n_trials"] == 31
     assert stats["var_trials"] == pytest.approx(statistics.variance(daily), rel=1e-9)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--parallel", "0"], "search.parallel must be at least 1"),
+    (["--parallel", "65"], "search.parallel must be at most 64"),
+    (["--max-drawdown", "1.5"], "search.max_drawdown must be a fraction"),
+    (["--min-trades", "-1"], "search.min_trades must be at least 0"),
+    (["--tune", "10001"], "search.tune must be from 0 (off) to 10000"),
+])
+def test_out_of_range_settings_are_one_clear_error(clean_env, capsys, flags, message):
+    args = ["evolve", "--data", DATA, *SPLIT_FLAGS, "--proposer", "mutate", "--runs-dir", "runs", "--run", "x", *flags]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (clean_env / "runs" / "x").exists()

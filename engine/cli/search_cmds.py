@@ -56,7 +56,7 @@ judges them in iteration order, as K iterations would be. --min-trades and --max
 candidates that trade too little or fall too deep, whatever their objective.
 
 Every iteration is saved in runs/NAME/ as it completes. `autostrat evolve --run NAME` on an
-existing run resumes it where it stopped. Ctrl-C stops after the current iteration.
+existing run resumes it where it stopped. Ctrl-C stops after the current iteration (step).
 
   autostrat evolve --demo                      a short offline search on synthetic data
   autostrat evolve --run spy1 --data SPY       a new run named spy1 (resume: same command)
