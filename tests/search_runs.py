@@ -1,7 +1,8 @@
 """Two reference searches whose records the parallel loop must reproduce at --parallel 1 --tune 0.
 
-`python tests/search_runs.py` rewrites tests/golden/search_*.json; it was run once on the serial
-loop before parallel candidates existed, so the files are that loop's records (times left out).
+`python tests/search_runs.py` rewrites tests/golden/search_*.json. The files hold the records of
+the serial loop (one candidate per iteration, text duplicates only), times left out; rewrite them
+only from a loop known to be serial.
 """
 
 from __future__ import annotations
