@@ -65,6 +65,12 @@ class SearchSettings:
     across: str = "mean"  # on a universe: mean | median | min of each metric over the markets
     bar: str = ""  # the pass bar, registered before the search (docs/overfitting.md); empty: none
     spa_reps: int = 1000  # stationary-bootstrap replications of the SPA / Reality Check test (100 to 20000)
+    parallel: int = 1  # candidates proposed at once per step, from parents drawn by the usual rule
+    dedupe: str = "behaviour"  # behaviour: same signals on train and validation is a duplicate | text: same canonical text only
+    min_trades: int = 0  # a candidate with fewer trades in train or validation is discarded; 0: off
+    max_drawdown: float = 0.0  # a candidate falling deeper than this fraction in train or validation is discarded; 0: off
+    tune: int = 0  # variants of each candidate's ranged params evaluated in bulk (each a trial); 0: off
+    tune_pick: str = "best"  # best: the best variant | robust: the best median over its grid neighbours
 
 
 @dataclass

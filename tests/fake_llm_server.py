@@ -13,7 +13,11 @@ without an answer), Raw (any status and body), and the hostile ones: Json (any J
 body), Cut (the headers promise more bytes than are sent before the connection closes), Drip
 (headers, then the body one byte at a time) and Huge (a body of N bytes, streamed).
 `FakeLLM(script, gets={"/v1/models": action})` also answers GET requests, for the probes of
-`--constrain auto`. The real openai client talks to it over HTTP: nothing is mocked.
+`--constrain auto`. `FakeLLM(script, delay=2.0)` waits that long before each chat answer, and
+`llm.most_in_flight` is the most chat requests it held at once. With `gate=N` each chat request
+is held until N are in flight together (at most `gate_timeout` seconds, a hang guard), so a test
+of concurrency does not depend on timing. The real openai client talks to
+it over HTTP: nothing is mocked.
 """
 
 from __future__ import annotations
@@ -116,11 +120,17 @@ def completion(content: Any = "ok", usage: Any = None, finish: Any = "stop", **m
 class FakeLLM:
     """The server. `start()` (or `with`) binds a free port; `base_url` ends in /v1."""
 
-    def __init__(self, script: list[Action] | Callable[[dict, int], Action], gets: dict[str, Action] | None = None):
+    def __init__(self, script: list[Action] | Callable[[dict, int], Action], gets: dict[str, Action] | None = None,
+                 delay: float = 0.0, gate: int = 0, gate_timeout: float = 60.0):
         self.script = script
+        self.delay = delay  # seconds before each chat answer (a slow model)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.gate, self.gate_timeout = gate, gate_timeout
+        self.released = -1  # the highest request index let through the gate
         self.gets = gets or {}  # GET path -> action (a dict or list is sent as JSON)
         self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.stopping = threading.Event()
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
@@ -145,7 +155,20 @@ class FakeLLM:
                     index = len(fake.requests)
                     fake.requests.append(body)
                     action = fake._next(body, index)
-                fake._act(self, action, body)
+                    fake.in_flight += 1
+                    fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+                    fake.lock.notify_all()
+                    if fake.gate:
+                        fake.lock.wait_for(lambda: fake.in_flight >= fake.gate or fake.released >= index,
+                                           fake.gate_timeout)
+                        fake.released = max(fake.released, index)
+                try:
+                    if fake.delay:
+                        fake.stopping.wait(fake.delay)
+                    fake._act(self, action, body)
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
 
             def do_GET(self):  # noqa: N802 - http.server API
                 if self.path not in fake.gets:

@@ -30,7 +30,9 @@ SEARCH_FLAGS = {
     "population": "search.population", "max_fails": "search.max_fails", "seed": "search.seed",
     "max_total_tokens": "search.max_total_tokens", "runs_dir": "search.runs_dir", "constrain": "llm.constrain",
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
-    "across": "search.across", "bar": "search.bar",
+    "across": "search.across", "bar": "search.bar", "parallel": "search.parallel", "dedupe": "search.dedupe",
+    "min_trades": "search.min_trades", "max_drawdown": "search.max_drawdown", "tune": "search.tune",
+    "tune_pick": "search.tune_pick",
 }
 
 _HELP = """\
@@ -51,8 +53,12 @@ can show what the search finds when there is nothing to find. --bar EXPR registe
 first iteration, the result you would believe; it is graded once at the end (PASS or FAIL, each
 clause with its value, also in verdict.json) and cannot be changed on resume.
 
+With --parallel K each step asks for K candidates at once (a model gets K requests together) and
+judges them in iteration order, as K iterations would be. --min-trades and --max-drawdown discard
+candidates that trade too little or fall too deep, whatever their objective.
+
 Every iteration is saved in runs/NAME/ as it completes. `autostrat evolve --run NAME` on an
-existing run resumes it where it stopped. Ctrl-C stops after the current iteration.
+existing run resumes it where it stopped. Ctrl-C stops after the current iteration (step).
 
   autostrat evolve --demo                      a short offline search on synthetic data
   autostrat evolve --run spy1 --data SPY       a new run named spy1 (resume: same command)
@@ -94,6 +100,21 @@ def register(sub) -> None:
     p.add_argument("--bar", metavar="EXPR",
                    help="the pass bar, registered now and graded once at the end, e.g. "
                         "'test.sharpe > 0.5 and dsr >= 0.95 and spa_pvalue < 0.05' (docs/overfitting.md)")
+    p.add_argument("--parallel", type=int, metavar="K",
+                   help="candidates per step, proposed at once and judged in iteration order (default 1)")
+    p.add_argument("--dedupe", choices=("behaviour", "text"),
+                   help="a duplicate has the same signals on train and validation (behaviour, default) or "
+                        "the same canonical text only (text)")
+    p.add_argument("--min-trades", type=int, metavar="N",
+                   help="discard a candidate with fewer than N trades in train or validation (default 0: off)")
+    p.add_argument("--max-drawdown", type=float, metavar="X",
+                   help="discard a candidate whose drawdown in train or validation is deeper than the fraction X "
+                        "(e.g. 0.3; default 0: off)")
+    p.add_argument("--tune", type=int, metavar="N",
+                   help="evaluate up to N variants of each candidate's ranged params in bulk and score it as the "
+                        "chosen one (default 0: off; every variant counts as a trial)")
+    p.add_argument("--tune-pick", choices=("best", "robust"),
+                   help="the variant chosen: best objective (default) or best median over its grid neighbours")
     p.add_argument("--null", action="store_true",
                    help="also run the same search on a synthetic market with the data's volatility (NAME-null)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end")

@@ -4,7 +4,8 @@ Inputs, all from the run folder:
 
 - the trials: every candidate that was evaluated (status keep or discard: it has metrics and a
   returns file). Invalid answers, duplicates (never backtested) and evaluation errors (no
-  backtest result) are not trials. N is their count;
+  backtest result) are not trials. N is their count, each tuned candidate counting every variant
+  it was chosen from (its record's `trials`, autostrat.search.tune);
 - the returns matrix: returns/iter_NNNN.npy of every trial, as columns, in iteration order; rows
   are the days of train then validation (config.json's returns_layout). The test period is not
   in it: those files never hold it;
@@ -17,8 +18,10 @@ records laid end to end. `series` names what was read.
 
 PSR, DSR and the minimum track record use the days the objective selected on: the objective's
 period (validation for validation.METRIC), or train and validation together for a walk-forward
-objective. V, the variance of the trials' Sharpe ratios, uses the same days. PBO (CSCV) uses all
-of train and validation, S blocks (`search.pbo_splits`, 16 by default). autostrat.honest.deflated_sharpe and
+objective. V, the variance of the trials' Sharpe ratios, uses the same days and the saved returns
+; a tuned candidate counts with every variant's Sharpe ratio on the selection period (its
+record's `tuning.sharpes`; with a walk-forward objective, whose days span both periods, only its
+chosen variant's returns). PBO (CSCV) uses the saved returns, all of train and validation, S blocks (`search.pbo_splits`, 16 by default). autostrat.honest.deflated_sharpe and
 autostrat.honest.backtest_overfitting compute the numbers; docs/overfitting.md defines them.
 """
 
@@ -51,6 +54,32 @@ def run_settings(run: RunFolder) -> Settings:
 def trials(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records that count as trials: evaluated candidates (keep or discard) with returns."""
     return [r for r in records if r.get("status") in TRIAL_STATUSES]
+
+
+def trial_count(records: list[dict[str, Any]]) -> int:
+    """N: the trials, a tuned candidate counting each variant evaluated for it."""
+    return sum(int(r.get("trials") or 1) for r in trials(records))
+
+
+def all_trial_sharpes(selected: np.ndarray, iterations: list[int], records: list[dict[str, Any]],
+                      period: str) -> np.ndarray | None:
+    """Daily Sharpe ratios of every trial on the selection rows, each tuned variant on its own.
+
+    None when no trial was tuned (V is then the saved returns' own variance). Non-finite values
+    are left out, as trial_sharpe_variance leaves out such columns.
+    """
+    by_iteration = {r["iteration"]: r for r in records}
+    if not any((by_iteration[i].get("tuning") or {}).get("sharpes") for i in iterations):
+        return None
+    out = []
+    for col, i in enumerate(iterations):
+        variants = ((by_iteration[i].get("tuning") or {}).get("sharpes") or {}).get(period)
+        if variants:
+            out += [v / math.sqrt(TRADING_DAYS) for v in variants if v is not None]
+        else:
+            out.append(sharpe_ratio(selected[:, col]))
+    values = np.asarray(out, dtype=np.float64)
+    return values[np.isfinite(values)]
 
 
 def returns_matrix(run: RunFolder, records: list[dict[str, Any]]) -> tuple[np.ndarray, list[int]]:
@@ -97,8 +126,9 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
     n_splits = int(n_splits or settings.search.pbo_splits)
     counts = {s: sum(r.get("status") == s for r in records)
               for s in ("keep", "discard", "invalid", "duplicate", "error")}
+    n_trials = trial_count(records)
     out: dict[str, Any] = {
-        "n_records": len(records), "n_trials": counts["keep"] + counts["discard"], "n_kept": counts["keep"],
+        "n_records": len(records), "n_trials": n_trials, "n_kept": counts["keep"],
         "n_discarded": counts["discard"], "n_invalid": counts["invalid"], "n_duplicate": counts["duplicate"],
         "n_error": counts["error"], "objective": str(objective), "series": _series(run.config),
     }
@@ -115,9 +145,12 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
     if best is not None and best["iteration"] in iterations:
         selected = matrix[rows]
         r = selected[:, iterations.index(best["iteration"])]
-        n = len(iterations)
+        n = n_trials  # a tuned candidate's variants are trials too; V is estimated from the saved returns
         with np.errstate(all="ignore"):
             var = trial_sharpe_variance(selected)
+            tuned = all_trial_sharpes(selected, iterations, records, name)
+            if tuned is not None:
+                var = float(tuned.var(ddof=1)) if len(tuned) >= 2 else math.nan
             sr_star = expected_max_sharpe(n, 0.0 if n == 1 else var)
             sr = sharpe_ratio(r)
             out.update({

@@ -14,6 +14,7 @@ from typing import Any
 from autostrat.honest.ledger import counts_line
 from autostrat.honest.red_flags import DSR_BAR, PBO_BAR
 from autostrat.report.bar_html import bar_box, spa_row
+from autostrat.report.iterations import iterations_html, shown
 from autostrat.sim.metrics import COUNT, FRACTION, METRIC, RATIO, format_metric
 
 SECTIONS = {
@@ -28,6 +29,7 @@ SECTIONS = {
     "robustness": "Robustness of the best strategy",
     "card": "Strategy card",
     "lineage": "Lineage of the kept strategies",
+    "iterations": "Steps, tuning and constraints",
     "details": "Run details",
 }
 TABLE_METRICS = (("total_return", "return"), ("cagr", "CAGR"), ("sharpe", "Sharpe"), ("sortino", "Sortino"),
@@ -388,6 +390,10 @@ def _details(r: dict[str, Any]) -> str:
             ("objective", r["objective"]), ("population, max fails, iterations, seed",
                                             f"{search.get('population')}, {search.get('max_fails')}, "
                                             f"{search.get('iterations')}, {search.get('seed')}"),
+            ("parallel, tune (pick), dedupe", f"{search.get('parallel', 1)}, {search.get('tune', 0)} "
+                                              f"({search.get('tune_pick', 'best')}), {search.get('dedupe', 'text')}"),
+            ("constraints", f"min trades {search.get('min_trades') or 'off'}, max drawdown "
+                            f"{search.get('max_drawdown') or 'off'}"),
             ("fill and costs", f"{bt.get('fill')}; {bt.get('commission_bps')} + {bt.get('slippage_bps')} bps per side"),
             ("created", cfg.get("created")), ("autostrat", cfg.get("autostrat_version"))]
     openings = r["sealed"].get("openings") or []
@@ -415,7 +421,10 @@ def render(r: dict[str, Any]) -> str:
     if r.get("fold_periods"):
         body.append(_section("folds", _folds(r)))
     body += [_section("null", _null(r)), _section("robustness", _robustness(r)), _section("card", _card(r)),
-             _section("lineage", _lineage(r)), _section("details", _details(r))]
+             _section("lineage", _lineage(r))]
+    if shown(r["records"]):
+        body.append(_section("iterations", iterations_html(r["records"])))
+    body.append(_section("details", _details(r)))
     title = f"autostrat report: {r['run']}"
     sub = (f"{r['market_name']}; objective {r['objective']}; {r['stats']['n_records']} iterations, "
            f"{r['stats']['n_trials']} evaluated")

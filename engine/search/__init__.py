@@ -1,6 +1,7 @@
 """search: the evolutionary loop and everything that proposes, records and resumes a run.
 
-Owns the loop and its population rules (`loop`, `population`), the proposers (`mutate`,
+Owns the loop and its population rules (`loop`, `population`; the record-only rules, `steps`;
+tuned params, `tune`), the proposers (`mutate`,
 `mutate_ops`; `llm` with its prompts `prompting` and grammar constraints `constrain`; the local
 model server `local`), the learnings log (`learnings`), the run folder (`runs`), null runs
 (`nullrun`), the pass bar's syntax (`bar`), and starting or resuming a run with its config.json

@@ -41,6 +41,8 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
         repairs = record.get("repairs") or 0
         tries = f" after {repairs} repair{'s' if repairs != 1 else ''}" if repairs else ""
         return f"invalid{tries}: {_one_line(first[0] if first else 'no strategy', 200)}"
+    if status == "duplicate" and record.get("duplicate_kind") == "behaviour":
+        return f"duplicate of iter {record.get('duplicate_of')}: the same signals on train and validation"
     if status == "duplicate":
         return f"duplicate of iter {record.get('duplicate_of')}: not evaluated"
     if status == "error":
@@ -53,6 +55,8 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
             f"{fmt_number(va.get('buy_hold_return'))})")
     if status == "keep":
         return text + " -> kept"
+    if record.get("constraint"):
+        return text + f" -> discarded: it breaks a constraint: {record['constraint']}"
     worst = record.get("worst_kept")
     return text + (f" -> discarded (the worst kept is {fmt_number(worst)})" if worst is not None else " -> discarded")
 

@@ -454,6 +454,25 @@ class LlmProposer:
         reply = self.model.chat([{"role": "user", "content": compact_prompt(learnings, budget, self.settings.search.prompts_dir)}])
         return read_answer_notes(reply.text), reply.usage
 
+    def propose_many(self, contexts: list[Context]) -> list[Proposal | BaseException]:
+        """One candidate per context, the conversations sent at once (one thread each), in their order.
+
+        Each conversation has its own retries and repairs; one that fails for good gives its
+        exception in its place and the others are kept.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(ctx: Context) -> Proposal | BaseException:
+            try:
+                return self.propose(ctx)
+            except Exception as exc:  # handed back in order: the loop commits the ones before it
+                return exc
+
+        if len(contexts) <= 1:
+            return [one(ctx) for ctx in contexts]
+        with ThreadPoolExecutor(max_workers=len(contexts), thread_name_prefix="autostrat-propose") as pool:
+            return list(pool.map(one, contexts))
+
     def propose(self, ctx: Context) -> Proposal:
         """One candidate: the conversation, up to repair_attempts repairs, and what came of it."""
         user = iteration_prompt(self.settings, self.objective, ctx.iteration, ctx.parent, ctx.population,

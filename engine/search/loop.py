@@ -11,7 +11,20 @@ evaluates it on train and validation, and ranks it by the objective:
   included), or the token budget (`max_total_tokens`) once spent;
 - after a kept candidate the next parent is that candidate; after a failure it is a member of
   the population drawn with random.Random(f"{seed}:{iteration}:parent"), so a resumed run draws
-  exactly what an uninterrupted one would.
+  exactly what an uninterrupted one would;
+- a candidate whose signals on train and validation are those of an evaluated one (same rules,
+  warm-up and exits: the simulator gets the same input) is a `duplicate` too (`search.dedupe`
+  behaviour; `text` keeps only the canonical-text check); it is evaluated but not a new trial;
+- a candidate that breaks `search.min_trades` or `search.max_drawdown` in train or validation is
+  a `discard` whatever its objective; the record's `constraint` says which.
+
+With `search.parallel` K > 1 a step asks for K candidates at once, all from the state after the
+last step: the first from the parent the rule above gives, the others from members drawn with
+their own iteration's seed. They are evaluated together, then judged one by one in iteration
+order by the rules above, so a step is K serial iterations whose proposals saw the same state. A
+stop (failures, iterations, tokens) ends the step at the record that reaches it; the rest are
+dropped. Each record of a step carries `step` (its first iteration) and `step_size`, and the last
+one `step_end`: on resume a step without its end is run again from its first iteration.
 
 All state is rebuilt from the iteration records on resume (see autostrat.runs); nothing is kept
 that the records do not hold.
@@ -36,6 +49,8 @@ from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
 from autostrat.search.prompting import header_hypothesis
 from autostrat.search.runs import RunFolder, as_float, fmt_number
+from autostrat.search.steps import broken_constraint, call, unfinished_step, unwrap
+from autostrat.search.tune import Tuned, tune
 
 FAILURES = ("discard", "invalid", "duplicate", "error")
 
@@ -123,6 +138,7 @@ class Search:
         self.population: list[Member] = []
         self.fails = 0
         self.hashes: dict[str, int] = {}
+        self.behaviours: dict[str, int] = {}
         self.tokens = 0
         self._programs: dict[int, N.Program] = {}
 
@@ -134,6 +150,8 @@ class Search:
         self.tokens += int((record.get("tokens") or {}).get("total", 0) or 0)
         if record.get("hash") and record["status"] in ("keep", "discard", "error"):
             self.hashes.setdefault(record["hash"], record["iteration"])
+        if record.get("behaviour") and record["status"] in ("keep", "discard"):
+            self.behaviours.setdefault(record["behaviour"], record["iteration"])
         if record["status"] == "keep":
             i = record["iteration"]
             self.population.append(Member(i, as_float(record.get("objective")), record.get("metrics") or {},
@@ -170,7 +188,13 @@ class Search:
 
     def run(self) -> Outcome:
         """Resume from the folder's records, then iterate until a stop condition; return the outcome."""
-        for record in self.run_folder.load_records(repair=True):
+        records = self.run_folder.load_records(repair=True)
+        cut = unfinished_step(records)
+        if cut is not None:
+            self.run_folder.notices.append(f"iterations {cut}-{len(records) - 1} are a step that did not finish; "
+                                           f"it runs again from iteration {cut}")
+            records = records[:cut]
+        for record in records:
             self._apply(record)
         for notice in self.run_folder.notices:
             self.out(f"warning: {notice}")
@@ -185,8 +209,12 @@ class Search:
                 reason = "interrupted"
             if reason:
                 return Outcome(reason, self.records, self.population, ran)
-            self.step()
-            ran += 1
+            k = max(int(self.settings.search.parallel), 1)
+            if k > 1 and self.records:
+                ran += len(self.step_parallel(k))
+            else:
+                self.step()
+                ran += 1
 
     def step(self) -> dict[str, Any]:
         """Run and commit one iteration; return its record."""
@@ -197,13 +225,80 @@ class Search:
         else:
             proposal, record = self._propose(i)
         record["seconds"] = round(time.perf_counter() - start, 6)
+        self._commit(record, proposal)
+        return record
+
+    def step_parallel(self, k: int) -> list[dict[str, Any]]:
+        """Run and commit one step of up to `k` candidates (see the module docstring); their records.
+
+        A proposer that fails for good on one candidate (ModelError) ends the step after the
+        candidates before it are committed; the error is raised then.
+        """
+        i0, s = len(self.records), self.settings.search
+        n = min(k, s.iterations - i0)
+        start = time.perf_counter()
+        learnings = self._learnings() if getattr(self.proposer, "uses_prompt", False) else None
+        contexts = [self._context(i0 + j, self._parent(i0 + j, first=j == 0), learnings) for j in range(n)]
+        many = getattr(self.proposer, "propose_many", None)
+        results = many(contexts) if many else [call(self.proposer.propose, ctx) for ctx in contexts]
+        seconds = (time.perf_counter() - start) / n
+        evaluations = self._evaluate_batch([(ctx.iteration, r) for ctx, r in zip(contexts, results)
+                                            if isinstance(r, Proposal)])
+        records = []
+        for j, (ctx, result) in enumerate(zip(contexts, results)):
+            if not isinstance(result, Proposal):
+                if records:
+                    self._commit_step_end(records[-1])
+                raise result
+            t = time.perf_counter()
+            record = self._record(ctx, result, learnings if j == 0 else None)
+            self._judge(record, result, lambda typed: unwrap(evaluations[canonical_hash(typed.program)]))
+            record.update(step=i0, step_size=n)
+            if j == n - 1 or self._ends_search(record):
+                record["step_end"] = True
+            record["seconds"] = round(seconds + time.perf_counter() - t, 6)
+            self._commit(record, result)
+            records.append(record)
+            if record.get("step_end"):
+                break
+        return records
+
+    def _evaluate_batch(self, proposals: list[tuple[int, Proposal]]) -> dict[str, Any]:
+        """Each distinct checked, unseen candidate of a step evaluated once: {hash: Evaluation or exception}."""
+        out: dict[str, Any] = {}
+        for i, proposal in proposals:
+            if proposal.program is None or proposal.status != "ok":
+                continue
+            try:
+                typed = check(proposal.program)
+            except StrategyError:
+                continue
+            h = canonical_hash(proposal.program)
+            if h in self.hashes or h in out:
+                continue
+            out[h] = call(self._evaluator_for(i), typed)
+        return out
+
+    def _ends_search(self, record: dict[str, Any]) -> bool:
+        """Whether stop_reason() will hold once `record` is applied (a step ends there)."""
+        s = self.settings.search
+        fails = 0 if record["status"] == "keep" else self.fails + 1
+        tokens = self.tokens + int((record.get("tokens") or {}).get("total", 0) or 0)
+        return (fails >= s.max_fails or len(self.records) + 1 >= s.iterations
+                or bool(s.max_total_tokens and tokens >= s.max_total_tokens))
+
+    def _commit_step_end(self, record: dict[str, Any]) -> None:
+        """Mark an already committed record as its step's last (the step was cut short)."""
+        record["step_end"] = True
+        self.run_folder.rewrite_record(record)
+
+    def _commit(self, record: dict[str, Any], proposal: Proposal | None) -> None:
         returns = record.pop("_returns", None)
         self.run_folder.commit(record, record.pop("_text"), returns,
                                proposal.prompt if proposal else None, proposal.response if proposal else None)
         self._apply(record)
         self._refresh()
         self.out(self._progress(record))
-        return record
 
     def _baseline(self) -> dict[str, Any]:
         text = self.baseline_text
@@ -220,18 +315,37 @@ class Search:
         return record
 
     def _propose(self, i: int) -> tuple[Proposal, dict[str, Any]]:
-        seed = self.settings.search.seed
-        last = self.records[-1]
-        if last["status"] == "keep":
-            parent = next(m for m in self.population if m.iteration == last["iteration"])
-        else:
-            parent = random.Random(f"{seed}:{i}:parent").choice(self.population)
         learnings = self._learnings() if getattr(self.proposer, "uses_prompt", False) else None
-        ctx = Context(i, parent, list(self.population),
-                      [self._program(parent)] + [self._program(m) for m in self.population if m is not parent],
-                      last, self.fails, learnings.text if learnings else "",
-                      random.Random(f"{seed}:{i}:propose"))
+        ctx = self._context(i, self._parent(i, first=True), learnings)
         proposal = self.proposer.propose(ctx)
+        record = self._record(ctx, proposal, learnings)
+        self._judge(record, proposal, self._evaluator_for(i))
+        return proposal, record
+
+    def _evaluator_for(self, i: int) -> Callable[[Any], Evaluation | Tuned]:
+        """How iteration i's candidate is evaluated: as written, or tuned (search.tune)."""
+        s = self.settings.search
+        if s.tune <= 0:
+            return self.evaluate
+        rng = random.Random(f"{s.seed}:{i}:tune")
+        return lambda typed: tune(typed, self.evaluate, self.objective, s.tune, s.tune_pick, rng)
+
+    def _parent(self, i: int, first: bool) -> Member:
+        """The seed's rule: the last candidate when it was kept (for a step's first), else a seeded draw."""
+        last = self.records[-1]
+        if first and last["status"] == "keep":
+            return next(m for m in self.population if m.iteration == last["iteration"])
+        return random.Random(f"{self.settings.search.seed}:{i}:parent").choice(self.population)
+
+    def _context(self, i: int, parent: Member, learnings) -> Context:
+        return Context(i, parent, list(self.population),
+                       [self._program(parent)] + [self._program(m) for m in self.population if m is not parent],
+                       self.records[-1], self.fails, learnings.text if learnings else "",
+                       random.Random(f"{self.settings.search.seed}:{i}:propose"))
+
+    def _record(self, ctx: Context, proposal: Proposal, learnings) -> dict[str, Any]:
+        """An iteration's record before it is judged: what was proposed and what it cost."""
+        i, parent = ctx.iteration, ctx.parent
         tokens = dict(proposal.tokens)
         if learnings and learnings.tokens:
             for k, v in learnings.tokens.items():
@@ -251,8 +365,7 @@ class Search:
             record["retries"] = proposal.retries
         if proposal.finish:
             record["finish"] = proposal.finish
-        self._judge(record, proposal)
-        return proposal, record
+        return record
 
     def _learnings(self):
         s = self.settings.search
@@ -260,7 +373,7 @@ class Search:
         return for_prompt(self.records, self.objective, s.learnings_budget_chars,
                           self.run_folder.read_summary() if summarise else None, summarise)
 
-    def _judge(self, record: dict[str, Any], proposal: Proposal) -> None:
+    def _judge(self, record: dict[str, Any], proposal: Proposal, evaluate: Callable[[Any], Evaluation]) -> None:
         if proposal.program is None or proposal.status != "ok":
             record.update(status="invalid" if proposal.status in ("ok", "invalid") else "error",
                           error=proposal.error)
@@ -276,22 +389,35 @@ class Search:
             record.update(status="duplicate", duplicate_of=self.hashes[h])
             return
         try:
-            evaluation = self.evaluate(typed)
+            evaluation = evaluate(typed)
         except Exception as exc:  # a candidate must not end an overnight run; the record says why
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             record.update(status="error", error=f"evaluation failed: {last}")
             return
+        if isinstance(evaluation, Tuned):  # the kept file carries the chosen values
+            record.update(_text=evaluation.text, tuning=evaluation.info, trials=evaluation.info["variants"])
+            evaluation = evaluation.evaluation
         self._score(record, h, evaluation)
 
     def _score(self, record: dict[str, Any], h: str, evaluation: Evaluation) -> None:
+        s = self.settings.search
+        if s.dedupe == "behaviour" and evaluation.behaviour:
+            record.update(hash=h, behaviour=evaluation.behaviour)
+            if evaluation.behaviour in self.behaviours:
+                record.update(status="duplicate", duplicate_of=self.behaviours[evaluation.behaviour],
+                              duplicate_kind="behaviour")
+                return
         value = self.objective.value(evaluation.metrics)
+        broken = broken_constraint(evaluation.metrics, s.min_trades, s.max_drawdown)
         k = self.settings.search.population
         worst = self.population[-1].objective if len(self.population) >= k else None
-        joins = worst is None or beats(value, worst)
+        joins = not self.population or (not broken and (worst is None or beats(value, worst)))
         record.update(status="keep" if joins else "discard", objective=value, objective_name=str(self.objective),
                       metrics=evaluation.metrics, hash=h, _returns=evaluation.returns)
         if worst is not None:
             record["worst_kept"] = worst
+        if broken:
+            record["constraint"] = broken  # the baseline is kept anyway: the search needs a parent
 
     def _progress(self, r: dict[str, Any]) -> str:
         best = self.population[0].objective if self.population else float("nan")

@@ -158,7 +158,30 @@ def system_values(settings: Settings, objective: Objective, periods: dict[str, d
         "train_dates": _dates(periods.get("train")), "validation_dates": _dates(periods.get("validation")),
         "fill": fill_text, "commission_bps": f"{bt.commission_bps:g}", "slippage_bps": f"{bt.slippage_bps:g}",
         "initial_capital": f"{bt.initial_capital:g}", "language_reference": reference_text().rstrip(),
+        "constraints": constraints_text(s.min_trades, s.max_drawdown), "tuning": tuning_text(s.tune, s.tune_pick),
     }
+
+
+def tuning_text(tune: int, pick: str) -> str:
+    """program.md's lines on tuned params ("" when tuning is off)."""
+    if tune <= 0:
+        return ""
+    how = ("the best of them" if pick == "best" else
+           "the one whose neighbours in the grid score best (a lucky corner does not win)")
+    return (f"\n- Your params' ranges are searched: each `param x = v in LO..HI` is tried at up to {tune} "
+            f"combinations of values across its range, and your candidate is scored as {how}; the kept "
+            "strategy carries the chosen values. So propose structure and sensible ranges rather than "
+            "single numbers: a param without a range stays as written.")
+
+
+def constraints_text(min_trades: int, max_drawdown: float) -> str:
+    """program.md's lines on the run's constraints ("" when there are none)."""
+    rules = ([f"fewer than {min_trades} trades"] if min_trades else []) + \
+        ([f"a drawdown deeper than {max_drawdown:.1%}"] if max_drawdown else [])
+    if not rules:
+        return ""
+    return (f"\n- A candidate with {' or '.join(rules)} in train or in validation is discarded whatever its "
+            "objective: it counts as a failure.")
 
 
 def objective_description(objective: Objective) -> str:
@@ -251,7 +274,11 @@ def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[
     lines = [f"{head}: {result_text(record, objective)}"]
     if record.get("hypothesis"):
         lines.append(f"Its hypothesis: {record['hypothesis']}")
-    if record["status"] == "duplicate":
+    if record["status"] == "duplicate" and record.get("duplicate_kind") == "behaviour":
+        lines.append("Its rules give exactly the signals of an earlier strategy on train and validation (a "
+                     "dead branch or a renamed value changes nothing), so it counted as a failure. Try "
+                     "rules that trade differently.")
+    elif record["status"] == "duplicate":
         lines.append("It evaluates exactly like an earlier strategy (names, comments and formatting do not "
                      "count), so it cost no backtest and counted as a failure. Try something new.")
     elif record["status"] == "invalid" and record.get("error"):

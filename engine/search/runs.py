@@ -269,6 +269,10 @@ class RunFolder:
         record["strategy"] = self.strat_path(i).name
         atomic_write(self.record_path(i), json.dumps(clean_json(record), indent=2) + "\n")
 
+    def rewrite_record(self, record: dict[str, Any]) -> None:
+        """Replace a committed iteration's record (its other files stay)."""
+        atomic_write(self.record_path(int(record["iteration"])), json.dumps(clean_json(record), indent=2) + "\n")
+
     def remove_uncommitted(self, next_iteration: int) -> None:
         """Delete temporary files and the files of iterations >= next_iteration (never committed)."""
         for folder in (self.path, self.path / "returns", self.path / "prompts", self.path / "responses"):

@@ -46,6 +46,7 @@ from autostrat.search.loop import MutateProposer, Search, describe_reason
 from autostrat.search.prompting import check_prompts_dir
 from autostrat.search.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.search.runs import RunFolder
+from autostrat.search.tune import MAX_TUNE, PICKS
 from autostrat.sim.evaluator import Evaluator, make_evaluator
 from autostrat.sim.objective import Objective
 
@@ -57,6 +58,7 @@ NULL_ON_UNIVERSE = ("--null runs on one market's matched noise; on a universe, r
                     "market (--data ONE_MARKET --null)")
 
 Out = Callable[[str], None]
+MAX_PARALLEL = 64  # candidates per step: each is a thread and an open request to the model
 
 
 def _now() -> str:
@@ -82,9 +84,20 @@ def check_numbers(settings: Settings) -> None:
     """ConfigError when a search budget setting is below its minimum (or spa_reps outside its range)."""
     s = settings.search
     for key, low in (("iterations", 1), ("population", 1), ("max_fails", 1), ("repair_attempts", 0),
-                     ("max_total_tokens", 0), ("learnings_budget_chars", 200)):
+                     ("max_total_tokens", 0), ("learnings_budget_chars", 200), ("parallel", 1), ("min_trades", 0)):
         if getattr(s, key) < low:
             raise ConfigError(f"search.{key} must be at least {low}, got {getattr(s, key)}")
+    if s.parallel > MAX_PARALLEL:
+        raise ConfigError(f"search.parallel must be at most {MAX_PARALLEL} candidates per step, got {s.parallel}")
+    if not 0.0 <= s.max_drawdown < 1.0:
+        raise ConfigError(f"search.max_drawdown must be a fraction from 0 (off) to below 1, e.g. 0.25 for a 25% "
+                          f"fall, got {s.max_drawdown}")
+    if not 0 <= s.tune <= MAX_TUNE:
+        raise ConfigError(f"search.tune must be from 0 (off) to {MAX_TUNE} variants per candidate, got {s.tune}")
+    if s.tune_pick not in PICKS:
+        raise ConfigError(f"search.tune_pick {s.tune_pick!r}: use best or robust")
+    if s.dedupe not in ("behaviour", "text"):
+        raise ConfigError(f"search.dedupe {s.dedupe!r}: use behaviour or text")
     if not SPA_REPS[0] <= s.spa_reps <= SPA_REPS[1]:
         raise ConfigError(f"search.spa_reps must be from {SPA_REPS[0]} to {SPA_REPS[1]}, got {s.spa_reps}")
 

@@ -291,7 +291,7 @@ def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[list[TypedPr
     programs, combos = [], []
     for values in itertools.product(*(grid[n] for n in names)):
         combo = dict(zip(names, values))
-        stmts = tuple(_set_param(s, combo[s.name]) if isinstance(s, N.Param) and s.name in combo else s
+        stmts = tuple(set_param(s, combo[s.name]) if isinstance(s, N.Param) and s.name in combo else s
                       for s in base.statements)
         try:
             programs.append(check(dataclasses.replace(base, statements=stmts)))
@@ -314,7 +314,8 @@ def outside_ranges(strategy, grid: dict[str, list[float]]) -> list[str]:
     return lines
 
 
-def _set_param(p: N.Param, value: float) -> N.Param:
+def set_param(p: N.Param, value: float) -> N.Param:
+    """The param statement with `value` (a range that does not hold it is widened to it)."""
     literal = value * 100 if p.value.percent else value
     num = N.Num(float(literal), p.value.percent)
     lo, hi = p.lo, p.hi

@@ -9,6 +9,7 @@ walk-forward folds) and keeps its daily returns for the run's honest statistics;
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
 from autostrat.sim.evaluate import evaluate_tape, metrics_dicts
 from autostrat.sim.metrics import daily_returns
-from autostrat.sim.simulate import period_simulation
+from autostrat.sim.simulate import period_simulation, simulator_args
 from autostrat.sim.simulation import check_backtest
 from autostrat.sim.walkforward import fold_spans
 from autostrat.tape.compile import compile
@@ -34,6 +35,7 @@ class Evaluation:
 
     metrics: dict[str, dict[str, float]]
     returns: np.ndarray | None = None  # float32; layout in Evaluator.returns_layout
+    behaviour: str = ""  # sha256 of what the simulator reads on train and validation (behaviour_hash)
 
 
 
@@ -68,18 +70,29 @@ class Evaluator:
         spans = {**self.spans, **self.fold_spans}
         values = evaluate_tape(tape, self.market, spans, self.settings.backtest)[0]
         metrics = metrics_dicts(values, spans)
-        return Evaluation(metrics, self._returns(tape))
+        regs = run_tape(tape, self.market)
+        return Evaluation(metrics, self._returns(tape, regs), self._behaviour(tape, regs))
 
-    def _returns(self, tape) -> np.ndarray:
+    def metrics_many(self, programs: list[TypedProgram]) -> list[dict[str, dict[str, float]]]:
+        """The metrics of many programs (folds included), by one bulk evaluation; no returns."""
+        from autostrat.sim.bulk import metrics_array
+
+        spans = {**self.spans, **self.fold_spans}
+        return [metrics_dicts(values, spans) for values in metrics_array(programs, self.market, spans, self.settings)]
+
+    def _returns(self, tape, regs) -> np.ndarray:
         # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
         # backtest.Result is skipped because building it costs more than the whole simulation.
-        bt = self.settings.backtest
-        regs = None if bt.indicators == "period" else run_tape(tape, self.market)
+        bt = self.settings.backtest  # with indicators = "period" the registers are the period's own
         parts = []
         for a, b in self.spans.values():
             equity, _, _ = period_simulation(tape, self.market, a, b, bt, regs)
             parts.append(daily_returns(equity))
         return np.concatenate(parts).astype(np.float32)
+
+    def _behaviour(self, tape, regs) -> str:
+        return behaviour_hash([simulator_args(tape, regs, self.market, a, b, self.settings.backtest)
+                               for a, b in self.spans.values()])
 
     def period_dates(self) -> dict[str, dict[str, object]]:
         """First and last date and bar count of each search period, for config.json and prompts."""
@@ -137,7 +150,12 @@ class UniverseEvaluator:
             columns = [ev.returns[slice(*e.returns_layout[period])].astype(np.float64)[idx]
                        for e, ev, idx in zip(self.evaluators, per.values(), self._common[period])]
             parts.append(np.mean(np.stack(columns), axis=0))
-        return Evaluation(metrics, np.concatenate(parts).astype(np.float32))
+        behaviour = hashlib.sha256("".join(ev.behaviour for ev in per.values()).encode()).hexdigest()
+        return Evaluation(metrics, np.concatenate(parts).astype(np.float32), behaviour)
+
+    def metrics_many(self, programs: list[TypedProgram]) -> list[dict]:
+        """The metrics of many programs, one full evaluation each (a universe has no bulk path yet)."""
+        return [self(p).metrics for p in programs]
 
     def period_dates(self) -> dict[str, dict[str, object]]:
         """Per search period: the earliest first date, the latest last date, bars summed over the markets."""
@@ -156,6 +174,24 @@ def _spread_dates(each: list[dict[str, dict[str, object]]]) -> dict[str, dict[st
                      "bars": sum(int(r["bars"]) for r in rows), "markets": len(rows)}
     return out
 
+
+
+def behaviour_hash(periods: list[tuple]) -> str:
+    """A sha256 of the simulator's inputs that come from a strategy, over each period's bars.
+
+    `periods` are simulator_args tuples. Hashed: where each of the four rule signals is on (> 0,
+    the simulator's reading) on the bars that count (from the warm-up or the period's start to its
+    end), that first bar, and the exits (stop loss, take profit, trailing stop, max hold). Two
+    programs with the same hash get the same trades and metrics whatever their text: a dead
+    branch or a renamed value does not make a new strategy.
+    """
+    h = hashlib.sha256()
+    for args in periods:
+        first, stop = max(args[8], args[10]), args[9]
+        for signal in args[4:8]:
+            h.update(np.packbits(np.asarray(signal[first:stop]) > 0).tobytes())
+        h.update(repr((first, stop, *args[14:18])).encode())
+    return h.hexdigest()
 
 
 def make_evaluator(data: Market | Universe, settings: Settings):
