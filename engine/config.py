@@ -78,6 +78,9 @@ class HonestSettings:
     ledger_dir: str = ""  # where every opening of a sealed test is recorded; empty: $XDG_DATA_HOME/autostrat/sealed
     flag_earlier_runs: int = 1  # red flag when this many other runs opened the test period before; 0: never
     flag_strategies: int = 10  # red flag when this many distinct strategies were looked at on it; 0: never
+    flag_dsr_below: float = 0.95  # red flag when the Deflated Sharpe Ratio is below this
+    flag_pbo_above: float = 0.5  # red flag when the Probability of Backtest Overfitting is above this
+    flag_min_trades: int = 20  # red flag when the best strategy made fewer trades where it was selected
 
 
 @dataclass

@@ -235,3 +235,16 @@ def test_lineage_puts_each_kept_strategy_under_its_parent():
     one = roots[0]["children"][0]
     assert one["tried"] == 2 and [c["iteration"] for c in one["children"]] == [3]
     assert one["children"][0]["in_top"] and not one["in_top"] and one["children"][0]["tried"] == 1
+
+
+def test_red_flag_thresholds_are_settings():
+    from autostrat.config import Settings
+
+    s = Settings()
+    assert (s.honest.flag_dsr_below, s.honest.flag_pbo_above, s.honest.flag_min_trades) == (0.95, 0.5, 20)
+    report = _report(dsr_=0.9, pbo_=0.4, trades=12)
+    assert len(red_flags(report)) == 2  # DSR below 0.95, 12 trades
+    report["thresholds"] = {"flag_dsr_below": 0.8, "flag_pbo_above": 0.3, "flag_min_trades": 10}
+    flags = red_flags(report)
+    assert flags == ["PBO 0.40 is above 0.3: the candidate that looks best in one half of the data is usually "
+                     "below the median in the other half."]

@@ -1,9 +1,10 @@
 """Red flags: the warnings a reader of a run's report should see first, and their thresholds.
 
 Each rule reads the report's dict (autostrat.report.build) and gives one sentence. The
-thresholds are the conventional ones: a Deflated Sharpe Ratio below 0.95 does not rule out
-selection luck; a Probability of Backtest Overfitting above 0.5 means the in-sample best is
-usually below the median out of sample; fewer than 20 trades cannot tell skill from luck.
+thresholds are settings ([honest] flag_*, in the report's `thresholds`); their defaults are the
+conventional ones: a Deflated Sharpe Ratio below 0.95 does not rule out selection luck; a
+Probability of Backtest Overfitting above 0.5 means the in-sample best is usually below the
+median out of sample; fewer than 20 trades cannot tell skill from luck.
 """
 
 from __future__ import annotations
@@ -11,9 +12,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-MIN_TRADES = 20
+MIN_TRADES = 20  # the defaults of [honest] flag_min_trades, flag_dsr_below, flag_pbo_above
 DSR_BAR = 0.95
 PBO_BAR = 0.5
+
+
+def thresholds(report: dict[str, Any]) -> tuple[float, float, float]:
+    """(DSR bar, PBO bar, minimum trades) of a report: its settings', else the defaults."""
+    t = report.get("thresholds") or {}
+    return (float(t.get("flag_dsr_below", DSR_BAR)), float(t.get("flag_pbo_above", PBO_BAR)),
+            float(t.get("flag_min_trades", MIN_TRADES)))
 
 
 def num(x: Any) -> float:
@@ -28,20 +36,21 @@ def red_flags(report: dict[str, Any]) -> list[str]:
     """The warnings a reader should see first, one sentence each."""
     s, flags = report["stats"], []
     best = report["best"]["metrics"]
+    dsr_bar, pbo_bar, min_trades = thresholds(report)
     dsr, pbo = num(s.get("dsr")), num(s.get("pbo"))
     if math.isnan(dsr):
         flags.append("DSR could not be computed (too few trials or a constant record): selection luck is unmeasured.")
-    elif dsr < DSR_BAR:
-        flags.append(f"DSR {dsr:.2f} is below {DSR_BAR}: the best result is consistent with the luck of picking "
+    elif dsr < dsr_bar:
+        flags.append(f"DSR {dsr:.2f} is below {dsr_bar:g}: the best result is consistent with the luck of picking "
                      f"the best of {s['n_trials']} tries.")
-    if pbo > PBO_BAR:
-        flags.append(f"PBO {pbo:.2f} is above {PBO_BAR}: the candidate that looks best in one half of the data "
+    if pbo > pbo_bar:
+        flags.append(f"PBO {pbo:.2f} is above {pbo_bar:g}: the candidate that looks best in one half of the data "
                      "is usually below the median in the other half.")
     names = ("train", "validation") if report["folds"] else (s["selection"],)
     trades = sum(num((best.get(p) or {}).get("num_trades")) for p in names)
-    if trades < MIN_TRADES:
+    if trades < min_trades:
         flags.append(f"Only {trades:.0f} trades in {' and '.join(names)}: too few to tell skill from luck "
-                     f"(fewer than {MIN_TRADES}).")
+                     f"(fewer than {min_trades:g}).")
     ledger = report.get("ledger") or {}
     for unknown in dict.fromkeys(u for u in ((report.get("sealed") or {}).get("count_unknown"),
                                             ledger.get("count_unknown")) if u):

@@ -156,6 +156,8 @@ def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_
         "buy_hold_objective": hold_objective, "best": _top_entry(best, sealed), "null": null,
         "market_name": market_name, "periods": periods, **extra,
     }
+    report["thresholds"] = {k: getattr(settings.honest, k) for k in ("flag_dsr_below", "flag_pbo_above",
+                                                                     "flag_min_trades")}
     report["verdict"] = grade_run(run, report)  # the registered bar (None without one), graded once
     report["robustness"] = robustness(result.typed, data, settings, objective) if with_robustness else None
     report["card"] = card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()},

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from autostrat.honest.ledger import counts_line
-from autostrat.honest.red_flags import DSR_BAR, PBO_BAR
+from autostrat.honest.red_flags import thresholds
 from autostrat.report.bar_html import bar_box, spa_row
 from autostrat.report.iterations import iterations_html, shown
 from autostrat.sim.metrics import COUNT, FRACTION, METRIC, RATIO, format_metric
@@ -101,10 +101,11 @@ def _summary(r: dict[str, Any]) -> str:
     s, best = r["stats"], r["best"]
     test = best["metrics"].get("test")
     dsr, pbo = _f(s["dsr"]), _f(s["pbo"])
+    dsr_bar, pbo_bar, _ = thresholds(r)
     kpis = [_kpi(f"best {r['objective']} (iteration {best['iteration']})", fmt(r["objective_metric"], best["objective"])),
             _kpi(f"trials (of {s['n_records']} iterations)", str(s["n_trials"])),
-            _kpi("DSR (want >= 0.95)", fmt("", dsr), None if math.isnan(dsr) else dsr >= DSR_BAR),
-            _kpi("PBO (want < 0.5)", fmt("", pbo), None if math.isnan(pbo) else pbo <= PBO_BAR),
+            _kpi(f"DSR (want >= {dsr_bar:g})", fmt("", dsr), None if math.isnan(dsr) else dsr >= dsr_bar),
+            _kpi(f"PBO (want < {pbo_bar:g})", fmt("", pbo), None if math.isnan(pbo) else pbo <= pbo_bar),
             _kpi("PSR (ignores the trials)", fmt("", s["psr"]))]
     if test is not None:
         kpis.append(_kpi("test return (sealed) / buy and hold",
@@ -214,8 +215,9 @@ def _statistics(r: dict[str, Any]) -> str:
                      f"Taken alone, the best strategy's {sel} record (annual Sharpe {fmt('', sr)}) gives a "
                      f"{_pct(psr)} probability that its true Sharpe ratio is above zero; this ignores that it "
                      f"was picked as the best of {n}."))
-    verdict = ("so the result survives the selection" if dsr >= DSR_BAR else
-               "below 0.95, so picking the best of that many tries explains the result as well as skill does")
+    dsr_bar = thresholds(r)[0]
+    verdict = ("so the result survives the selection" if dsr >= dsr_bar else
+               f"below {dsr_bar:g}, so picking the best of that many tries explains the result as well as skill does")
     out.append(_stat("DSR", fmt("", dsr),
                      f"Among {n} strategies with no skill the best would show an annual Sharpe around "
                      f"{fmt('', sr_star)}; the probability that the best one beats that bar is {_pct(dsr)}, "
