@@ -135,7 +135,7 @@ def test_a_damaged_record_before_others_is_an_error_and_nothing_is_deleted(run3,
     assert evolve("--run", "r", "--iterations", "4") == 2
     captured = capsys.readouterr()
     _no_traceback(captured)
-    assert "iter_0001.json: cannot read the iteration record" in captured.err
+    assert "iter_0001.json: error: cannot read the iteration record" in captured.err
     assert sorted(p.name for p in run3.iterdir()) == before
 
 
@@ -153,7 +153,7 @@ def test_a_deleted_kept_strategy_is_a_clear_error(run3, capsys):
     assert evolve("--run", "r", "--iterations", "4") == 2
     captured = capsys.readouterr()
     _no_traceback(captured)
-    assert "iter_0000.strat: cannot read iteration 0's strategy" in captured.err
+    assert "iter_0000.strat: error: cannot read iteration 0's strategy" in captured.err
 
 
 @pytest.mark.parametrize("config", ["[1, 2]", "{", "\"text\""])
@@ -171,7 +171,7 @@ def test_a_garbage_returns_file_is_a_clear_error(run3, capsys):
     assert report("r") == 2
     captured = capsys.readouterr()
     _no_traceback(captured)
-    assert "iter_0000.npy: cannot read iteration 0's daily returns" in captured.err
+    assert "iter_0000.npy: error: cannot read iteration 0's daily returns" in captured.err
 
 
 # --- the sealed test's count is never reset ----------------------------------------------------------

@@ -36,6 +36,7 @@ from autostrat.honest.run_statistics import returns_matrix, run_settings, select
 from autostrat.search.runs import RunFolder
 from autostrat.search.session import SPA_REPS
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans, resolve_settings
+from autostrat.sim.evaluator import UniverseEvaluator
 from autostrat.sim.metrics import daily_returns
 from autostrat.sim.objective import Objective
 from autostrat.sim.simulation import simulate
@@ -177,16 +178,17 @@ def benchmark_returns(data, settings: Settings) -> np.ndarray:
     """Buy and hold's daily returns in the layout of a run's returns files (train, then validation).
 
     Buy and hold as everywhere in autostrat: in at the first close of each period, no costs. On a
-    universe, pooled like the trials' returns: every market's train days, then every validation.
+    universe, averaged like the trials' returns: the equal-weight average of the markets' buy and
+    hold over their common dates (UniverseEvaluator.average).
     """
+    if isinstance(data, Universe):
+        return UniverseEvaluator(data, settings).average([benchmark_returns(m, settings) for m in data])
     s = resolve_settings(settings, dict(fill="close", commission_bps=0.0, slippage_bps=0.0))
-    markets = list(data) if isinstance(data, Universe) else [data]
     parts = []
     for period in SEARCH_PERIODS:
-        for market in markets:
-            a, b = period_spans(market, settings, SEARCH_PERIODS)[period]
-            sim = simulate(market, np.ones(len(market)), np.zeros(len(market)), settings=s, start=a, stop=b)
-            parts.append(daily_returns(np.asarray(sim.equity, dtype=np.float64)))
+        a, b = period_spans(data, settings, SEARCH_PERIODS)[period]
+        sim = simulate(data, np.ones(len(data)), np.zeros(len(data)), settings=s, start=a, stop=b)
+        parts.append(daily_returns(np.asarray(sim.equity, dtype=np.float64)))
     return np.concatenate(parts)
 
 
@@ -207,7 +209,8 @@ def spa_statistics(run: RunFolder, data, records: list[dict[str, Any]], objectiv
     out: dict[str, Any] = {k: math.nan for k in ("spa_pvalue", "rc_pvalue", "spa_statistic", "rc_statistic",
                                                   "spa_block_length")}
     out.update(spa_reps=int(settings.search.spa_reps), spa_days=0, spa_trials=0, spa_best_iteration=None,
-               spa_series=f"{name}, pooled over {len(data)} markets" if pooled else name, spa_reason="")
+               spa_series=f"{name}, the equal-weight average of {len(data)} markets" if pooled else name,
+               spa_reason="")
     bench = benchmark_returns(data, settings)
     if matrix.shape[1] and len(bench) != matrix.shape[0]:
         out["spa_reason"] = (f"the benchmark has {len(bench)} daily returns, the trials {matrix.shape[0]}: "

@@ -145,13 +145,18 @@ class UniverseEvaluator:
         by_asset = {name: ev.metrics for name, ev in per.items()}
         metrics: dict = across_assets(by_asset, self.across)
         metrics["assets"] = by_asset
+        behaviour = hashlib.sha256("".join(ev.behaviour for ev in per.values()).encode()).hexdigest()
+        return Evaluation(metrics, self.average([ev.returns for ev in per.values()]).astype(np.float32), behaviour)
+
+    def average(self, returns: list[np.ndarray]) -> np.ndarray:
+        """Each market's daily returns (in its own Evaluator's layout) as the equal-weight average
+        over the common dates, in this evaluator's layout: what the run's statistics read."""
         parts = []
         for period in SEARCH_PERIODS:
-            columns = [ev.returns[slice(*e.returns_layout[period])].astype(np.float64)[idx]
-                       for e, ev, idx in zip(self.evaluators, per.values(), self._common[period])]
+            columns = [r[slice(*e.returns_layout[period])].astype(np.float64)[idx]
+                       for e, r, idx in zip(self.evaluators, returns, self._common[period])]
             parts.append(np.mean(np.stack(columns), axis=0))
-        behaviour = hashlib.sha256("".join(ev.behaviour for ev in per.values()).encode()).hexdigest()
-        return Evaluation(metrics, np.concatenate(parts).astype(np.float32), behaviour)
+        return np.concatenate(parts)
 
     def metrics_many(self, programs: list[TypedProgram]) -> list[dict]:
         """The metrics of many programs, one full evaluation each (a universe has no bulk path yet)."""
