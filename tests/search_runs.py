@@ -14,7 +14,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from autostrat.config import Settings  # noqa: E402
 from autostrat.data.load import load_market  # noqa: E402
 from autostrat.resources import example_path  # noqa: E402
 from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig  # noqa: E402
@@ -24,22 +23,10 @@ from autostrat.sim.evaluator import Evaluator  # noqa: E402
 from autostrat.sim.objective import Objective  # noqa: E402
 
 from fake_llm_server import Answer, FakeLLM, last_user_message, strategy_from  # noqa: E402
+from test_loop import DATA, small_settings as settings  # noqa: E402,F401 - the loop tests' market and split
 
 GOLDEN = Path(__file__).parent / "golden"
-DATA = "synthetic:bars=1500"
-SPLIT = {"train_end": "2003-12-31", "validation_start": "2004-01-01", "validation_end": "2004-12-31",
-         "test_start": "2005-01-01"}
 TIMES = ("seconds", "model_seconds")
-
-
-def settings(**search) -> Settings:
-    s = Settings()
-    s.data.spec = DATA
-    for k, v in SPLIT.items():
-        s.set(f"split.{k}", v)
-    for k, v in search.items():
-        s.set(f"search.{k}", v)
-    return s
 
 
 def strip(records: list[dict]) -> list[dict]:
