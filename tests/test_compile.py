@@ -151,8 +151,10 @@ def min_registers(tape) -> int:
                 values[current[r]][1] = i
         current[int(row[1])] = len(values)
         values.append([i, i])
-    for r in set(tape.outputs.ravel().tolist()) - {-1}:
-        values[current[r]][1] = len(tape)  # the rules are read after the last instruction
+    fused_operands = tape.rules[:, :, 1:][tape.rules[:, :, 0] >= 0].ravel().tolist()
+    for r in (set(tape.outputs.ravel().tolist()) | set(fused_operands)) - {-1}:
+        if r >= FIRST_FREE_REG:
+            values[current[r]][1] = len(tape)  # the rules (and a comparison's operands) are read at the end
     most = max(1 + sum(1 for d, e in values if d < i <= e) for i in range(len(tape)))
     return FIRST_FREE_REG + most
 

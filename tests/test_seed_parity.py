@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autostrat.sim.simulate import END, SIGNAL, as_kernel_array, simulate_nb
+from autostrat.sim.metrics import as_kernel_array
+from autostrat.sim.simulate import END, SIGNAL, simulate_nb
 from autostrat.sim.metrics import metrics
 from autostrat.data.synthetic import synthetic_market
 from seed_harness import SEED_CAPITAL, seed_backtest

@@ -75,13 +75,14 @@ def test_variants_evaluate_exactly_as_compile_many(name, market):
 
 
 def test_a_large_sweep_skips_register_reuse_and_still_evaluates_exactly(market):
-    # 100 variants: 20 averages shared by 200 comparisons, nearly all rule outputs; the template
-    # keeps one register per instruction instead of running the allocation pass.
+    # 100 variants: 20 averages shared by 200 comparisons, nearly all rule outputs or their
+    # operands; the template keeps one register per instruction instead of running the allocation
+    # pass, which could not save one here.
     typed = load_strategy(example_path("sma_cross"))
     grid = {"fast": [float(v) for v in range(5, 55, 5)], "slow": [float(v) for v in range(60, 260, 20)]}
     variants, _ = sweep_programs(typed, grid)
     fast, slow = compile_variants(variants), compile_many(variants)
-    assert fast.n_regs == FIRST_FREE_REG + fast.code.shape[0] > slow.n_regs
+    assert fast.n_regs == FIRST_FREE_REG + fast.code.shape[0] >= slow.n_regs
     assert fast.code.shape[0] == slow.code.shape[0]
     spans = period_spans(market, Settings(), ("train", "validation"))
     np.testing.assert_array_equal(evaluate_tape(fast, market, spans, Settings().backtest),

@@ -79,7 +79,7 @@ def metrics_array(typed: list[TypedProgram], market: Market, spans, settings: Se
 
 def tape_arrays(tape) -> tuple:
     """The plain arrays of a Tape that evaluation needs (what travels to a worker)."""
-    return (tape.code, tape.consts, int(tape.n_regs), tape.outputs, tape.warmups, tape.exits)
+    return (tape.run_code, tape.consts, int(tape.n_regs), tape.rules, tape.warmups, tape.exits)
 
 
 def chunk_metrics(tape: tuple, markets, spans: list[np.ndarray], costs: tuple, parallel: bool = True) -> np.ndarray:
@@ -88,13 +88,13 @@ def chunk_metrics(tape: tuple, markets, spans: list[np.ndarray], costs: tuple, p
     `spans[a]` is market a's (S, 2) period ranges; a period the market lacks is (-1, -1) and
     gives NaN metrics. Nothing here depends on where it runs.
     """
-    code, consts, n_regs, outputs, warmups, exits = tape
-    out = np.full((outputs.shape[0], len(markets), spans[0].shape[0], len(METRIC_NAMES)), np.nan)
+    code, consts, n_regs, rules, warmups, exits = tape
+    out = np.full((rules.shape[0], len(markets), spans[0].shape[0], len(METRIC_NAMES)), np.nan)
     for a, (m, sp) in enumerate(zip(markets, spans)):
         have = np.flatnonzero(sp[:, 0] >= 0)
         if have.size == 0:
             continue
-        out[:, a, have, :] = evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, m.open, m.high,
+        out[:, a, have, :] = evaluate_arrays(code, consts, n_regs, rules, warmups, exits, m.open, m.high,
                                               m.low, m.close, m.volume, np.ascontiguousarray(sp[have]), *costs,
                                               parallel=parallel)
     return out

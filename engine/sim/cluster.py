@@ -16,7 +16,7 @@ What moves over the network:
   is six float64/datetime arrays: bars x 48 bytes (324 KB for 6,750 bars), so every worker holds
   the whole universe (162 MB for 500 such markets). A worker that joins later, or restarts,
   fetches a market from a peer the first time a chunk needs it.
-- per task: the chunk's tape arrays (code, constants, outputs, warm-ups, exits of its programs,
+- per task: the chunk's tape arrays (code, constants, rule forms, warm-ups, exits of its programs,
   a few KB for 256 programs), the asset slice's span arrays and four cost numbers. Tapes are
   compiled here, once per program slice; at most `window` tasks are in flight, so a sweep of a
   million programs never holds all its tapes at once.

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
-from autostrat.sim.simulate import evaluation_args, simulate_nb
+from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.simulate import evaluation_args, simulate_into_nb, simulate_long_nb
 from autostrat.tape.kernel_table import kernel_table
 from autostrat.tape.vm import run_tape_nb
 
@@ -19,66 +19,65 @@ N_METRICS = len(METRIC_NAMES)
 
 
 @njit(cache=True)
-def _score_program_nb(regs, outputs, warmup, exits, open_, high, low, close, spans, fill_close,
-                      commission, slippage, capital, zeros, out):
-    le = regs[outputs[0]]
-    lx = regs[outputs[1]]
-    se = regs[outputs[2]] if outputs[2] >= 0 else zeros
-    sx = regs[outputs[3]] if outputs[3] >= 0 else zeros
+def _score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                      commission, slippage, capital, out):
+    long_only = rules[2, 1] < 0 and rules[3, 1] < 0
     for s in range(spans.shape[0]):
-        a = spans[s, 0]
-        b = spans[s, 1]
-        equity, position, trades = simulate_nb(open_, high, low, close, le, lx, se, sx, a, b, warmup,
-                                               fill_close, commission, slippage, exits[0], exits[1],
-                                               exits[2], int(exits[3]), capital)
-        metrics_nb(equity, position, trades, close, a, b, capital, out[s])
+        # Metrics are summed while the period is traded: no equity or trade arrays are kept.
+        if long_only:
+            simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
+                             commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
+                             out[s])
+        else:
+            simulate_into_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
+                             commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
+                             out[s])
 
 
 @njit(cache=True, parallel=True)
-def _score_many_nb(regs, outputs, warmups, exits, open_, high, low, close, spans, fill_close,
+def _score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
                    commission, slippage, capital):
-    n_prog = outputs.shape[0]
+    n_prog = rules.shape[0]
     out = np.empty((n_prog, spans.shape[0], N_METRICS))
-    zeros = np.zeros(close.shape[0])
     for p in prange(n_prog):
-        _score_program_nb(regs, outputs[p], warmups[p], exits[p], open_, high, low, close, spans,
-                          fill_close, commission, slippage, capital, zeros, out[p])
+        _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                          fill_close, commission, slippage, capital, out[p])
     return out
 
 
 @njit(cache=True)
-def _score_serial_nb(regs, outputs, warmups, exits, open_, high, low, close, spans, fill_close,
+def _score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
                      commission, slippage, capital):
-    n_prog = outputs.shape[0]
+    n_prog = rules.shape[0]
     out = np.empty((n_prog, spans.shape[0], N_METRICS))
-    zeros = np.zeros(close.shape[0])
     for p in range(n_prog):
-        _score_program_nb(regs, outputs[p], warmups[p], exits[p], open_, high, low, close, spans,
-                          fill_close, commission, slippage, capital, zeros, out[p])
+        _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                          fill_close, commission, slippage, capital, out[p])
     return out
 
 
-def evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, open_, high, low, close, volume,
+def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, low, close, volume,
                      spans, fill_close, commission, slippage, capital, per_period=False, parallel=True):
     """Metrics float64[n_programs, n_periods, N_METRICS] for every program of a tape.
 
-    Runs the tape once (shared sub-expressions computed once), then simulates the programs in
+    `code` is a tape's run_code and `rules` its rule forms (autostrat.tape.compile.Tape). Runs the
+    tape once (shared sub-expressions computed once), then simulates the programs in
     parallel on all cores; one program alone, or `parallel=False` (a worker process that is
     itself one of many, e.g. on a Dask cluster), runs on the calling thread only.
     `per_period` (backtest.indicators = "period"): the tape runs on each period's bars alone, so
     every indicator warms up again inside the period, as if the period were the whole data.
     """
     if per_period:
-        out = np.empty((outputs.shape[0], spans.shape[0], N_METRICS))
+        out = np.empty((rules.shape[0], spans.shape[0], N_METRICS))
         for s in range(spans.shape[0]):
             a, b = int(spans[s, 0]), int(spans[s, 1])
-            out[:, s:s + 1] = evaluate_arrays(code, consts, n_regs, outputs, warmups, exits, open_[a:b], high[a:b],
+            out[:, s:s + 1] = evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_[a:b], high[a:b],
                                               low[a:b], close[a:b], volume[a:b], np.array([[0, b - a]], np.int64),
                                               fill_close, commission, slippage, capital, False, parallel)
         return out
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
-    score = _score_many_nb if parallel and outputs.shape[0] > 1 else _score_serial_nb
-    return score(regs, outputs, warmups, exits, open_, high, low, close, spans, bool(fill_close),
+    score = _score_many_nb if parallel and rules.shape[0] > 1 else _score_serial_nb
+    return score(regs, rules, warmups, exits, open_, high, low, close, spans, bool(fill_close),
                  float(commission), float(slippage), float(capital))
 
 
@@ -89,7 +88,7 @@ def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:
 
 def evaluate_tape(tape, market, spans: dict[str, tuple[int, int]], backtest) -> np.ndarray:
     """`evaluate_arrays` for a Tape, a Market, named periods and BacktestSettings."""
-    return evaluate_arrays(tape.code, tape.consts, tape.n_regs, tape.outputs, tape.warmups, tape.exits,
+    return evaluate_arrays(tape.run_code, tape.consts, tape.n_regs, tape.rules, tape.warmups, tape.exits,
                            market.open, market.high, market.low, market.close, market.volume, spans_array(spans),
                            *evaluation_args(backtest))
 

@@ -45,11 +45,11 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-from autostrat.sim.simulate import as_kernel_array, as_price_array
 
 FRACTION, RATIO, COUNT, MONEY = "fraction", "ratio", "count", "money"  # a fraction is shown as a percentage
 HIGHER, LOWER, NEITHER = "higher", "lower", ""
@@ -108,47 +108,75 @@ def format_metric(name: str, value, places: int | None = None) -> str:
     return f"{value:.{digits}f}"
 
 
-@njit(cache=True)
-def metrics_nb(equity, position, trades, close, start, stop, initial_capital, out):
-    """Write the metrics of one period into `out`, each in its slot `M.<name>` (module docstring).
+# The metrics are accumulated as the period is walked: `bar_nb` once per bar in order, `trade_nb`
+# once per closed trade in order, then `finish_nb`. The simulator calls the same three functions
+# while it trades (autostrat.sim.simulate), so scoring a strategy needs no equity or trade arrays
+# and gives exactly the bits `metrics_nb` gives from those arrays: every sum runs in the same order.
 
-    equity, position: simulate_nb's arrays for bars [start, stop); trades: its float64[n, 8] rows;
-    close: the full-history close (for buy and hold).
+BAR_START = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # prev, ret_total, down, peak, max_dd, held, equity_total
+
+
+@njit(cache=True, inline="always")
+def bar_nb(acc, t, e, held_now, rets):
+    """Take bar t (0-based in the period) with equity e into the per-bar sums; rets[t-1] = its return.
+
+    A flat bar (equity unchanged and finite, as when out of the market) has return exactly 0 and
+    no new drawdown, so it skips the divisions.
     """
-    n = equity.shape[0]
-    final = equity[n - 1]
-    years = n / TRADING_DAYS
-
-    # One pass for the daily returns, their sum and downside squares, the drawdown, the exposure
-    # and the equity sum; a second pass for the deviations from the mean (two-pass is exact enough
-    # to agree with pandas to ~1e-12 relative). Every sum runs in bar order from 0.0, as a separate
-    # loop or numpy's sum would: the fused loop gives the same bits, in fewer passes. A flat bar
-    # (equity unchanged and finite, as when out of the market) has return exactly 0 and no new
-    # drawdown, so it skips the divisions.
-    m = n - 1
-    rets = np.empty(max(m, 0), dtype=np.float64)
-    ret_total = 0.0
-    down = 0.0
-    peak = equity[0]
-    max_dd = 0.0
-    held = 0.0
-    equity_total = 0.0
-    prev = equity[0]
-    for t in range(n):
-        e = equity[t]
-        if t > 0:
-            r = e / prev - 1.0 if prev > 0.0 and (e != prev or math.isinf(e)) else 0.0
-            rets[t - 1] = r
-            ret_total += r
-            if r < 0.0:
-                down += r * r
-        prev = e
+    prev, ret_total, down, peak, max_dd, held, equity_total = acc
+    if t > 0:
+        r = e / prev - 1.0 if prev > 0.0 and (e != prev or math.isinf(e)) else 0.0
+        rets[t - 1] = r
+        ret_total += r
+        if r < 0.0:
+            down += r * r
         peak = max(peak, e)
-        if peak > 0.0 and e < peak:
-            max_dd = min(max_dd, e / peak - 1.0)
-        if position[t] != 0:
-            held += 1.0
-        equity_total += e
+    else:
+        peak = e
+    prev = e
+    if peak > 0.0 and e < peak:
+        max_dd = min(max_dd, e / peak - 1.0)
+    if held_now:
+        held += 1.0
+    equity_total += e
+    return prev, ret_total, down, peak, max_dd, held, equity_total
+
+
+@njit(cache=True, inline="always")
+def trade_start_nb(initial_capital):
+    """The per-trade sums before the first trade: count, wins, gain, loss, ret_sum, notional, and
+    the equity before the next trade."""
+    return 0, 0.0, 0.0, 0.0, 0.0, 0.0, initial_capital
+
+
+@njit(cache=True, inline="always")
+def trade_nb(acc, r, entry_price, exit_price):
+    """Take the next closed trade (net return r, entry and exit fills) into the per-trade sums.
+
+    A trade's notional is entry plus exit at the equity before it (module docstring: turnover),
+    the equity compounding from the initial capital trade by trade.
+    """
+    k, wins, gain, loss, ret_sum, notional, equity_before = acc
+    ret_sum += r
+    if r > 0.0:
+        wins += 1.0
+        gain += r
+    elif r < 0.0:
+        loss -= r
+    notional += equity_before * (1.0 + exit_price / entry_price)
+    equity_before *= 1.0 + r
+    return k + 1, wins, gain, loss, ret_sum, notional, equity_before
+
+
+@njit(cache=True)
+def finish_nb(bars, trades, rets, n, close, start, stop, initial_capital, out):
+    """Write the metrics of a period of n bars into `out` from the finished sums (module docstring)."""
+    final, ret_total, down, _, max_dd, held, equity_total = bars
+    k, wins, gain, loss, ret_sum, notional, _ = trades
+    years = n / TRADING_DAYS
+    # A second pass for the deviations from the mean: two-pass is exact enough to agree with
+    # pandas to ~1e-12 relative.
+    m = n - 1
     mean = ret_total / m if m > 0 else 0.0
     sharpe = 0.0
     if m >= 2:
@@ -166,24 +194,6 @@ def metrics_nb(equity, position, trades, close, start, stop, initial_capital, ou
 
     cagr = (final / initial_capital) ** (1.0 / years) - 1.0 if final > 0.0 else -1.0
     calmar = cagr / abs(max_dd) if max_dd != 0.0 else 0.0
-
-    k = trades.shape[0]
-    wins = 0.0
-    gain = 0.0
-    loss = 0.0
-    ret_sum = 0.0
-    notional = 0.0
-    equity_before = initial_capital
-    for i in range(k):
-        r = trades[i, 5]
-        ret_sum += r
-        if r > 0.0:
-            wins += 1.0
-            gain += r
-        elif r < 0.0:
-            loss -= r
-        notional += equity_before * (1.0 + trades[i, 3] / trades[i, 2])
-        equity_before *= 1.0 + r
     if k == 0:
         profit_factor = 0.0
     elif loss == 0.0:
@@ -212,6 +222,24 @@ def metrics_nb(equity, position, trades, close, start, stop, initial_capital, ou
     out[M.excess_return] = total - buy_hold
 
 
+@njit(cache=True)
+def metrics_nb(equity, position, trades, close, start, stop, initial_capital, out):
+    """Write the metrics of one period into `out`, each in its slot `M.<name>` (module docstring).
+
+    equity, position: simulate_nb's arrays for bars [start, stop); trades: its float64[n, 8] rows;
+    close: the full-history close (for buy and hold).
+    """
+    n = equity.shape[0]
+    rets = np.empty(max(n - 1, 0), dtype=np.float64)
+    bars = BAR_START
+    for t in range(n):
+        bars = bar_nb(bars, t, equity[t], position[t] != 0, rets)
+    acc = trade_start_nb(initial_capital)
+    for i in range(trades.shape[0]):
+        acc = trade_nb(acc, trades[i, 5], trades[i, 2], trades[i, 3])
+    finish_nb(bars, acc, rets, n, close, start, stop, initial_capital, out)
+
+
 def metrics(equity, position, trades, close, start: int, stop: int,
             initial_capital: float) -> dict[str, float]:
     """The metrics of one period as a flat dict in METRIC_NAMES order; num_trades is an int.
@@ -230,6 +258,27 @@ def metrics(equity, position, trades, close, start: int, stop: int,
     out = {name: float(v) for name, v in zip(METRIC_NAMES, values)}
     out["num_trades"] = int(values[M.num_trades])
     return out
+
+
+def as_kernel_array(values: Any, dtype=np.float64) -> np.ndarray:
+    """A C-contiguous, writable array of `dtype`: the array type the kernels are compiled for
+    (pandas hands out read-only views, which numba would compile a second time)."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=dtype))
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def as_price_array(values: Any) -> np.ndarray:
+    """A C-contiguous, read-only float64 array: prices as the evaluation path passes them.
+
+    A Market's arrays are read-only, and numba types read-only and writable arrays as different
+    signatures; handing the simulator and the metrics read-only prices here too means one compiled
+    specialisation (about 5 s on a fresh cache) serves both.
+    """
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    if arr.flags.writeable:
+        arr = arr.view()
+        arr.flags.writeable = False
+    return arr
 
 
 def daily_returns(equity: np.ndarray) -> np.ndarray:

@@ -57,11 +57,12 @@ the exit / equity before the entry - 1), exit_reason (index into EXIT_REASONS), 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numba import njit
 
+from autostrat.sim.metrics import BAR_START, bar_nb, finish_nb, trade_nb, trade_start_nb
+from autostrat.tape.opcodes import Op
 from autostrat.tape.vm import run_tape
 
 EXIT_REASONS = ("signal", "stop_loss", "take_profit", "trailing_stop", "max_hold", "end",
@@ -82,10 +83,10 @@ def _enter_nb(side, price, equity, commission, slippage):
 
 
 @njit(cache=True, inline="always")  # inlined: one compile instead of one per literal argument
-def _close_nb(trades, n_trades, b, price, reason, side, shares, entry_fill, invested,
+def _close_nb(trades, record, acc, b, price, reason, side, shares, entry_fill, invested,
               equity_before, entry_bar, commission, slippage):
-    """Close the whole position at `price` on bar b, append its trade row; returns the new
-    trade count and the cash, clamped at 0."""
+    """Close the whole position at `price` on bar b, append its trade row (when recording) and take
+    it into the metric sums `acc`; returns the new sums and the cash, clamped at 0."""
     if side == 1:
         fill = price * (1.0 - slippage)
         cash = shares * fill * (1.0 - commission)
@@ -93,15 +94,70 @@ def _close_nb(trades, n_trades, b, price, reason, side, shares, entry_fill, inve
         fill = price * (1.0 + slippage)
         cash = invested + shares * (entry_fill - fill) - commission * shares * fill
     cash = max(cash, 0.0)
-    trades[n_trades, 0] = entry_bar
-    trades[n_trades, 1] = b
-    trades[n_trades, 2] = entry_fill
-    trades[n_trades, 3] = fill
-    trades[n_trades, 4] = side
-    trades[n_trades, 5] = cash / equity_before - 1.0
-    trades[n_trades, 6] = reason
-    trades[n_trades, 7] = b - entry_bar
-    return n_trades + 1, cash
+    ret = cash / equity_before - 1.0
+    if record:
+        n_trades = acc[0]
+        trades[n_trades, 0] = entry_bar
+        trades[n_trades, 1] = b
+        trades[n_trades, 2] = entry_fill
+        trades[n_trades, 3] = fill
+        trades[n_trades, 4] = side
+        trades[n_trades, 5] = ret
+        trades[n_trades, 6] = reason
+        trades[n_trades, 7] = b - entry_bar
+    return trade_nb(acc, ret, entry_fill, fill), cash
+
+
+@njit(cache=True)
+def rule_bits_nb(regs, kind, a, b, start, stop, out):
+    """out[i] = 1 when a rule is on at bar start + i, read as `Tape.rules` says, else 0.
+
+    kind -1: register a > 0; kind = an opcode of autostrat.tape.compile.FUSED_OPS: that
+    comparison of registers a and b, with its kernel's NaN rules (`!=` is false on NaN, a cross is
+    false on the first bar); a < 0: off. One tight loop per kind, so the simulator's bar loop
+    reads a byte instead of dispatching on the kind at every bar.
+    """
+    n = stop - start
+    if a < 0:
+        for i in range(n):
+            out[i] = 0
+        return
+    x = regs[a]
+    if kind < 0:
+        for i in range(n):
+            out[i] = 1 if x[start + i] > 0.0 else 0
+        return
+    y = regs[b]
+    if kind == Op.gt:
+        for i in range(n):
+            out[i] = 1 if x[start + i] > y[start + i] else 0
+    elif kind == Op.lt:
+        for i in range(n):
+            out[i] = 1 if x[start + i] < y[start + i] else 0
+    elif kind == Op.ge:
+        for i in range(n):
+            out[i] = 1 if x[start + i] >= y[start + i] else 0
+    elif kind == Op.le:
+        for i in range(n):
+            out[i] = 1 if x[start + i] <= y[start + i] else 0
+    elif kind == Op.eq:
+        for i in range(n):
+            out[i] = 1 if x[start + i] == y[start + i] else 0
+    elif kind == Op.ne:
+        for i in range(n):
+            u = x[start + i]
+            v = y[start + i]
+            out[i] = 1 if u != v and not math.isnan(u) and not math.isnan(v) else 0
+    elif kind == Op.cross_above:
+        for i in range(n):
+            t = start + i
+            out[i] = 1 if t >= 1 and x[t] > y[t] and x[t - 1] <= y[t - 1] else 0
+    elif kind == Op.cross_below:
+        for i in range(n):
+            t = start + i
+            out[i] = 1 if t >= 1 and x[t] < y[t] and x[t - 1] >= y[t - 1] else 0
+    else:
+        raise ValueError("unknown rule kind")
 
 
 @njit(cache=True)
@@ -110,170 +166,203 @@ def simulate_nb(open_, high, low, close, long_entry, long_exit, short_entry, sho
                 stop_loss, take_profit, trailing_stop, max_hold, initial_capital):
     """Trade bars [start, stop) from the signal arrays; returns (equity, position, trades).
 
-    Price and signal arrays (float64, C-contiguous) cover the whole history; warmup is the first
-    bar whose signals count; fill_close picks `close` over `next_open`; commission and slippage
-    are per-side fractions; stop_loss, take_profit, trailing_stop are fractions (NaN = off);
-    max_hold is in bars (< 1 = off). The rules are in the module docstring; the step numbers
-    below refer to them.
+    Price and signal arrays (float64, C-contiguous) cover the whole history; a signal is on when
+    it is > 0; warmup is the first bar whose signals count; fill_close picks `close` over
+    `next_open`; commission and slippage are per-side fractions; stop_loss, take_profit,
+    trailing_stop are fractions (NaN = off); max_hold is in bars (< 1 = off). The rules are in
+    the module docstring.
     """
-    n = stop - start
-    equity = np.empty(n, dtype=np.float64)
-    position = np.zeros(n, dtype=np.int8)
-    trades = np.empty((n + 1, 8), dtype=np.float64)  # at most one entry per bar
-    n_trades = 0
+    n = close.shape[0]
+    signals = np.empty((4, n))
+    for t in range(n):
+        signals[0, t] = long_entry[t]
+        signals[1, t] = long_exit[t]
+        signals[2, t] = short_entry[t]
+        signals[3, t] = short_exit[t]
+    rules = np.full((4, 3), -1, dtype=np.int64)
+    for j in range(4):
+        rules[j, 1] = j
+    return simulate_into_nb(open_, high, low, close, signals, rules, start, stop, warmup, fill_close,
+                            commission, slippage, stop_loss, take_profit, trailing_stop, max_hold,
+                            initial_capital, True, np.empty(0))
 
-    cash = initial_capital
-    side = 0
-    shares = 0.0
-    entry_fill = 0.0
-    invested = 0.0  # equity after the entry commission (the short's collateral)
-    equity_before = 0.0
-    entry_bar = -1
-    extreme = 0.0  # peak (long) or trough (short) for the trailing stop
-    pend_exit = False
-    pend_side = 0
-    use_sl = not math.isnan(stop_loss)
-    use_tp = not math.isnan(take_profit)
-    use_ts = not math.isnan(trailing_stop)
 
-    for b in range(start, stop):
-        # Step 1: orders decided at the previous close fill at this open (next_open only).
-        if not fill_close:
-            if pend_exit and side != 0:
-                n_trades, cash = _close_nb(trades, n_trades, b, open_[b], SIGNAL, side, shares,
-                                           entry_fill, invested, equity_before, entry_bar,
-                                           commission, slippage)
-                side = 0
-            if pend_side != 0 and side == 0 and cash > 0.0:
-                side = pend_side
-                equity_before = cash
-                entry_fill, shares, invested = _enter_nb(side, open_[b], cash, commission, slippage)
-                entry_bar = b
-                extreme = entry_fill
-                cash = 0.0
-            pend_exit = False
-            pend_side = 0
+def _simulator(shorts: bool):
+    """simulate_into_nb, compiled for programs that may go short (`shorts`) or that have no short
+    rules: numba reads `shorts` as a constant, so the long-only loop has no short side at all and
+    runs about a fifth faster. Both trade exactly alike when the short rules are off."""
 
-        # Step 2: intrabar stops and targets, from the bar after the entry bar.
-        exit_price = math.nan
-        reason = -1
-        if side != 0 and b > entry_bar and (use_sl or use_tp or use_ts):
-            if side == 1:
-                stop_level = -math.inf
-                stop_reason = STOP_LOSS
-                if use_sl:
-                    stop_level = entry_fill * (1.0 - stop_loss)
-                if use_ts and extreme * (1.0 - trailing_stop) > stop_level:
-                    stop_level = extreme * (1.0 - trailing_stop)
-                    stop_reason = TRAILING_STOP
-                target = entry_fill * (1.0 + take_profit) if use_tp else math.inf
-                if open_[b] <= stop_level:
-                    exit_price, reason = open_[b], stop_reason
-                elif open_[b] >= target:
-                    exit_price, reason = open_[b], TAKE_PROFIT
-                elif low[b] <= stop_level:
-                    exit_price, reason = stop_level, stop_reason
-                elif high[b] >= target:
-                    exit_price, reason = target, TAKE_PROFIT
-                else:  # the peak takes this bar's high only after the bar was checked
-                    extreme = max(extreme, high[b])
-            else:
-                stop_level = math.inf
-                stop_reason = STOP_LOSS
-                if use_sl:
-                    stop_level = entry_fill * (1.0 + stop_loss)
-                if use_ts and extreme * (1.0 + trailing_stop) < stop_level:
-                    stop_level = extreme * (1.0 + trailing_stop)
-                    stop_reason = TRAILING_STOP
-                target = entry_fill * (1.0 - take_profit) if use_tp else -math.inf
-                if open_[b] >= stop_level:
-                    exit_price, reason = open_[b], stop_reason
-                elif open_[b] <= target:
-                    exit_price, reason = open_[b], TAKE_PROFIT
-                elif high[b] >= stop_level:
-                    exit_price, reason = stop_level, stop_reason
-                elif low[b] <= target:
-                    exit_price, reason = target, TAKE_PROFIT
-                else:
-                    extreme = min(extreme, low[b])
+    @njit(cache=True)
+    def simulate_into_nb(open_, high, low, close, regs, rules, start, stop, warmup, fill_close, commission,
+                         slippage, stop_loss, take_profit, trailing_stop, max_hold, initial_capital, record, out):
+        """simulate_nb with the rules read from registers, and the period's metrics written into `out`
+        when it is not empty.
 
-        # Step 3: max_hold at the close.
-        if reason < 0 and side != 0 and max_hold >= 1 and b - entry_bar >= max_hold:
-            exit_price, reason = close[b], MAX_HOLD
+        `regs` is a tape's register file and `rules` one program's int64 (4, 3) rule forms, buy, sell,
+        short, cover (autostrat.tape.compile.Tape.rules; `rule_bits_nb`). With record False no equity,
+        position or trade array is kept (empty ones are returned): the metrics are summed bar by bar
+        and trade by trade as the period is traded (autostrat.sim.metrics: bar_nb, trade_nb,
+        finish_nb), which is how a search scores a strategy. The step numbers below refer to the
+        rules in the module docstring.
+        """
+        bits = np.empty((4, max(stop - start, 0)), dtype=np.uint8)  # buy, sell, short, cover
+        for j in range(4):
+            rule_bits_nb(regs, rules[j, 0], rules[j, 1], rules[j, 2], start, stop, bits[j])
+        long_entry, long_exit, short_entry, short_exit = bits[0], bits[1], bits[2], bits[3]
+        n = stop - start
+        score = out.shape[0] > 0
+        equity = np.empty(n if record else 0, dtype=np.float64)
+        position = np.zeros(n if record else 0, dtype=np.int8)
+        trades = np.empty((n + 1 if record else 0, 8), dtype=np.float64)  # at most one entry per bar
+        rets = np.empty(max(n - 1, 0) if score else 0, dtype=np.float64)
+        bars = BAR_START
+        acc = trade_start_nb(initial_capital)
 
-        # Step 4: a short whose equity at this close is gone is closed here.
-        if reason < 0 and side == -1 and invested + shares * (entry_fill - close[b]) <= 0.0:
-            exit_price, reason = close[b], LIQUIDATION
+        cash = initial_capital
+        side = 0
+        shares = 0.0
+        entry_fill = 0.0
+        invested = 0.0  # equity after the entry commission (the short's collateral)
+        equity_before = 0.0
+        entry_bar = -1
+        extreme = 0.0  # peak (long) or trough (short) for the trailing stop
+        pend_exit = False
+        pend_side = 0
+        use_sl = not math.isnan(stop_loss)
+        use_tp = not math.isnan(take_profit)
+        use_ts = not math.isnan(trailing_stop)
+        use_stops = use_sl or use_tp or use_ts
+        use_max_hold = max_hold >= 1
 
-        if reason >= 0:
-            n_trades, cash = _close_nb(trades, n_trades, b, exit_price, reason, side, shares,
-                                       entry_fill, invested, equity_before, entry_bar,
-                                       commission, slippage)
-            side = 0
-
-        # Step 5: the rules at this close.
-        if b >= warmup:
-            want_exit = (side == 1 and long_exit[b] > 0.0) or (side == -1 and short_exit[b] > 0.0)
-            new_side = 0
-            if side == 0 or want_exit:
-                if long_entry[b] > 0.0 and not long_exit[b] > 0.0:
-                    new_side = 1
-                elif short_entry[b] > 0.0 and not short_exit[b] > 0.0:
-                    new_side = -1
-            if fill_close:
-                if want_exit:
-                    n_trades, cash = _close_nb(trades, n_trades, b, close[b], SIGNAL, side,
-                                               shares, entry_fill, invested, equity_before,
-                                               entry_bar, commission, slippage)
+        for b in range(start, stop):
+            # Step 1: orders decided at the previous close fill at this open (next_open only).
+            if not fill_close:
+                if pend_exit and side != 0:
+                    acc, cash = _close_nb(trades, record, acc, b, open_[b], SIGNAL, side, shares,
+                                               entry_fill, invested, equity_before, entry_bar,
+                                               commission, slippage)
                     side = 0
-                if new_side != 0 and side == 0 and cash > 0.0:
-                    side = new_side
+                if pend_side != 0 and side == 0 and cash > 0.0:
+                    side = pend_side
                     equity_before = cash
-                    entry_fill, shares, invested = _enter_nb(side, close[b], cash, commission,
-                                                             slippage)
+                    entry_fill, shares, invested = _enter_nb(side, open_[b], cash, commission, slippage)
                     entry_bar = b
                     extreme = entry_fill
                     cash = 0.0
-            elif b + 1 < stop:  # an order from the last bar's close has no open to fill at
-                pend_exit = want_exit
-                pend_side = new_side
+                pend_exit = False
+                pend_side = 0
 
-        # Step 6: mark to the close; the last bar closes out what is still open.
-        position[b - start] = side
-        if side != 0 and b == stop - 1:
-            n_trades, cash = _close_nb(trades, n_trades, b, close[b], END, side, shares,
-                                       entry_fill, invested, equity_before, entry_bar,
-                                       commission, slippage)
-            side = 0
-        if side == 0:
-            equity[b - start] = cash
-        elif side == 1:
-            equity[b - start] = shares * close[b]
-        else:
-            equity[b - start] = invested + shares * (entry_fill - close[b])
+            # Step 2: intrabar stops and targets, from the bar after the entry bar.
+            exit_price = math.nan
+            reason = -1
+            if use_stops and side != 0 and b > entry_bar:
+                if side == 1:
+                    stop_level = -math.inf
+                    stop_reason = STOP_LOSS
+                    if use_sl:
+                        stop_level = entry_fill * (1.0 - stop_loss)
+                    if use_ts and extreme * (1.0 - trailing_stop) > stop_level:
+                        stop_level = extreme * (1.0 - trailing_stop)
+                        stop_reason = TRAILING_STOP
+                    target = entry_fill * (1.0 + take_profit) if use_tp else math.inf
+                    if open_[b] <= stop_level:
+                        exit_price, reason = open_[b], stop_reason
+                    elif open_[b] >= target:
+                        exit_price, reason = open_[b], TAKE_PROFIT
+                    elif low[b] <= stop_level:
+                        exit_price, reason = stop_level, stop_reason
+                    elif high[b] >= target:
+                        exit_price, reason = target, TAKE_PROFIT
+                    else:  # the peak takes this bar's high only after the bar was checked
+                        extreme = max(extreme, high[b])
+                else:
+                    stop_level = math.inf
+                    stop_reason = STOP_LOSS
+                    if use_sl:
+                        stop_level = entry_fill * (1.0 + stop_loss)
+                    if use_ts and extreme * (1.0 + trailing_stop) < stop_level:
+                        stop_level = extreme * (1.0 + trailing_stop)
+                        stop_reason = TRAILING_STOP
+                    target = entry_fill * (1.0 - take_profit) if use_tp else -math.inf
+                    if open_[b] >= stop_level:
+                        exit_price, reason = open_[b], stop_reason
+                    elif open_[b] <= target:
+                        exit_price, reason = open_[b], TAKE_PROFIT
+                    elif high[b] >= stop_level:
+                        exit_price, reason = stop_level, stop_reason
+                    elif low[b] <= target:
+                        exit_price, reason = target, TAKE_PROFIT
+                    else:
+                        extreme = min(extreme, low[b])
 
-    return equity, position, trades[:n_trades].copy()
+            # Step 3: max_hold at the close.
+            if use_max_hold and reason < 0 and side != 0 and b - entry_bar >= max_hold:
+                exit_price, reason = close[b], MAX_HOLD
+
+            # Step 4: a short whose equity at this close is gone is closed here.
+            if reason < 0 and side == -1 and invested + shares * (entry_fill - close[b]) <= 0.0:
+                exit_price, reason = close[b], LIQUIDATION
+
+            if reason >= 0:
+                acc, cash = _close_nb(trades, record, acc, b, exit_price, reason, side, shares,
+                                           entry_fill, invested, equity_before, entry_bar,
+                                           commission, slippage)
+                side = 0
+
+            # Step 5: the rules at this close.
+            if b >= warmup:
+                i = b - start
+                want_exit = (side == 1 and long_exit[i] != 0) or (shorts and side == -1 and short_exit[i] != 0)
+                new_side = 0
+                if side == 0 or want_exit:
+                    if long_entry[i] != 0 and long_exit[i] == 0:
+                        new_side = 1
+                    elif shorts and short_entry[i] != 0 and short_exit[i] == 0:
+                        new_side = -1
+                if fill_close:
+                    if want_exit:
+                        acc, cash = _close_nb(trades, record, acc, b, close[b], SIGNAL, side,
+                                                   shares, entry_fill, invested, equity_before,
+                                                   entry_bar, commission, slippage)
+                        side = 0
+                    if new_side != 0 and side == 0 and cash > 0.0:
+                        side = new_side
+                        equity_before = cash
+                        entry_fill, shares, invested = _enter_nb(side, close[b], cash, commission,
+                                                                 slippage)
+                        entry_bar = b
+                        extreme = entry_fill
+                        cash = 0.0
+                elif b + 1 < stop:  # an order from the last bar's close has no open to fill at
+                    pend_exit = want_exit
+                    pend_side = new_side
+
+            # Step 6: mark to the close; the last bar closes out what is still open.
+            held = side
+            if side != 0 and b == stop - 1:
+                acc, cash = _close_nb(trades, record, acc, b, close[b], END, side, shares, entry_fill,
+                                      invested, equity_before, entry_bar, commission, slippage)
+                side = 0
+            if side == 0:
+                e = cash
+            elif side == 1:
+                e = shares * close[b]
+            else:
+                e = invested + shares * (entry_fill - close[b])
+            if record:
+                equity[b - start] = e
+                position[b - start] = held
+            if score:
+                bars = bar_nb(bars, b - start, e, held != 0, rets)
+
+        if score:
+            finish_nb(bars, acc, rets, n, close, start, stop, initial_capital, out)
+        return equity, position, trades[:acc[0]].copy()
+    return simulate_into_nb
 
 
-def as_kernel_array(values: Any, dtype=np.float64) -> np.ndarray:
-    """A C-contiguous, writable array of `dtype`: the array type the kernels are compiled for
-    (pandas hands out read-only views, which numba would compile a second time)."""
-    arr = np.ascontiguousarray(np.asarray(values, dtype=dtype))
-    return arr if arr.flags.writeable else arr.copy()
-
-
-def as_price_array(values: Any) -> np.ndarray:
-    """A C-contiguous, read-only float64 array: prices as the evaluation path passes them.
-
-    A Market's arrays are read-only, and numba types read-only and writable arrays as different
-    signatures; handing the simulator and the metrics read-only prices here too means one compiled
-    specialisation (about 5 s on a fresh cache) serves both.
-    """
-    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
-    if arr.flags.writeable:
-        arr = arr.view()
-        arr.flags.writeable = False
-    return arr
+simulate_into_nb = _simulator(True)
+simulate_long_nb = _simulator(False)
 
 
 # ---------------------------------------------------------------- arguments

@@ -16,8 +16,8 @@ import numpy as np
 
 from autostrat.config import BacktestSettings, Settings
 from autostrat.errors import ConfigError
-from autostrat.sim.simulate import (EXIT_REASONS, TRADE_COLUMNS, as_kernel_array, as_price_array, backtest_args,
-                                    simulate_nb)
+from autostrat.sim.metrics import as_kernel_array, as_price_array
+from autostrat.sim.simulate import EXIT_REASONS, TRADE_COLUMNS, backtest_args, simulate_nb
 
 FILLS = ("next_open", "close")
 

@@ -36,6 +36,12 @@ class Tape:
     warmups  int64 (n_programs,): bars before which each program's rules are ignored
     exits    float64 (n_programs, 4): stop_loss, take_profit, trailing_stop fractions (NaN when
              off) and max_hold bars (-1 when off)
+    rules    int64 (n_programs, 4, 3): how evaluation reads each rule (see `rule_forms`): a
+             comparison of two registers (its opcode and the two registers), or a register
+             (-1, the register, -1), or off (-1, -1, -1)
+    run_code `code` without the comparisons that only feed `rules`: what evaluation runs. Those
+             comparisons are made bar by bar in the simulator, so a batch writes no register per
+             rule (a rule row is as long as the data, and a batch has two or more per program)
     spans    the source span of each instruction, and `texts` its source expression
     origins  the program (index into names and sources) whose source each instruction came from:
              the first one that needed it, when programs share it
@@ -47,6 +53,8 @@ class Tape:
     outputs: np.ndarray
     warmups: np.ndarray
     exits: np.ndarray
+    rules: np.ndarray
+    run_code: np.ndarray
     spans: tuple[N.Span, ...] = ()
     nodes: tuple = field(default=(), repr=False)  # the AST node of each instruction
     names: tuple[str, ...] = ()
@@ -86,14 +94,16 @@ class _Emitter:
         return self.const_index[key]
 
     def emit(self, op: str, regs=(), windows=(), k: int = 0, node=None) -> int:
-        regs = tuple(regs) + (0,) * (3 - len(regs))
-        windows = tuple(windows) + (0,) * (3 - len(windows))
-        key = (CODE[op], *regs, *windows, k)
-        if key in self.cse:
-            return self.cse[key]
+        regs = (*regs, 0, 0, 0)[:3]
+        windows = (*windows, 0, 0, 0)[:3]
+        code = CODE[op]
+        key = (code, *regs, *windows, k)
+        hit = self.cse.get(key)
+        if hit is not None:
+            return hit
         dst = self.next_vreg
         self.next_vreg += 1
-        self.rows.append([CODE[op], dst, *regs, *windows, k])
+        self.rows.append([code, dst, *regs, *windows, k])
         self.spans.append(node.span if node is not None else N.NO_SPAN)
         self.nodes.append(node)
         self.origins.append(self.program)
@@ -113,12 +123,23 @@ class _ProgramCompiler:
         return [self.expr(self.typed.rules[k]) if k in self.typed.rules else NO_REG for k in RULE_ORDER]
 
     def expr(self, e: N.Expr) -> int:
+        # Dispatch on the exact node type, commonest first: a bulk compile spends its Python time here.
         em = self.em
-        if isinstance(e, N.Num):
-            return em.emit("fill", k=em.const(e.value), node=e)
-        if isinstance(e, N.Bool):
-            return em.emit("fill", k=em.const(1.0 if e.value else 0.0), node=e)
-        if isinstance(e, N.Name):
+        kind = type(e)
+        if kind is N.Call:
+            b = BUILTINS[e.func]
+            regs, windows, k = [], [], 0
+            for arg, arg_kind in zip(e.args, b.kinds):
+                if arg_kind in "xc":
+                    regs.append(self.expr(arg))
+                elif arg_kind == "n":
+                    windows.append(self.window(arg))
+                else:
+                    k = em.const(self.constant(arg))
+            return em.emit(e.func, regs, windows, k, node=e)
+        if kind is N.Binary:
+            return em.emit(OPERATORS[e.op], (self.expr(e.left), self.expr(e.right)), node=e)
+        if kind is N.Name:
             if e.id in SERIES_REGS:
                 return SERIES_REGS[e.id]
             if e.id in self.typed.params:
@@ -126,7 +147,11 @@ class _ProgramCompiler:
             if e.id not in self.bound:
                 self.bound[e.id] = self.expr(self.typed.bindings[e.id])
             return self.bound[e.id]
-        if isinstance(e, N.Lag):
+        if kind is N.Num:
+            return em.emit("fill", k=em.const(e.value), node=e)
+        if kind is N.Bool:
+            return em.emit("fill", k=em.const(1.0 if e.value else 0.0), node=e)
+        if kind is N.Lag:
             inner = self.expr(e.expr)
             if e.n == 0:
                 return inner
@@ -138,23 +163,10 @@ class _ProgramCompiler:
                 zero = em.emit("fill", k=em.const(0.0), node=e)
                 lagged = em.emit("ne", (lagged, zero), node=e)
             return lagged
-        if isinstance(e, N.Unary):
+        if kind is N.Unary:
             if e.op == "-" and isinstance(e.operand, N.Num):  # a negative literal is one constant
                 return em.emit("fill", k=em.const(-e.operand.value), node=e)
             return em.emit("neg" if e.op == "-" else "not", (self.expr(e.operand),), node=e)
-        if isinstance(e, N.Binary):
-            return em.emit(OPERATORS[e.op], (self.expr(e.left), self.expr(e.right)), node=e)
-        if isinstance(e, N.Call):
-            b = BUILTINS[e.func]
-            regs, windows, k = [], [], 0
-            for arg, kind in zip(e.args, b.kinds):
-                if kind in "xc":
-                    regs.append(self.expr(arg))
-                elif kind == "n":
-                    windows.append(self.window(arg))
-                else:
-                    k = em.const(self.constant(arg))
-            return em.emit(e.func, regs, windows, k, node=e)
         raise TypeError(f"cannot compile {e!r}")
 
     def is_bool(self, e: N.Expr) -> bool:
@@ -201,7 +213,8 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
         outputs.append(_ProgramCompiler(em, typed).rule_regs())
     code = np.array(em.rows, dtype=np.int64).reshape(-1, WIDTH)
     out = np.array(outputs, dtype=np.int64).reshape(-1, 4)
-    n_regs = _allocate(code, out)
+    rules, fused, live = rule_forms(code, out)
+    n_regs = _allocate(code, out, rules, live)
     return Tape(
         code=code,
         consts=np.array(em.consts, dtype=np.float64),
@@ -209,6 +222,8 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
         outputs=out,
         warmups=np.array([t.warmup for t in programs], dtype=np.int64),
         exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
+        rules=rules,
+        run_code=np.ascontiguousarray(code[~fused]),
         spans=tuple(em.spans),
         nodes=tuple(em.nodes),
         names=tuple(t.name for t in programs),
@@ -222,8 +237,48 @@ def compile(typed: TypedProgram) -> Tape:  # noqa: A001 - the pipeline stage's n
     return compile_many([typed])
 
 
-def _allocate(code: np.ndarray, outputs: np.ndarray) -> int:
-    """Rewrite virtual registers in place with reused physical ones; return the register count."""
+# Comparisons a rule can be read as bar by bar (the simulator's `rule_bits_nb` mirrors their kernels).
+FUSED_OPS = frozenset(CODE[op] for op in ("lt", "le", "gt", "ge", "eq", "ne", "cross_above", "cross_below"))
+
+
+def rule_forms(code: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, set[int]]:
+    """How evaluation reads each rule, before register allocation (virtual registers).
+
+    A rule whose instruction is a comparison that no other instruction reads becomes (opcode, a,
+    b): the simulator compares registers a and b at each bar instead of reading a register of
+    1.0/0.0 that the VM wrote. Returns the (n_programs, 4, 3) forms, the mask of instructions
+    evaluation can skip, and the registers that must then stay live to the end (the operands).
+    """
+    from autostrat.tape.opcodes import META
+
+    rows = code.tolist()
+    read = set()
+    for row in rows:
+        read.update(row[2 : 2 + META[row[0]].regs])
+    defined = {row[1]: i for i, row in enumerate(rows)}
+    rules = np.full((outputs.shape[0], 4, 3), NO_REG, dtype=np.int64)
+    fused = np.zeros(len(rows), dtype=bool)
+    live: set[int] = set()
+    for p, out in enumerate(outputs.tolist()):
+        for j, r in enumerate(out):
+            i = defined.get(r)
+            if i is not None and rows[i][0] in FUSED_OPS and r not in read:
+                op, _, a, b = rows[i][:4]
+                rules[p, j] = (op, a, b)
+                fused[i] = True
+                live.update((a, b))
+            elif r != NO_REG:
+                rules[p, j, 1] = r
+    return rules, fused, live
+
+
+def _allocate(code: np.ndarray, outputs: np.ndarray, rules: np.ndarray | None = None,
+              live: set[int] = frozenset()) -> int:
+    """Rewrite virtual registers in place with reused physical ones; return the register count.
+
+    Registers in `live` (a fused rule's operands) stay live to the end like the outputs, and the
+    registers named in `rules` are rewritten too.
+    """
     from autostrat.tape.opcodes import META
 
     # Plain lists of ints: indexing numpy scalars one by one costs most of a large batch's compile.
@@ -239,6 +294,9 @@ def _allocate(code: np.ndarray, outputs: np.ndarray) -> int:
         for r in out:
             if r >= FIRST_FREE_REG:
                 last_use[r] = n  # outputs stay live to the end
+    for r in live:
+        if r >= FIRST_FREE_REG:
+            last_use[r] = n
     mapping: dict[int, int] = {r: r for r in range(FIRST_FREE_REG)}
     free: list[int] = []
     top = FIRST_FREE_REG
@@ -266,4 +324,8 @@ def _allocate(code: np.ndarray, outputs: np.ndarray) -> int:
     if outs:
         outputs[:] = np.array([[mapping[r] if r != NO_REG else NO_REG for r in out] for out in outs],
                               dtype=np.int64).reshape(outputs.shape)
+    if rules is not None and rules.size:
+        regs = rules[:, :, 1:]
+        regs[:] = np.array([mapping[r] if r != NO_REG else NO_REG for r in regs.ravel().tolist()],
+                           dtype=np.int64).reshape(regs.shape)
     return top

@@ -22,8 +22,9 @@ RECOMPUTE_AT = 1e-12  # relative rounding bound that triggers an exact recomputa
 
 
 @njit(cache=True)
-def _rolling_sum_nb(x, n, out):
-    """Sum of x[t-n+1..t]; NaN when the window holds a NaN; exactly 0.0 when it holds only zeros.
+def _rolling_sum_nb(x, n, out, div=1.0):
+    """Sum of x[t-n+1..t], divided by `div`; NaN when the window holds a NaN; exactly 0.0 when it
+    holds only zeros. (Dividing here saves the mean a second pass; a sum divides by 1.0, exactly.)
 
     The running sum slides in O(1), but removing a large value leaves its rounding behind. A bound
     on that rounding, against the window's sum of magnitudes, triggers an exact resum (as does
@@ -66,7 +67,7 @@ def _rolling_sum_nb(x, n, out):
                 mag += abs(x[j])
             since = 0
             err = 0.0
-        out[t] = s if nonzero > 0 else 0.0
+        out[t] = (s if nonzero > 0 else 0.0) / div
 
 
 @njit(cache=True)
@@ -209,9 +210,7 @@ def _seeded_ewm_nb(x, n, alpha, out):
 @njit(cache=True)
 def sma_nb(x, n, out):
     """Simple moving average of the last n values; warm-up n-1."""
-    _rolling_sum_nb(x, n, out)
-    for t in range(x.shape[0]):
-        out[t] /= n
+    _rolling_sum_nb(x, n, out, float(n))
 
 
 @njit(cache=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
-from autostrat.tape.compile import NO_REG, RULE_ORDER, Tape, _allocate, _exits, _ProgramCompiler, compile_many
+from autostrat.tape.compile import NO_REG, RULE_ORDER, Tape, _allocate, _exits, _ProgramCompiler, compile_many, rule_forms
 from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, WIDTH
 
 
@@ -157,8 +157,10 @@ def compile_variants(programs: list[TypedProgram]) -> Tape:
     # those are at most a tenth of the tape (a sweep: mostly each variant's own comparisons), the
     # Python allocation pass costs more than the memory it could save.
     intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
-    n_regs = _allocate(code_arr, out) if intermediates > len(rows) // 10 else next_reg
+    rules, fused, live = rule_forms(code_arr, out)
+    n_regs = _allocate(code_arr, out, rules, live) if intermediates > len(rows) // 10 else next_reg
     return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
+                rules=rules, run_code=np.ascontiguousarray(code_arr[~fused]),
                 warmups=np.array([t.warmup for t in programs], dtype=np.int64),
                 exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
                 names=tuple(t.name for t in programs), sources=tuple(t.program.source for t in programs))
