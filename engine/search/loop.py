@@ -26,6 +26,12 @@ stop (failures, iterations, tokens) ends the step at the record that reaches it;
 dropped. Each record of a step carries `step` (its first iteration) and `step_size`, and the last
 one `step_end`: on resume a step without its end is run again from its first iteration.
 
+Strategies no proposer wrote (autostrat.search.memory) are judged by the same rules, with no
+parent: the `starts` of `--from` right after the baseline (as written; one not kept is not a
+failure in a row) and, via `add`, a hand-written one at any later point. With `search.niches`
+the parents drawn after a failure come from the population and the niche elites
+(autostrat.search.niches); each competing record carries its `niche`.
+
 All state is rebuilt from the iteration records on resume (see autostrat.runs); nothing is kept
 that the records do not hold.
 """
