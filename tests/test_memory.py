@@ -214,6 +214,12 @@ def test_add_evaluates_a_hand_written_strategy_by_the_runs_rules_then_the_search
     assert progress(capsys.readouterr().out) == [4, 5]
     got = records(runs / "h")
     assert [r["iteration"] for r in got] == list(range(6)) and got[4]["parent"] == 3
+    # the report reads a run with added strategies: each is a root of the lineage, every trial counted
+    assert main(["report", "h", "--runs-dir", str(runs), "--no-robustness"]) == 0
+    page = (runs / "h" / "report.html").read_text()
+    assert f"added by hand: {always}" in page
+    stats = json.loads((runs / "h" / "report.json").read_text())["stats"]
+    assert stats["n_trials"] == sum(r.get("trials", 1) for r in got if r["status"] in ("keep", "discard"))
 
 
 def test_add_errors_are_clear_and_record_nothing(clean_env, warm, capsys):
