@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from autostrat.sim.backtest import backtest, load_strategy  # noqa: E402
 from autostrat.sim.evaluator import Evaluator  # noqa: E402
 from autostrat.sim.objective import Objective  # noqa: E402
 from search_runs import strip  # noqa: E402
-from test_loop import DATA, evolve, progress, small_settings  # noqa: E402
+from test_loop import DATA, SPLIT_FLAGS, evolve, progress, small_settings  # noqa: E402
 from test_loop import market, warm  # noqa: E402,F401 - session fixtures
 
 TREND = ('# hypothesis: price above its {n}-day average is an uptrend\nstrategy "trend {n}"\n'
@@ -255,3 +257,22 @@ def test_parse_of_a_starting_strategy_names_its_file(tmp_path):
     with pytest.raises(Exception) as info:
         resolve_from([path], tmp_path)
     assert f"{path}:2:" in str(info.value) and "the baseline strategy does not check" in str(info.value)
+
+
+def test_add_waits_for_no_one_a_run_in_use_is_refused(clean_env, warm, capsys):
+    args = [sys.executable, "-m", "autostrat", "evolve", "--data", DATA, *SPLIT_FLAGS, "--runs-dir", "runs",
+            "--proposer", "mutate", "--no-report", "--run", "busy", "--iterations", "1000000",
+            "--max-fails", "1000000"]  # a budget it cannot finish before it is killed
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in first.stdout:  # the search holds the run once it reports an iteration
+            if line.startswith("iter "):
+                break
+        path = write(clean_env, "t.strat", TREND.format(n=80))
+        assert main(["evolve", "--run", "busy", "--runs-dir", "runs", "--add", path]) == 2
+        assert f"in use by `autostrat evolve` (pid {first.pid})" in capsys.readouterr().err
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert all(r["proposer"] != "hand" for r in records(clean_env / "runs" / "busy"))
