@@ -23,7 +23,8 @@ from autostrat.search.runs import RunFolder, clean_json, read_results_tsv  # noq
 from autostrat.sim.backtest import backtest, load_strategy  # noqa: E402
 from autostrat.sim.evaluator import Evaluator  # noqa: E402
 from autostrat.sim.objective import Objective  # noqa: E402
-from search_runs import strip  # noqa: E402
+from fake_llm_server import FakeLLM, last_user_message, strategy_from  # noqa: E402
+from search_runs import model_search, strip  # noqa: E402
 from test_loop import DATA, SPLIT_FLAGS, evolve, progress, small_settings  # noqa: E402
 from test_loop import market, warm  # noqa: E402,F401 - session fixtures
 
@@ -276,3 +277,22 @@ def test_add_waits_for_no_one_a_run_in_use_is_refused(clean_env, warm, capsys):
         first.kill()
         first.wait(timeout=30)
     assert all(r["proposer"] != "hand" for r in records(clean_env / "runs" / "busy"))
+
+
+def test_a_model_is_shown_the_inherited_learnings_first(tmp_path, warm):
+    prior = "## Learnings of run old\n\n### iter 0: baseline\n- hypothesis: PRIOR-MARKER trend filters help\n"
+    RunFolder.create(tmp_path / "r", {"learnings_from": {"run": "old", "text": prior}})
+    llm = FakeLLM(lambda body, i: strategy_from(last_user_message(body)))
+    model_search(tmp_path / "r", llm, iterations=3, max_fails=3)
+    prompt = (tmp_path / "r" / "prompts" / "iter_0001.md").read_text()
+    assert "PRIOR-MARKER" in prompt and prompt.index("PRIOR-MARKER") < prompt.index("\n## iter 0: baseline")
+    assert (tmp_path / "r" / "learnings.md").read_text().count("PRIOR-MARKER") == 1
+
+
+def test_a_null_run_starts_from_the_same_strategies(clean_env, warm):
+    trend = write(clean_env, "trend.strat", TREND.format(n=100))
+    assert evolve(clean_env, "--run", "n", "--proposer", "mutate", "--iterations", "4", "--max-fails", "4",
+                  "--from", f"{example_path('sma_cross')},{trend}", "--null", "--no-report") == 0
+    null = records(clean_env / "runs" / "n-null")
+    assert [r["proposer"] for r in null[:2]] == ["baseline", "from"]
+    assert (clean_env / "runs" / "n-null" / "iter_0001.strat").read_text() == TREND.format(n=100)
