@@ -1,4 +1,4 @@
-"""Does tuning help out of sample? Mutate vs mutate+tune (best, robust) on synthetic markets.
+"""Do tuning and niches help out of sample? Mutate, +tune (best, robust), +niches on synthetic markets.
 
 For each synthetic seed and each configuration it runs `autostrat evolve --proposer mutate
 --iterations 50` in a fresh run folder (the report opens the sealed test period at the end) and
@@ -6,7 +6,10 @@ reads the grep-able summary lines. It prints one line per run and the mean per c
 the best validation objective, the sealed test return of the best strategy, buy and hold over
 the test, the DSR and the number of trials. Run by hand:
 
-    python benchmarks/bench_tuning.py [--seeds 1 2 3 4 5] [--tune 200] [--iterations 50]
+    python benchmarks/bench_tuning.py [--seeds 1 2 3 4 5] [--tune 200] [--iterations 50] [--max-fails N] [--configs NAME ...]
+
+The configurations: mutate, tune (--tune N), robust (--tune N --tune-pick robust), niches
+(--niches) and tune+niches (--tune N --niches).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 
+CONFIGS = {"mutate": "mutate", "tune": "mutate+tune{n} best", "robust": "mutate+tune{n} robust",
+           "niches": "mutate+niches", "tune+niches": "mutate+tune{n} best+niches"}
 KEYS = ("best_objective", "test_total_return", "test_buy_hold_return", "dsr", "trials")
 
 
@@ -38,9 +43,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--tune", type=int, default=200)
     ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--max-fails", type=int, default=0, help="stop after N failures in a row (default: evolve's)")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = ap.parse_args()
-    configs = {"mutate": [], f"mutate+tune{args.tune} best": ["--tune", str(args.tune)],
-               f"mutate+tune{args.tune} robust": ["--tune", str(args.tune), "--tune-pick", "robust"]}
+    tune = ["--tune", str(args.tune)]
+    flags = {"mutate": [], "tune": tune, "robust": [*tune, "--tune-pick", "robust"], "niches": ["--niches"],
+             "tune+niches": [*tune, "--niches"]}
+    fails = ["--max-fails", str(args.max_fails)] if args.max_fails else []
+    configs = {CONFIGS[c].format(n=args.tune): [*flags[c], *fails] for c in args.configs}
     results: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:

@@ -71,6 +71,7 @@ class SearchSettings:
     max_drawdown: float = 0.0  # a candidate falling deeper than this fraction in train or validation is discarded; 0: off
     tune: int = 0  # variants of each candidate's ranged params evaluated in bulk (each a trial); 0: off
     tune_pick: str = "best"  # best: the best variant | robust: the best median over its grid neighbours
+    niches: bool = False  # after a failure, draw parents from the top-K and the best per exposure x trades cell
 
 
 @dataclass

@@ -16,7 +16,9 @@ from autostrat.data.universe import Universe
 from autostrat.errors import EXIT_OK, EXIT_USAGE, ConfigError
 from autostrat.search.constrain import MODES
 from autostrat.search.llm import ModelError, load_env
-from autostrat.search.loop import Search, describe_reason, summary_table
+from autostrat.search.loop import Search
+from autostrat.search.memory import checked_text
+from autostrat.search.summary import describe_reason, summary_table
 from autostrat.search.runs import RunFolder
 from autostrat.search.session import (NULL_ON_UNIVERSE, choose_proposer, make_proposer, new_run_name, resume_run,
                                       run_null, start_run)
@@ -32,7 +34,7 @@ SEARCH_FLAGS = {
     "folds": "search.folds", "fold_mode": "search.fold_mode", "fold_agg": "search.fold_agg",
     "across": "search.across", "bar": "search.bar", "parallel": "search.parallel", "dedupe": "search.dedupe",
     "min_trades": "search.min_trades", "max_drawdown": "search.max_drawdown", "tune": "search.tune",
-    "tune_pick": "search.tune_pick",
+    "tune_pick": "search.tune_pick", "niches": "search.niches",
 }
 
 _HELP = """\
@@ -52,6 +54,14 @@ the same budget, on a synthetic market with the data's volatility (runs/NAME-nul
 can show what the search finds when there is nothing to find. --bar EXPR registers, before the
 first iteration, the result you would believe; it is graded once at the end (PASS or FAIL, each
 clause with its value, also in verdict.json) and cannot be changed on resume.
+
+Memory across runs: --from takes strategy files and run folders (repeat it or give a comma
+list); a run folder gives its final top-K, best first. The first strategy is the baseline and
+each other one is evaluated as the next iteration before any proposal. --learnings-from RUN
+starts the learnings (learnings.md and the prompts) from that run's. `autostrat evolve --run NAME
+--add FILE` evaluates a strategy you wrote into the run as its next iteration, by the run's rules
+(objective, constraints, tuning, duplicates), asks no proposer and does not open the sealed test;
+resume the run afterwards to let the search go on from there.
 
 With --parallel K each step asks for K candidates at once (a model gets K requests together) and
 judges them in iteration order, as K iterations would be. --min-trades and --max-drawdown discard
@@ -88,7 +98,15 @@ def register(sub) -> None:
                    "tool), auto (ask the server) or off (default: llm.constrain; unset: auto on localhost, else "
                    "off)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the parent draws and the mutations (default 0)")
-    p.add_argument("--from", dest="from_file", metavar="FILE", help="the baseline strategy (default: sma_cross)")
+    p.add_argument("--from", dest="from_file", metavar="FILE|RUN", action="append",
+                   help="starting strategies: files, or run folders (their top-K); repeat it or give a comma list; "
+                        "the first is the baseline (default: sma_cross)")
+    p.add_argument("--learnings-from", metavar="RUN", help="start the learnings from this run's (a new run only)")
+    p.add_argument("--add", metavar="FILE", help="evaluate this strategy into the existing run --run NAME as its "
+                                                  "next iteration, then exit (no proposer, no sealed test)")
+    p.add_argument("--niches", action="store_true", default=None,
+                   help="after a failure, draw the parent from the top-K and the best candidate of each "
+                        "exposure x trades-per-year cell (docs/search.md); default off")
     p.add_argument("--runs-dir", metavar="DIR", help="folder of run folders (default: search.runs_dir, else runs)")
     p.add_argument("--folds", type=int, metavar="N",
                    help="walk-forward objective: the metric over N folds of train+validation (default 0: off)")
@@ -162,8 +180,13 @@ def _evolve(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ConfigError(f"--run {name!r}: use letters, digits, '.', '_' and '-' (a folder name, no path)")
     path = runs_dir / name
+    if args.add:
+        return _add(args, fresh, path, name)
     resume_cmd = f"autostrat evolve --run {name}" + (f" --runs-dir {runs_dir}" if str(runs_dir) != "runs" else "")
     if RunFolder.exists(path):
+        if args.learnings_from:
+            raise ConfigError(f"--learnings-from: {path} exists; a run takes another run's learnings when it "
+                              "starts. Leave the flag out to resume it, or start a new run with another --run NAME")
         count = sum(1 for _ in path.glob("iter_*.json"))
         run, settings, market = resume_run(path, fresh, _overrides(args), args.from_file, warn=_warn)
         _HELD.append(run)
@@ -171,7 +194,8 @@ def _evolve(args: argparse.Namespace) -> int:
     else:
         settings = fresh
         choose_proposer(settings, out=_say)
-        run, market = start_run(path, name, settings, args.from_file, null=args.null)
+        run, market = start_run(path, name, settings, args.from_file, null=args.null,
+                                learnings_from=args.learnings_from)
         _HELD.append(run)
         print(f"run: {name} (new)", flush=True)
     universe = isinstance(market, Universe)
@@ -188,7 +212,7 @@ def _evolve(args: argparse.Namespace) -> int:
     base = run.config["baseline"]
     stop = {"requested": False}
     search = Search(run, settings, objective, evaluator, proposer, base["text"], base["path"],
-                    out=_say, should_stop=lambda: stop["requested"])
+                    out=_say, should_stop=lambda: stop["requested"], starts=run.config.get("starts"))
     restore = _install_stop_handler(stop)  # kept through the null run and the report: Ctrl-C ends a step
     try:
         outcome = search.run()
@@ -212,6 +236,33 @@ def _evolve(args: argparse.Namespace) -> int:
     if outcome.reason == "interrupted" or stop["requested"]:
         print(f"resume with: {resume_cmd}" + (" --null" if args.null else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _add(args: argparse.Namespace, fresh, path: Path, name: str) -> int:
+    """`evolve --run NAME --add FILE`: one hand-written iteration into an existing run, under its lock."""
+    given = [flag for flag, value in (("--from", args.from_file), ("--learnings-from", args.learnings_from),
+                                      ("--demo", args.demo), ("--null", args.null)) if value]
+    if given:
+        raise ConfigError(f"--add: cannot be combined with {', '.join(given)}; --add evaluates one strategy into "
+                          "an existing run by that run's settings")
+    if not args.run or not RunFolder.exists(path):
+        raise ConfigError(f"--add: {path} is not a run; give an existing run with --run NAME (and --runs-dir "
+                          "when it is elsewhere)")
+    text = checked_text(args.add)
+    run, settings, market = resume_run(path, fresh, _overrides(args), None, warn=_warn)
+    _HELD.append(run)
+    objective = Objective.from_settings(settings.search, universe=isinstance(market, Universe))
+    base = run.config["baseline"]
+    search = Search(run, settings, objective, make_evaluator(market, settings), None, base["text"], base["path"],
+                    out=_say, starts=run.config.get("starts"))
+    record = search.add(text, args.add)
+    print(f"added {args.add} to {name} as iteration {record['iteration']}: {record['status']}"
+          + (f" ({record['constraint']})" if record.get("constraint") else ""))
+    print(f"top {len(search.population)} by {objective}:")
+    print(summary_table(search.population, objective))
+    print(f"resume the search with: autostrat evolve --run {name}"
+          + (f" --runs-dir {args.runs_dir}" if args.runs_dir else ""), flush=True)
     return EXIT_OK
 
 

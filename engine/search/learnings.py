@@ -14,6 +14,7 @@ a compacted view when the log outgrows `search.learnings_budget_chars`:
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -61,11 +62,17 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
     return text + (f" -> discarded (the worst kept is {fmt_number(worst)})" if worst is not None else " -> discarded")
 
 
+# the heading of an iteration without a parent, by its proposer (autostrat.search.memory)
+NO_PARENT = {"from": "{status} (a starting strategy)", "hand": "{status} (added by hand)"}
+
+
 def entry(record: dict[str, Any], objective: Objective) -> str:
     """One iteration's entry of learnings.md."""
     i = record["iteration"]
-    head = f"## iter {i}: baseline" if record.get("parent") is None else \
-        f"## iter {i}: {record['status']} (parent {record['parent']})"
+    if record.get("parent") is None:
+        head = f"## iter {i}: " + NO_PARENT.get(record.get("proposer"), "baseline").format(status=record["status"])
+    else:
+        head = f"## iter {i}: {record['status']} (parent {record['parent']})"
     lines = [head, f"- hypothesis: {_one_line(record.get('hypothesis') or record.get('description'))}",
              f"- result: {result_text(record, objective)}"]
     learned = str(record.get("learned") or "").strip()
@@ -74,9 +81,26 @@ def entry(record: dict[str, Any], objective: Objective) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(records: list[dict[str, Any]], objective: Objective) -> str:
-    """The whole learnings.md."""
-    return HEADER + "".join("\n" + entry(r, objective) for r in records)
+def render(records: list[dict[str, Any]], objective: Objective, prior: str = "") -> str:
+    """The whole learnings.md; `prior`: another run's learnings it started from (--learnings-from)."""
+    return HEADER + ("\n" + prior if prior else "") + "".join("\n" + entry(r, objective) for r in records)
+
+
+def prior_view(prior: str, budget: int) -> str:
+    """Another run's learnings as a prompt shows them: its newest entries that fit in `budget` characters."""
+    if len(prior) <= budget:
+        return prior
+    head, *entries = re.split(r"(?m)^(?=### iter )", prior)
+    head = head[: budget // 4]
+    kept: list[str] = []
+    used = len(head) + 100  # room for the line saying what was left out
+    for text in reversed(entries):
+        if used + len(text) > budget:
+            break
+        kept.append(text)
+        used += len(text)
+    note = f"({len(entries) - len(kept)} older entries of that run left out; its learnings.md has them all.)\n\n"
+    return head + note + "".join(reversed(kept))
 
 
 def _entries(records, objective) -> str:
@@ -121,12 +145,19 @@ class PromptLearnings:
 
 
 def for_prompt(records: list[dict[str, Any]], objective: Objective, budget: int,
-               summary: dict[str, Any] | None = None, summarise: Summariser | None = None) -> PromptLearnings:
+               summary: dict[str, Any] | None = None, summarise: Summariser | None = None,
+               prior: str = "") -> PromptLearnings:
     """The learnings for the next prompt, within `budget` characters when possible.
 
     `summary` is the current learnings_summary.json ({"through": iteration, "text": ...});
-    `summarise` asks a model to summarise (None: fold without a model).
+    `summarise` asks a model to summarise (None: fold without a model). `prior`, another run's
+    learnings (--learnings-from), comes first, in at most half the budget (prior_view).
     """
+    if prior:
+        shown = prior_view(prior, budget // 2)
+        own = for_prompt(records, objective, budget - len(shown), summary, summarise)
+        own.text = shown + ("\n" + own.text if own.text else "")
+        return own
     full = _entries(records, objective)
     if len(full) <= budget or not records:
         return PromptLearnings(full)

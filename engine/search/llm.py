@@ -38,7 +38,7 @@ from autostrat.config import LlmSettings, Settings
 from autostrat.errors import EXIT_USAGE, AutostratError, StrategyError
 from autostrat.lang.check import check
 from autostrat.lang.parse import parse
-from autostrat.search.loop import Context, Proposal
+from autostrat.search.proposal import Context, Proposal
 from autostrat.search.prompting import (compact_prompt, constrained_format, iteration_prompt, read_answer,
                                         repair_prompt, strip_think, system_prompt)
 from autostrat.sim.objective import Objective

@@ -26,6 +26,12 @@ stop (failures, iterations, tokens) ends the step at the record that reaches it;
 dropped. Each record of a step carries `step` (its first iteration) and `step_size`, and the last
 one `step_end`: on resume a step without its end is run again from its first iteration.
 
+Strategies no proposer wrote (autostrat.search.memory) are judged by the same rules, with no
+parent: the `starts` of `--from` right after the baseline (as written; one not kept is not a
+failure in a row) and, via `add`, a hand-written one at any later point. With `search.niches`
+the parents drawn after a failure come from the population and the niche elites
+(autostrat.search.niches); each competing record carries its `niche`.
+
 All state is rebuilt from the iteration records on resume (see autostrat.runs); nothing is kept
 that the records do not hold.
 """
@@ -35,15 +41,18 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from autostrat.lang import nodes as N
 from autostrat.lang.check import check
 from autostrat.errors import AutostratError, StrategyError
-from autostrat.lang.fmt import canonical_hash, fmt
+from autostrat.lang.fmt import canonical_hash
 from autostrat.search.learnings import for_prompt, render
+from autostrat.search.memory import HAND, START
+from autostrat.search.niches import Niches, cell, period_years
 from autostrat.search.population import Member
+from autostrat.search.proposal import Context, MutateProposer, Proposal, Proposer
 from autostrat.sim.evaluator import Evaluation
 from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
@@ -52,66 +61,9 @@ from autostrat.search.runs import RunFolder, as_float, fmt_number
 from autostrat.search.steps import broken_constraint, call, unfinished_step, unwrap
 from autostrat.search.tune import Tuned, tune
 
+# Proposal, Context and MutateProposer live in autostrat.search.proposal; callers may import them from here
+__all__ = ["Context", "FAILURES", "MutateProposer", "Outcome", "Proposal", "Proposer", "Search"]
 FAILURES = ("discard", "invalid", "duplicate", "error")
-
-
-@dataclass
-class Proposal:
-    """A proposer's candidate: a program (None when the answer was unusable) and what it said."""
-
-    program: N.Program | None
-    text: str
-    status: str = "ok"  # ok | invalid | error
-    error: str = ""
-    hypothesis: str = ""
-    learned: str = ""
-    description: str = ""
-    tokens: dict[str, int] = field(default_factory=dict)
-    repairs: int = 0
-    prompt: str | None = None
-    response: str | None = None
-    model_seconds: float = 0.0
-    retries: list[str] = field(default_factory=list)  # why calls to the model were retried
-    finish: list[str] = field(default_factory=list)  # each model answer's finish reason ("length": cut off)
-
-
-@dataclass
-class Context:
-    """What a proposer sees: the parent first, the population, the learnings and the last result."""
-
-    iteration: int
-    parent: Member
-    population: list[Member]
-    parents: list[N.Program]  # the parent's program, then the other members' (crossover donors)
-    last: dict[str, Any] | None
-    fails: int
-    learnings: str
-    rng: random.Random
-
-
-class Proposer(Protocol):
-    name: str
-    uses_prompt: bool
-
-    def propose(self, ctx: Context) -> Proposal: ...
-
-
-class MutateProposer:
-    """The offline proposer: autostrat.mutate's mutation and crossover, seeded per iteration."""
-
-    name = "mutate"
-    uses_prompt = False
-
-    def propose(self, ctx: Context) -> Proposal:
-        """One mutation of the parent (the other members are crossover donors)."""
-        from autostrat.search.mutate import mutate
-
-        donors = [f"iteration {m.iteration}" for m in ctx.population if m is not ctx.parent]
-        try:
-            program, description = mutate(ctx.parents, ctx.rng, donor_labels=donors)
-        except AutostratError as exc:
-            return Proposal(None, "", status="error", error=str(exc), description="no mutation found")
-        return Proposal(program, fmt(program), hypothesis=description, description=description)
 
 
 @dataclass
@@ -129,8 +81,12 @@ class Search:
 
     def __init__(self, run: RunFolder, settings, objective: Objective, evaluator: Callable[[Any], Evaluation],
                  proposer: Proposer, baseline_text: str, baseline_path: str = "baseline.strat",
-                 out: Callable[[str], None] = print, should_stop: Callable[[], bool] = lambda: False):
+                 out: Callable[[str], None] = print, should_stop: Callable[[], bool] = lambda: False,
+                 starts: list[dict[str, str]] | None = None):
         self.run_folder, self.settings, self.objective = run, settings, objective
+        self.starts = list(starts or [])  # strategies evaluated after the baseline (autostrat.search.memory)
+        self.prior = str((run.config.get("learnings_from") or {}).get("text") or "")  # --learnings-from
+        self.niches = Niches() if getattr(settings.search, "niches", False) else None
         self.evaluate, self.proposer = evaluator, proposer
         self.baseline_text, self.baseline_path = baseline_text, baseline_path
         self.out, self.should_stop = out, should_stop
@@ -152,14 +108,18 @@ class Search:
             self.hashes.setdefault(record["hash"], record["iteration"])
         if record.get("behaviour") and record["status"] in ("keep", "discard"):
             self.behaviours.setdefault(record["behaviour"], record["iteration"])
+        i = record["iteration"]
+        if record["status"] == "keep" or (self.niches is not None and record.get("niche")):
+            member = Member(i, as_float(record.get("objective")), record.get("metrics") or {},
+                            self.run_folder.read_strategy(i), record.get("hash", ""))
+            if self.niches is not None and record.get("niche"):
+                self.niches.add(member, record["niche"])
         if record["status"] == "keep":
-            i = record["iteration"]
-            self.population.append(Member(i, as_float(record.get("objective")), record.get("metrics") or {},
-                                          self.run_folder.read_strategy(i), record.get("hash", "")))
+            self.population.append(member)
             self.population.sort(key=lambda m: m.key)
             del self.population[self.settings.search.population:]
             self.fails = 0
-        else:
+        elif record.get("proposer") != START:  # a starting strategy not kept: the search has not begun
             self.fails += 1
 
     def _program(self, member: Member) -> N.Program:
@@ -170,8 +130,10 @@ class Search:
     def _refresh(self) -> None:
         run = self.run_folder
         run.write_results_tsv(self.records, self.objective)
-        run.write_learnings(render(self.records, self.objective))
+        run.write_learnings(render(self.records, self.objective, self.prior))
         run.write_best(self.population[0].iteration if self.population else None)
+        if self.niches is not None:
+            run.write_niches(self.niches.table())
 
     def stop_reason(self) -> str | None:
         """Why the search must stop before the next iteration, or None."""
@@ -188,6 +150,23 @@ class Search:
 
     def run(self) -> Outcome:
         """Resume from the folder's records, then iterate until a stop condition; return the outcome."""
+        self.restore()
+        ran = 0
+        while True:
+            reason = self.stop_reason()
+            if reason is None and self.should_stop():
+                reason = "interrupted"
+            if reason:
+                return Outcome(reason, self.records, self.population, ran)
+            k = max(int(self.settings.search.parallel), 1)
+            if k > 1 and len(self.records) > len(self.starts):
+                ran += len(self.step_parallel(k))
+            else:
+                self.step()
+                ran += 1
+
+    def restore(self) -> None:
+        """Rebuild the state from the folder's records (an unfinished step is dropped, leftovers removed)."""
         records = self.run_folder.load_records(repair=True)
         cut = unfinished_step(records)
         if cut is not None:
@@ -202,19 +181,6 @@ class Search:
         self.run_folder.remove_uncommitted(len(self.records))
         if self.records:
             self._refresh()
-        ran = 0
-        while True:
-            reason = self.stop_reason()
-            if reason is None and self.should_stop():
-                reason = "interrupted"
-            if reason:
-                return Outcome(reason, self.records, self.population, ran)
-            k = max(int(self.settings.search.parallel), 1)
-            if k > 1 and self.records:
-                ran += len(self.step_parallel(k))
-            else:
-                self.step()
-                ran += 1
 
     def step(self) -> dict[str, Any]:
         """Run and commit one iteration; return its record."""
@@ -222,6 +188,9 @@ class Search:
         start = time.perf_counter()
         if i == 0:
             record, proposal = self._baseline(), None
+        elif i <= len(self.starts):
+            given = self.starts[i - 1]
+            record, proposal = self._unparented(i, given["text"], given["path"], START, given["origin"]), None
         else:
             proposal, record = self._propose(i)
         record["seconds"] = round(time.perf_counter() - start, 6)
@@ -314,6 +283,28 @@ class Search:
         self._score(record, canonical_hash(program), evaluation)
         return record
 
+    def add(self, text: str, path: str) -> dict[str, Any]:
+        """Evaluate a hand-written strategy as the run's next iteration, by the run's rules; its record."""
+        self.restore()
+        i = len(self.records)
+        if i <= len(self.starts):
+            raise AutostratError(f"{self.run_folder.path}: error: the run has not evaluated its starting strategies "
+                                 "yet; resume it first (autostrat evolve --run NAME), then add")
+        start = time.perf_counter()
+        record = self._unparented(i, text, path, HAND, f"added by hand: {path}")
+        record["seconds"] = round(time.perf_counter() - start, 6)
+        self._commit(record, None)
+        return record
+
+    def _unparented(self, i: int, text: str, path: str, proposer: str, origin: str) -> dict[str, Any]:
+        """The judged record of a strategy no proposer wrote: a starting one (as written) or an added one."""
+        program = parse(text, path)
+        hypothesis = header_hypothesis(text)
+        record = {"iteration": i, "parent": None, "proposer": proposer, "_text": text, "hypothesis": hypothesis,
+                  "description": f"{origin}: {hypothesis or program.name or path}" if proposer == START else origin}
+        self._judge(record, Proposal(program, text), self.evaluate if proposer == START else self._evaluator_for(i))
+        return record
+
     def _propose(self, i: int) -> tuple[Proposal, dict[str, Any]]:
         learnings = self._learnings() if getattr(self.proposer, "uses_prompt", False) else None
         ctx = self._context(i, self._parent(i, first=True), learnings)
@@ -335,7 +326,8 @@ class Search:
         last = self.records[-1]
         if first and last["status"] == "keep":
             return next(m for m in self.population if m.iteration == last["iteration"])
-        return random.Random(f"{self.settings.search.seed}:{i}:parent").choice(self.population)
+        pool = self.niches.pool(self.population) if self.niches is not None else self.population
+        return random.Random(f"{self.settings.search.seed}:{i}:parent").choice(pool)
 
     def _context(self, i: int, parent: Member, learnings) -> Context:
         return Context(i, parent, list(self.population),
@@ -371,7 +363,7 @@ class Search:
         s = self.settings.search
         summarise = getattr(self.proposer, "summarise", None)
         return for_prompt(self.records, self.objective, s.learnings_budget_chars,
-                          self.run_folder.read_summary() if summarise else None, summarise)
+                          self.run_folder.read_summary() if summarise else None, summarise, self.prior)
 
     def _judge(self, record: dict[str, Any], proposal: Proposal, evaluate: Callable[[Any], Evaluation]) -> None:
         if proposal.program is None or proposal.status != "ok":
@@ -416,6 +408,11 @@ class Search:
                       metrics=evaluation.metrics, hash=h, _returns=evaluation.returns)
         if worst is not None:
             record["worst_kept"] = worst
+        if self.niches is not None and not broken:
+            period = self.objective.period
+            niche = cell(evaluation.metrics, period, period_years(self.evaluate, period))
+            if niche is not None:
+                record["niche"] = niche  # the elites are rebuilt from this on resume
         if broken:
             record["constraint"] = broken  # the baseline is kept anyway: the search needs a parent
 
@@ -430,43 +427,3 @@ class Search:
 def _name(program: N.Program | None) -> str:
     return program.name if program is not None else ""
 
-
-REASONS = {
-    "fails": "stopped after {max_fails} failures in a row",
-    "iterations": "reached the iteration cap ({iterations})",
-    "tokens": "spent the token budget ({max_total_tokens})",
-    "interrupted": "interrupted",
-}
-
-
-def describe_reason(reason: str, settings) -> str:
-    """A stop reason in words."""
-    s = settings.search
-    return REASONS.get(reason, reason).format(max_fails=s.max_fails, iterations=s.iterations,
-                                              max_total_tokens=s.max_total_tokens)
-
-
-def summary_table(population: list[Member], objective: Objective) -> str:
-    """The final table: the kept strategies with train and validation metrics, and buy and hold."""
-    cols = [("iter", None, None), ("objective", None, None),
-            ("train.return", "train", "total_return"), ("val.return", "validation", "total_return"),
-            ("train.sharpe", "train", "sharpe"), ("val.sharpe", "validation", "sharpe"),
-            ("val.max_dd", "validation", "max_drawdown"), ("val.trades", "validation", "num_trades")]
-    if objective.metric not in ("total_return", "sharpe", "max_drawdown", "num_trades"):
-        cols.insert(2, (f"train.{objective.metric}", "train", objective.metric))
-        cols.insert(3, (f"val.{objective.metric}", "validation", objective.metric))
-    rows = [[c[0] for c in cols]]
-    for m in population:
-        row = [str(m.iteration), fmt_number(m.objective)]
-        for _, period, metric in cols[2:]:
-            digits = 0 if metric == "num_trades" else 4
-            row.append(fmt_number((m.metrics.get(period) or {}).get(metric), digits))
-        rows.append(row)
-    if population:
-        bh = ["buy&hold", ""]
-        for _, period, metric in cols[2:]:
-            value = (population[0].metrics.get(period) or {}).get("buy_hold_return") if metric == "total_return" else None
-            bh.append(fmt_number(value) if value is not None else "")
-        rows.append(bh)
-    widths = [max(len(r[j]) for r in rows) for j in range(len(cols))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)

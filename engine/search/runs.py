@@ -337,6 +337,10 @@ class RunFolder:
         """learnings.md: the full log (never compacted on disk)."""
         atomic_write(self.path / "learnings.md", text)
 
+    def write_niches(self, table: dict[str, Any]) -> None:
+        """niches.json: the niche grid's elites (autostrat.search.niches), rebuilt from the records."""
+        atomic_write(self.path / "niches.json", json.dumps(clean_json(table), indent=2) + "\n")
+
     def read_summary(self) -> dict[str, Any] | None:
         """learnings_summary.json, or None."""
         path = self.path / "learnings_summary.json"

@@ -35,14 +35,16 @@ from autostrat import __version__
 from autostrat.config import Settings
 from autostrat.data.load import load_data
 from autostrat.data.universe import Universe
-from autostrat.errors import AutostratError, ConfigError, StrategyError
-from autostrat.lang.check import check
-from autostrat.lang.parse import parse
-from autostrat.resources import example_path, grammar_path, read_text
+from autostrat.errors import ConfigError
+from autostrat.resources import example_path, grammar_path
 from autostrat.search.bar import parse_bar
 from autostrat.search.constrain import constraint_for
 from autostrat.search.llm import ChatModel, LlmProposer, ModelConfig, llm_configured
-from autostrat.search.loop import MutateProposer, Search, describe_reason
+from autostrat.search.loop import Search
+from autostrat.search.memory import (Start, checked_text, inherited_learnings, resolve_from, same_starts,
+                                     split_specs, starts_config)
+from autostrat.search.proposal import MutateProposer
+from autostrat.search.summary import describe_reason
 from autostrat.search.prompting import check_prompts_dir
 from autostrat.search.nullrun import null_market, null_of, null_run_name, rebuild_market
 from autostrat.search.runs import RunFolder
@@ -155,23 +157,22 @@ def load_run_data(run: RunFolder, settings: Settings, consequence: str, *, requi
     return market
 
 
-def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | None = None, *,
-              null: bool = False) -> tuple[RunFolder, Any]:
+def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | list[str] | None = None, *,
+              null: bool = False, learnings_from: str | None = None) -> tuple[RunFolder, Any]:
     """Create run folder `path` with its config.json; the run and its market (or universe).
 
-    `baseline` is the strategy file of iteration 0 (default: the sma_cross example). `null`: the
-    run will also be searched on matched noise, which needs a single market.
+    `baseline` is what `--from` names: strategy files and run folders (autostrat.search.memory),
+    the first strategy being iteration 0 (default: the sma_cross example). `learnings_from`: a
+    run whose learnings this one starts from. `null`: the run will also be searched on matched
+    noise, which needs a single market.
     """
     Objective.from_settings(settings.search)
     check_numbers(settings)
     if settings.search.bar.strip():
         parse_bar(settings.search.bar)
-    source = Path(baseline) if baseline else example_path("sma_cross")
-    text = read_text(source, "baseline strategy")
-    try:
-        check(parse(text, str(source)))
-    except StrategyError as exc:
-        raise AutostratError(f"the baseline strategy does not check:\n{exc.format()}") from None
+    runs_dir = Path(settings.search.runs_dir)
+    starts = resolve_from(baseline, runs_dir) if split_specs(baseline) else [_default_baseline()]
+    prior = inherited_learnings(learnings_from, runs_dir) if learnings_from else None
     check_model(settings)
     market = load_data(settings.data.spec, settings.data)
     if isinstance(market, Universe) and null:
@@ -184,11 +185,17 @@ def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | 
         **({"returns_series": evaluator.returns_series} if evaluator.returns_series else {}),
         **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {}),
         "grammar_sha256": grammar_sha(),
-        "baseline": {"path": str(source), "text": text},
+        **starts_config(starts),
+        **({"learnings_from": {"run": prior[0], "text": prior[1]}} if prior else {}),
     }
     if settings.search.proposer == "llm":
         config["model"] = ModelConfig.resolve(settings.llm).public()
     return RunFolder.create(path, config, lock="evolve"), market
+
+
+def _default_baseline() -> Start:
+    source = example_path("sma_cross")
+    return Start(str(source), checked_text(source, "baseline strategy"), str(source))
 
 
 def resume_run(path: Path, fresh: Settings, overrides: list[tuple[str, Any, str]], baseline: str | Path | None = None,
@@ -226,9 +233,9 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     if mismatches:
         raise ConfigError(f"{path}: cannot resume with different settings:\n  " + "\n  ".join(mismatches)
                           + "\nstart a new run with another --run NAME, or leave these flags out")
-    if baseline and read_text(baseline, "baseline strategy") != run.config["baseline"]["text"]:
-        raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}); "
-                          "leave --from out to resume it")
+    if split_specs(baseline) and not same_starts(run.config, resolve_from(baseline, Path(fresh.search.runs_dir))):
+        raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}) or "
+                          "other starting strategies; leave --from out to resume it")
     check_numbers(settings)
     market = load_run_data(run, settings, " Resuming would mix results from different data; start a new run "
                                           "with another --run NAME")
@@ -310,7 +317,8 @@ def _search_null(run, nrun, name, null, settings, market, objective, should_stop
         f"(the data: {info['daily_vol']:.5f}), same settings and budget")
     base = run.config["baseline"]
     search = Search(nrun, settings, objective, evaluator, make_proposer(settings, objective, evaluator, market.name, out),
-                    base["text"], base["path"], out=lambda line: out("null " + line), should_stop=should_stop)
+                    base["text"], base["path"], out=lambda line: out("null " + line), should_stop=should_stop,
+                    starts=run.config.get("starts"))
     outcome = search.run()
     best = outcome.population[0].objective if outcome.population else float("nan")
     out(f"null run stopped: {describe_reason(outcome.reason, settings)} after {len(outcome.records)} iterations; "
