@@ -29,7 +29,7 @@ def cmd_check(args) -> int:
             bad += 1
             continue
         if not args.quiet:
-            rules = ", ".join(typed.rules)
+            rules = "portfolio" if typed.portfolio else ", ".join(typed.rules)
             print(f"{path}: ok ({rules}; warm-up {typed.warmup} bars)")
     if bad:
         print(f"{bad} of {len(args.files)} file{'s' if len(args.files) != 1 else ''} failed the check",

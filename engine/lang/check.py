@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from autostrat.errors import Diagnostic, StrategyError
 from autostrat.lang import nodes as N
 from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, MAX_STATEMENTS
+from autostrat.lang.portfolio import PortfolioSpec, check_portfolio, cross_sectional_misuse
 from autostrat.lang.registry import BOOL, BUILTINS, KEYWORDS, MAX_LOOKBACK, NUM, SERIES, lookback
 
 _UNKNOWN = "unknown"  # the type of an expression already reported, to avoid cascades
@@ -32,6 +33,7 @@ class TypedProgram:
     warmup: int  # bars before every rule can be valid; rules are ignored before it
     max_lookback: int = MAX_LOOKBACK
     param_values: dict[str, float] = field(default_factory=dict)
+    portfolio: PortfolioSpec | None = None  # a portfolio strategy's holds (then `rules` is empty)
 
     @property
     def name(self) -> str:
@@ -71,6 +73,8 @@ class _Checker:
         rules: dict[str, N.Expr] = {}
         rule_stmts: dict[str, N.Rule] = {}
         exits: dict[str, float] = {}
+        exit_stmts: list[N.Exit] = []
+        portfolio_stmts: list = []
         names_seen = 0
         for stmt in prog.statements:
             if isinstance(stmt, N.StrategyName):
@@ -97,10 +101,20 @@ class _Checker:
                 if stmt.kind in exits:
                     self.error(stmt.span, f"second `{stmt.kind}` exit; a strategy has at most one of each")
                     continue
+                exit_stmts.append(stmt)
                 exits[stmt.kind] = self.exit(stmt)
+            elif isinstance(stmt, N.PORTFOLIO_STATEMENTS):
+                portfolio_stmts.append(stmt)
         # A missing rule has no place in the text: point below the last line, where it would go.
         content = [i for i, text in enumerate(self.lines, 1) if text.strip()]
         end = N.Span(content[-1] + 1 if content else 1, 1)
+        if prog.is_portfolio:
+            spec = check_portfolio(self, portfolio_stmts, rule_stmts, exit_stmts, end)
+            if self.diags:
+                raise StrategyError(self.diags)
+            warmup = max(self.lookbacks.get(name, 0) for name in spec.scores)
+            return TypedProgram(prog, self.params, self.bindings, self.types, {}, {}, warmup, self.max_lookback,
+                                {k: p.value.value for k, p in self.params.items()}, spec)
         for kind in ("buy", "sell"):
             if kind not in rules:
                 self.error(end, f"missing `{kind} when` rule",
@@ -271,6 +285,8 @@ class _Checker:
             for a in e.args:
                 self._type(a)
             return _UNKNOWN
+        if b.cross_sectional and not self.program.is_portfolio:
+            cross_sectional_misuse(self, e)
         if len(e.args) != len(b.params):
             self.error(e.span, f"{e.func} takes {len(b.params)} argument{'s' if len(b.params) != 1 else ''} "
                        f"({', '.join(b.params)}), got {len(e.args)}", f"usage: {b.signature}")

@@ -121,6 +121,13 @@ def _number(tok: Token) -> N.Num:
     return N.Num(literal, percent, span=_span_of([tok]))
 
 
+def _word(tok: Token, allowed: tuple[str, ...], usage: str) -> None:
+    """A word inside a portfolio statement: the grammar reads a name, the statement wants one of these."""
+    if str(tok) not in allowed:
+        want = " or ".join(f"'{w}'" for w in allowed) if allowed else "the end of the statement"
+        raise _Fail(f"unexpected '{tok}' (expected {want})", tok.line, tok.column, f"write {usage}")
+
+
 class _Build(Transformer):
     """One method per grammar alias, each building the node of the same name."""
 
@@ -140,6 +147,43 @@ class _Build(Transformer):
 
     def exit(self, c):
         return N.Exit(str(c[0]), c[1], span=_span_of(c))
+
+    def hold(self, c):
+        side, edge, fraction, by, name = c
+        _word(side, ("long", "short"), "hold long top 10% by score")
+        _word(edge, ("top", "bottom"), "hold long top 10% by score")
+        _word(by, ("by",), "hold long top 10% by score")
+        return N.Hold(str(side), str(edge), _number(fraction), N.Name(str(name), span=_span_of([name])),
+                      span=_span_of(c))
+
+    def rebalance(self, c):
+        every_word, every, bars = c
+        _word(every_word, ("every",), "rebalance every 21 bars")
+        _word(bars, ("bars",), "rebalance every 21 bars")
+        every = _number(every) if isinstance(every, Token) else every
+        return N.Rebalance(every, span=_span_of(c))
+
+    def weight(self, c):
+        words, number = [w for w in c[:-1] if w is not None], c[-1]
+        usage = "weight equal, or weight by NAME, either optionally followed by capped at 10%"
+        _word(words[0], ("equal", "by"), usage)
+        lead = 1 if words[0] == "equal" else 2
+        if lead == 2 and len(words) < 2:
+            raise _Fail("`weight by` needs the name to weight by", words[0].line, words[0].end_column, usage)
+        by = N.Name(str(words[1]), span=_span_of([words[1]])) if lead == 2 else None
+        rest = words[lead:]
+        for i, want in enumerate(("capped", "at")):
+            if i < len(rest):
+                _word(rest[i], (want,), usage)
+        if len(rest) > 2:
+            _word(rest[2], (), usage)
+        if rest and (len(rest) < 2 or number is None):
+            last = rest[-1]
+            raise _Fail("the cap is written `capped at P%`", last.line, last.column, usage)
+        if number is not None and not rest:
+            raise _Fail(f"unexpected number {number}", number.line, number.column, usage)
+        cap = _number(number) if number is not None else None
+        return N.Weight(by, cap, span=_span_of(c))
 
     def pos(self, c):
         return _number(c[0])
@@ -434,7 +478,7 @@ def _expected(exc, parser) -> str:
 
 
 _STATEMENT_WORDS = ["strategy", "param", "buy", "sell", "short", "cover", "stop_loss", "take_profit",
-                    "trailing_stop", "max_hold"]
+                    "trailing_stop", "max_hold", "hold", "rebalance", "weight"]
 
 
 _NO_POWER = "'%s' is not an operator; there is no power operator"
