@@ -137,7 +137,7 @@ GROUPS = ("averages", "statistics", "change", "oscillators", "volatility", "volu
 # Words a strategy may not bind as names.
 KEYWORDS = frozenset(
     "strategy param in when and or not true false buy sell short cover "
-    "stop_loss take_profit trailing_stop max_hold hold rebalance weight".split()
+    "stop_loss take_profit trailing_stop max_hold".split()
 )
 
 
