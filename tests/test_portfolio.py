@@ -299,3 +299,22 @@ def test_portfolio_result_has_equity_and_metrics_for_each_period():
         assert r.equity[name].shape == (b - a,) and r.equity[name][0] == 10_000.0
         assert r.metrics[name]["final_equity"] == r.equity[name][-1]
         assert r.metrics[name]["holdings"] > 0
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_backtests_a_portfolio_strategy(capsys):
+    from autostrat.cli import main
+
+    data = ["--data", "synthetic-universe:seed=2,assets=20"]
+    assert main(["backtest", str(MOMENTUM), *data, "--json"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    want = backtest_portfolio(MOMENTUM, momentum_universe(seed=2, assets=20)).metrics
+    assert set(out) == {"train", "validation"}
+    assert out["validation"]["ic_tstat"] == pytest.approx(want["validation"]["ic_tstat"])
+    assert main(["backtest", str(MOMENTUM), *data]) == 0
+    text = capsys.readouterr().out
+    assert "rebalance every 21 bars" in text and "ic_tstat" in text
+    assert main(["backtest", str(MOMENTUM), *data, "--fill", "close"]) == 2
+    assert "fills at the next open" in capsys.readouterr().err
