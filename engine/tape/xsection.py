@@ -44,14 +44,27 @@ def _average_ranks_nb(values, order, ranks):
 def xsection_nb(kind, x, out):
     """Apply cross-sectional kernel `kind` (XS_CODE) to every bar of x (assets x bars) into out."""
     n_assets, n_bars = x.shape
+    # Bars x assets copies: each bar reads every asset, next to each other in memory.
+    xt = np.ascontiguousarray(x.T)
+    ot = np.empty((n_bars, n_assets))
+    _xsection_rows_nb(kind, xt, ot)
+    for a in range(n_assets):
+        for t in range(n_bars):
+            out[a, t] = ot[t, a]
+
+
+@njit(cache=True)
+def _xsection_rows_nb(kind, x, out):
+    """xsection_nb on a bars x assets array."""
+    n_bars, n_assets = x.shape
     values = np.empty(n_assets)
     where = np.empty(n_assets, dtype=np.int64)
     ranks = np.empty(n_assets)
     for t in range(n_bars):
         m = 0
         for a in range(n_assets):
-            v = x[a, t]
-            out[a, t] = math.nan
+            v = x[t, a]
+            out[t, a] = math.nan
             if not math.isnan(v) and not math.isinf(v):
                 values[m] = v
                 where[m] = a
@@ -62,7 +75,7 @@ def xsection_nb(kind, x, out):
             order = np.argsort(values[:m], kind="mergesort")
             _average_ranks_nb(values[:m], order, ranks)
             for i in range(m):
-                out[where[i], t] = ranks[i] if kind == 0 else ranks[i] / m
+                out[t, where[i]] = ranks[i] if kind == 0 else ranks[i] / m
             continue
         total = 0.0
         for i in range(m):
@@ -70,7 +83,7 @@ def xsection_nb(kind, x, out):
         mean = total / m
         if kind == 2:
             for i in range(m):
-                out[where[i], t] = values[i] - mean
+                out[t, where[i]] = values[i] - mean
             continue
         ss = 0.0
         for i in range(m):
@@ -79,4 +92,4 @@ def xsection_nb(kind, x, out):
         if std == 0.0:
             continue
         for i in range(m):
-            out[where[i], t] = (values[i] - mean) / std
+            out[t, where[i]] = (values[i] - mean) / std
