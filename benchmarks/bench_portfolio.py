@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-import autostrat  # noqa: F401  (configures the numba cache)
 from autostrat.data.synthetic_universe import momentum_universe
 from autostrat.lang.check import load
 from autostrat.sim.portfolio import portfolio_nb

@@ -20,8 +20,8 @@ from autostrat.lang.check import load
 from autostrat.resources import examples_dir
 from autostrat.sim.portfolio import portfolio_nb
 from autostrat.sim.portfolio_backtest import backtest_portfolio
-from autostrat.tape.portfolio_eval import evaluate_scores
-from autostrat.tape.xsection import XS_CODE, xsection_nb
+from autostrat.tape.portfolio_eval import cross_section, evaluate_scores
+from autostrat.tape.xsection import XS_CODE
 
 MOMENTUM = examples_dir() / "portfolio" / "momentum_12_1.strat"
 
@@ -188,9 +188,7 @@ def test_cross_sectional_kernels_match_pandas(kind):
     x[rng.uniform(size=x.shape) < 0.2] = np.nan
     x[:, 7] = np.nan  # a bar with nobody
     x[:, 9] = 2.5  # a bar where every value is the same
-    out = np.empty_like(x)
-    xsection_nb(XS_CODE[kind], x, out)
-    np.testing.assert_allclose(out, _pandas_xs(x, kind), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cross_section(kind, x), _pandas_xs(x, kind), rtol=1e-12, atol=1e-12)
 
 
 # --- the staged score evaluation -------------------------------------------------------------------

@@ -63,7 +63,11 @@ def test_words_inside_the_statements_stay_free_as_names():
     ("hold long top 10% with close\nrebalance every 5 bars", "unexpected 'with' (expected 'by')"),
     ("hold long top 10% by close\nrebalance each 5 bars", "unexpected 'each' (expected 'every')"),
     ("hold long top 10% by close\nrebalance every 5 days", "unexpected 'days' (expected 'bars')"),
-    ("hold long top 10% by close\nrebalance every 5 bars\nweight equal capped 5%", "the cap is written `capped at P%`"),
+    ("hold long top 10% by close\nrebalance every 5 bars\nweight equal capped 5%", "the statement ends too early"),
+    ("hold long top 10% by close\nrebalance every 5 bars\nweight equal capped at 5% 6%", "unexpected '6%'"),
+    ("hold long top 10% by close\nrebalance every 5 bars\nweight by s capped on 5%", "unexpected 'on' (expected 'at')"),
+    ("hold long top 10%\nrebalance every 5 bars", "the statement ends too early"),
+    ("hld long top 10% by close", "unknown statement starting with 'hld'"),
     ("hold long top 10% by close\nrebalance every 5 bars\nweight heavy", "unexpected 'heavy' (expected 'equal' or 'by')"),
 ])
 def test_parse_errors(text, message):

@@ -131,7 +131,6 @@ _PORTFOLIO_FORMS = {
                {"equal": ({"equal"},), "by": ({"by"}, "name"), "equal capped": ({"equal"}, {"capped"}, {"at"}, "number"),
                 "by capped": ({"by"}, "name", {"capped"}, {"at"}, "number")}),
 }
-PORTFOLIO_WORDS = tuple(_PORTFOLIO_FORMS)
 
 
 def _portfolio(tokens: list[Token]):
@@ -144,7 +143,9 @@ def _portfolio(tokens: list[Token]):
     key = ""
     if str(first) == "weight":  # which of its forms: by the word after it, and whether a cap follows
         lead = str(rest[0])
-        key = lead if lead in ("equal", "by") else "equal"  # another word is reported against `equal`
+        if lead not in ("equal", "by"):
+            raise _Fail(f"unexpected '{lead}' (expected 'equal' or 'by')", rest[0].line, rest[0].column, f"write {usage}")
+        key = lead
         key += " capped" if len(rest) > (2 if key == "by" else 1) else ""
     form = forms[key]
     for i, want in enumerate(form):

@@ -37,13 +37,13 @@ from numba import njit
 @njit(cache=True)
 def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
     """Choose a side's assets at bar t into `picked`; return how many (k)."""
-    n_assets = score.shape[1]
+    n_assets = score.shape[0]
     values = np.empty(n_assets)
     where = np.empty(n_assets, dtype=np.int64)
     m = 0
     for a in range(n_assets):
-        s = score[t, a]
-        if math.isnan(close[t, a]) or not math.isfinite(s) or not math.isfinite(weight[t, a]):
+        s = score[a, t]
+        if math.isnan(close[a, t]) or not math.isfinite(s) or not math.isfinite(weight[a, t]):
             continue
         values[m] = -s if top else s
         where[m] = a
@@ -74,7 +74,7 @@ def _side_weights_nb(picked, k, weight, t, top, by_value, gross, cap, out):
     if by_value:
         values = np.empty(k)
         for i in range(k):
-            v = weight[t, picked[i]]
+            v = weight[picked[i], t]
             values[i] = v if top else -v
         order = np.argsort(values, kind="mergesort")
         i = 0
@@ -120,25 +120,14 @@ def portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_t
     The arrays are assets x bars; `weight` is the weighting value (ones for equal weights; any
     finite array when `by_value` is False); `cap` <= 0 means no cap.
     """
-    # Each bar reads every asset: bars x assets copies keep those reads next to each other in
-    # memory (a column of an assets x bars array is one cache line per asset).
-    return _portfolio_nb(np.ascontiguousarray(open_[:, start:stop].T), np.ascontiguousarray(close[:, start:stop].T),
-                         np.ascontiguousarray(long_score[:, start:stop].T),
-                         np.ascontiguousarray(short_score[:, start:stop].T),
-                         np.ascontiguousarray(weight[:, start:stop].T), has_long, long_top, long_fraction, has_short,
-                         short_top, short_fraction, by_value, cap, every, stop - start, commission, slippage, capital)
-
-
-@njit(cache=True)
-def _portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_top, long_fraction,
-                  has_short, short_top, short_fraction, by_value, cap, every, n, commission, slippage, capital):
-    """portfolio_nb on bars x assets arrays of the period alone (bar 0 is the period's first)."""
-    start, stop = 0, n
-    n_assets = close.shape[1]
+    n_assets = close.shape[0]
+    n = stop - start
     equity = np.empty(n)
     holdings = np.zeros(n, dtype=np.int64)
     shares = np.zeros(n_assets)
-    last = np.full(n_assets, math.nan)
+    last = np.full(n_assets, math.nan)  # kept current for the assets held (the only ones it is read for)
+    held = np.empty(n_assets, dtype=np.int64)  # the assets with a position, in asset order
+    n_held = 0
     target = np.zeros(n_assets)
     taken = np.zeros(n_assets, dtype=np.bool_)
     picked = np.empty(n_assets, dtype=np.int64)
@@ -151,13 +140,13 @@ def _portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_
     for t in range(start, stop):
         if pending:  # the orders decided at the previous close fill at this open
             value = cash
-            for a in range(n_assets):
-                if shares[a] != 0.0:
-                    price = open_[t, a] if not math.isnan(open_[t, a]) else last[a]
-                    value += shares[a] * price
+            for i in range(n_held):
+                a = held[i]
+                price = open_[a, t] if not math.isnan(open_[a, t]) else last[a]
+                value += shares[a] * price
             if value > 0.0:
                 for a in range(n_assets):
-                    price = open_[t, a]
+                    price = open_[a, t]
                     if math.isnan(price):
                         continue
                     delta = target[a] * value / price - shares[a]
@@ -167,18 +156,21 @@ def _portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_
                     cash -= delta * price + cost_rate * notional
                     traded += notional
                     shares[a] += delta
+                n_held = 0
+                for a in range(n_assets):
+                    if shares[a] != 0.0:
+                        held[n_held] = a
+                        n_held += 1
             pending = False
-        count = 0
         marked = cash
-        for a in range(n_assets):
-            c = close[t, a]
+        for i in range(n_held):
+            a = held[i]
+            c = close[a, t]
             if not math.isnan(c):
                 last[a] = c
-            if shares[a] != 0.0:
-                marked += shares[a] * last[a]
-                count += 1
+            marked += shares[a] * last[a]
         equity[t - start] = marked
-        holdings[t - start] = count
+        holdings[t - start] = n_held
         if (t - start) % every == 0 and t < stop - 1:
             for a in range(n_assets):
                 target[a] = 0.0

@@ -89,8 +89,7 @@ class _Scores:
                 self._named[e.id] = self.value(self.typed.bindings[e.id])
             return self._named[e.id]
         if isinstance(e, N.Call) and BUILTINS[e.func].cross_sectional:
-            out = np.empty_like(self.panel.close)
-            xsection_nb(XS_CODE[e.func], self.value(e.args[0]), out)
+            out = cross_section(e.func, self.value(e.args[0]))
         else:
             out = self.node(e)
         self._done[id(e)] = out
@@ -139,6 +138,13 @@ class _Scores:
             for out, reg in zip(outs, regs_out):
                 out[a, rows] = regs[reg]
         return outs
+
+
+def cross_section(func: str, x: np.ndarray) -> np.ndarray:
+    """A cross-sectional built-in (`rank`, ...) on an assets x bars array."""
+    out = np.empty((x.shape[1], x.shape[0]))
+    xsection_nb(XS_CODE[func], np.ascontiguousarray(x.T), out)  # the kernel reads bars x assets
+    return np.ascontiguousarray(out.T)
 
 
 def _constant(e: N.Expr, typed: TypedProgram) -> bool:

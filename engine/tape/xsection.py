@@ -1,9 +1,9 @@
 """Cross-sectional kernels: each bar's values across a universe's assets (numba, arrays only).
 
-Every kernel takes an assets x bars float64 array `x` and writes `out` of the same shape. At each
-bar (column) only the assets with a finite value take part; NaN means the asset is not in the
-universe that bar (no bar, not listed yet, delisted) or its input is still warming up, and its
-output is NaN. The definitions (the registry's "cross-sectional" group) match pandas on a frame
+The kernel takes a bars x assets float64 array `x` (the transpose of the universe's layout, see
+xsection_nb) and writes `out` of the same shape. At each bar only the assets with a finite value
+take part; NaN means the asset is not in the universe that bar (no bar, not listed yet,
+delisted) or its input is still warming up, and its output is NaN. The definitions (the registry's "cross-sectional" group) match pandas on a frame
 grouped by date:
 
     rank         groupby(date).rank()            (method "average": ties share their mean rank)
@@ -42,20 +42,11 @@ def _average_ranks_nb(values, order, ranks):
 
 @njit(cache=True)
 def xsection_nb(kind, x, out):
-    """Apply cross-sectional kernel `kind` (XS_CODE) to every bar of x (assets x bars) into out."""
-    n_assets, n_bars = x.shape
-    # Bars x assets copies: each bar reads every asset, next to each other in memory.
-    xt = np.ascontiguousarray(x.T)
-    ot = np.empty((n_bars, n_assets))
-    _xsection_rows_nb(kind, xt, ot)
-    for a in range(n_assets):
-        for t in range(n_bars):
-            out[a, t] = ot[t, a]
+    """Apply cross-sectional kernel `kind` (XS_CODE) to every bar of x into out, both bars x assets.
 
-
-@njit(cache=True)
-def _xsection_rows_nb(kind, x, out):
-    """xsection_nb on a bars x assets array."""
+    Bars x assets, not the universe's assets x bars: each bar reads every asset, and this way they
+    are next to each other in memory (portfolio_eval.cross_section transposes).
+    """
     n_bars, n_assets = x.shape
     values = np.empty(n_assets)
     where = np.empty(n_assets, dtype=np.int64)
