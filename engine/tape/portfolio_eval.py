@@ -130,13 +130,16 @@ class _Scores:
         kernels = kernel_table(tape.code)
         regs_out = tape.outputs[:, 0]
         outs = [np.full(self.panel.close.shape, np.nan) for _ in exprs]
+        n = self.panel.close.shape[1]
         for a, rows in enumerate(self.rows):
             if rows.size == 0:
                 continue
-            regs = run_tape_nb(tape.code, tape.consts, tape.n_regs, kernels, open_[a, rows], high[a, rows],
-                               low[a, rows], close[a, rows], volume[a, rows])
+            # An asset with every bar reads its rows in place; one with gaps, its own bars gathered.
+            at = slice(None) if rows.size == n else rows
+            regs = run_tape_nb(tape.code, tape.consts, tape.n_regs, kernels, open_[a, at], high[a, at],
+                               low[a, at], close[a, at], volume[a, at])
             for out, reg in zip(outs, regs_out):
-                out[a, rows] = regs[reg]
+                out[a, at] = regs[reg]
         return outs
 
 
