@@ -316,3 +316,23 @@ def test_cli_backtests_a_portfolio_strategy(capsys):
     assert "rebalance every 21 bars" in text and "ic_tstat" in text
     assert main(["backtest", str(MOMENTUM), *data, "--fill", "close"]) == 2
     assert "fills at the next open" in capsys.readouterr().err
+
+
+def test_a_lagged_cross_sectional_condition_is_false_before_its_first_bar():
+    p = random_panel(9, assets=5, bars=40)
+    typed = load("c = rank(close) > 2\nscore = if_else(c[2], close, 0 - close)\nhold long top 20% by score\n"
+                 "rebalance every 5 bars\n")
+    got = evaluate_scores(typed, p)["score"]
+    ranked = _pandas_xs(p.close, "rank") > 2
+    for a in range(p.n_assets):
+        rows = np.flatnonzero(np.isfinite(p.close[a]))
+        lagged = np.concatenate([[False, False], ranked[a, rows][:-2]])  # two of the asset's own bars back
+        want = np.where(lagged, p.close[a, rows], -p.close[a, rows])
+        np.testing.assert_array_equal(got[a, rows], want)
+        assert np.isnan(np.delete(got[a], rows)).all()
+
+
+def test_a_universe_spec_loads_on_one_calendar():
+    p = load_panel("synthetic:seed=1..3,bars=300")
+    assert p.close.shape == (3, 300) and not np.isnan(p.close).any()
+    assert p.names == ("synthetic:seed=1,bars=300", "synthetic:seed=2,bars=300", "synthetic:seed=3,bars=300")
