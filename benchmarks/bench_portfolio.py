@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     panel = momentum_universe(seed=1, assets=args.assets, bars=args.bars)
-    typed = load(STRATEGY.read_text(), str(STRATEGY))
+    typed = load(STRATEGY.read_text(), str(STRATEGY), portfolio=True)
     autostrat_eval(panel, typed), numba_eval(panel)  # warm the JIT
     print(f"{args.assets} assets x {args.bars} bars ({np.isfinite(panel.close).mean():.1%} with a bar), "
           f"{STRATEGY.name}; median of {args.repeat}")

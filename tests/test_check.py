@@ -65,7 +65,7 @@ PORTFOLIO_WARMUPS = [("rank(sma(close, 10))", 9), ("percentile(roc(close, 5))", 
 
 @pytest.mark.parametrize("call, warmup", PORTFOLIO_WARMUPS, ids=[c for c, _ in PORTFOLIO_WARMUPS])
 def test_cross_sectional_builtin_warmup(call, warmup):
-    assert checked(f"s = {call}\nhold long top 10% by s\nrebalance every 5 bars\n").warmup == warmup
+    assert checked(f"s = {call}\nhold long top 10% by s\nrebalance every 5 bars\n", portfolio=True).warmup == warmup
 
 
 def test_the_warmup_table_covers_every_builtin():

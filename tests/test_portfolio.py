@@ -16,12 +16,19 @@ from autostrat.data.panel import Panel, equal_weight_index, panel_from_universe
 from autostrat.data.panel_spec import load_panel
 from autostrat.data.synthetic_universe import momentum_universe
 from autostrat.data.universe import Universe
-from autostrat.lang.check import load
+from autostrat.lang.check import load as load_checked
+
 from autostrat.resources import examples_dir
 from autostrat.sim.portfolio import portfolio_nb
 from autostrat.sim.portfolio_backtest import backtest_portfolio
 from autostrat.tape.portfolio_eval import cross_section, evaluate_scores
 from autostrat.tape.xsection import XS_CODE
+
+
+def load(text: str):
+    """Parse and check where portfolio strategies are allowed."""
+    return load_checked(text, portfolio=True)
+
 
 MOMENTUM = examples_dir() / "portfolio" / "momentum_12_1.strat"
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import pytest
 
 from autostrat.errors import StrategyError
-from autostrat.lang.check import load
+from autostrat.lang.check import load as load_checked
+
 from autostrat.lang.fmt import canonical_hash, fmt
 from autostrat.lang.parse import parse
 from autostrat.lang.portfolio import PortfolioSpec, Side
 from autostrat.lang.registry import BUILTINS
 from autostrat.resources import examples_dir
+
+
+def load(text: str):
+    """Parse and check where portfolio strategies are allowed."""
+    return load_checked(text, portfolio=True)
+
 
 PORTFOLIO = """\
 # hypothesis: winners keep winning
@@ -110,3 +117,16 @@ def test_cross_sectional_builtins_only_in_portfolios(func):
 def test_single_asset_strategies_are_unchanged():
     typed = load("buy when close > open\nsell when close < open")
     assert typed.portfolio is None and set(typed.rules) == {"buy", "sell"}
+
+
+def test_a_portfolio_strategy_is_refused_where_one_market_is_expected():
+    import autostrat
+
+    with pytest.raises(StrategyError) as exc:
+        load_checked(PORTFOLIO)
+    d = exc.value.diagnostics[0]
+    assert "this is a portfolio strategy; here a single-market strategy" in d.message and d.line == 7
+    with pytest.raises(StrategyError, match="this is a portfolio strategy"):
+        autostrat.backtest(PORTFOLIO, "synthetic:bars=300")
+    with pytest.raises(StrategyError, match="this is a portfolio strategy"):
+        autostrat.backtest(load(PORTFOLIO), "synthetic:bars=300")

@@ -55,7 +55,7 @@ def cmd_backtest(args) -> int:
     s = _settings(args)
     output_path(args.plot, "--plot")
     periods = ALL_PERIODS if args.test else SEARCH_PERIODS
-    typed = load_strategy(Path(args.file))
+    typed = load_strategy(Path(args.file), portfolio=True)
     if typed.portfolio is not None:
         return backtest_portfolio_cmd(args, s, typed, periods)
     market = load_data_from_args(args, s)

@@ -23,7 +23,7 @@ def cmd_check(args) -> int:
     bad = 0
     for path in args.files:
         try:
-            typed = check(parse(read_source(path), path))
+            typed = check(parse(read_source(path), path), portfolio=True)
         except StrategyError as exc:
             print(exc.format(), file=sys.stderr)
             bad += 1

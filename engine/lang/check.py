@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from autostrat.errors import Diagnostic, StrategyError
 from autostrat.lang import nodes as N
 from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, MAX_STATEMENTS
-from autostrat.lang.portfolio import PortfolioSpec, check_portfolio, cross_sectional_misuse
+from autostrat.lang.portfolio import PortfolioSpec, check_portfolio, cross_sectional_misuse, not_here
 from autostrat.lang.registry import BOOL, BUILTINS, KEYWORDS, MAX_LOOKBACK, NUM, SERIES, lookback
 
 _UNKNOWN = "unknown"  # the type of an expression already reported, to avoid cascades
@@ -42,8 +42,9 @@ class TypedProgram:
 
 
 class _Checker:
-    def __init__(self, program: N.Program, max_lookback: int):
+    def __init__(self, program: N.Program, max_lookback: int, portfolio: bool = False):
         self.program = program
+        self.portfolio = portfolio
         self.max_lookback = max_lookback
         self.lines = program.source.split("\n") if program.source else []
         self.diags: list[Diagnostic] = []
@@ -108,6 +109,8 @@ class _Checker:
         # A missing rule has no place in the text: point below the last line, where it would go.
         content = [i for i, text in enumerate(self.lines, 1) if text.strip()]
         end = N.Span(content[-1] + 1 if content else 1, 1)
+        if prog.is_portfolio and not self.portfolio:
+            not_here(self, portfolio_stmts[0])
         if prog.is_portfolio:
             spec = check_portfolio(self, portfolio_stmts, rule_stmts, exit_stmts, end)
             if self.diags:
@@ -396,13 +399,17 @@ def _num(n: N.Num) -> str:
     return text + ("%" if n.percent else "")
 
 
-def check(program: N.Program, max_lookback: int = MAX_LOOKBACK) -> TypedProgram:
-    """Check a parsed program; return the TypedProgram or raise StrategyError with every problem."""
-    return _Checker(program, max_lookback).run()
+def check(program: N.Program, max_lookback: int = MAX_LOOKBACK, portfolio: bool = False) -> TypedProgram:
+    """Check a parsed program; return the TypedProgram or raise StrategyError with every problem.
+
+    A portfolio strategy passes only with `portfolio=True`, where its caller can evaluate one (on
+    a universe); elsewhere its hold statement is an error that says so.
+    """
+    return _Checker(program, max_lookback, portfolio).run()
 
 
-def load(text: str, path: str | None = None, max_lookback: int = MAX_LOOKBACK) -> TypedProgram:
+def load(text: str, path: str | None = None, max_lookback: int = MAX_LOOKBACK, portfolio: bool = False) -> TypedProgram:
     """Parse and check in one call."""
     from autostrat.lang.parse import parse
 
-    return check(parse(text, path), max_lookback)
+    return check(parse(text, path), max_lookback, portfolio)

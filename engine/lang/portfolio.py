@@ -13,7 +13,9 @@ The rule: a program with a `hold`, `rebalance` or `weight` statement is a portfo
 has one or two `hold` statements (at most one per side), exactly one `rebalance`, at most one
 `weight` (equal when absent), and no `buy/sell/short/cover` rules or exits: the holds are its
 rules. Cross-sectional built-ins (registry group "cross-sectional") are allowed only here.
-`_Checker` (check.py) calls `check_portfolio` with itself, so the names and their types come
+Only callers that can evaluate one on a universe accept it (`check(..., portfolio=True)`): the
+search, bulk runs and the single-market backtest see an error instead. `_Checker` (check.py)
+calls `check_portfolio` with itself, so the names and their types come
 from the one checker.
 """
 
@@ -111,6 +113,13 @@ def check_portfolio(ck, statements: list, rule_stmts: dict, exit_stmts: list, en
     if len(ck.diags) > before or every is None:
         return None
     return PortfolioSpec(resolved.get("long"), resolved.get("short"), every, weight_by, cap)
+
+
+def not_here(ck, stmt) -> None:
+    """The error for a portfolio strategy where a single-market strategy is expected."""
+    ck.error(stmt.span, "this is a portfolio strategy; here a single-market strategy with buy and sell rules is "
+             "expected", "backtest a portfolio strategy on a universe: autostrat backtest FILE --data SPY,QQQ,IWM "
+             "(or autostrat.backtest_portfolio)")
 
 
 def cross_sectional_misuse(ck, call: N.Call) -> None:

@@ -89,7 +89,7 @@ def backtest_portfolio(strategy, data="synthetic-universe", settings: Settings |
     """Backtest a portfolio strategy (text, a .strat path, a Program or a TypedProgram) on a universe."""
     s = resolve_settings(settings, dict(commission_bps=commission_bps, slippage_bps=slippage_bps,
                                         initial_capital=initial_capital))
-    typed = load_strategy(strategy)
+    typed = load_strategy(strategy, portfolio=True)
     if typed.portfolio is None:
         raise AutostratError(f"{typed.program.path}: error: not a portfolio strategy (it has no `hold` statement); "
                              "backtest it with autostrat.backtest on a market or a universe")
