@@ -343,3 +343,14 @@ def test_a_universe_spec_loads_on_one_calendar():
     p = load_panel("synthetic:seed=1..3,bars=300")
     assert p.close.shape == (3, 300) and not np.isnan(p.close).any()
     assert p.names == ("synthetic:seed=1,bars=300", "synthetic:seed=2,bars=300", "synthetic:seed=3,bars=300")
+
+
+def test_a_cross_sectional_call_of_a_constant_ties_every_asset():
+    p = random_panel(4, assets=5, bars=30)
+    typed = load("param k = 2\nscore = rank(5) + percentile(k) + demean(close) * 0\n"
+                 "hold long top 20% by score\nrebalance every 5 bars\n")
+    got = evaluate_scores(typed, p)["score"]
+    count = np.isfinite(p.close).sum(axis=0)
+    # everyone shares the mean rank (m + 1) / 2, and the percentile (m + 1) / 2 / m
+    want = np.where(np.isfinite(p.close), (count + 1) / 2 + (count + 1) / 2 / count, np.nan)
+    np.testing.assert_allclose(got, want, rtol=1e-12)

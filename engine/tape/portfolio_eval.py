@@ -65,6 +65,8 @@ class _Scores:
                 found.append(e)
         elif isinstance(e, N.Name):
             self.pure_roots(self.typed.bindings[e.id], found)
+        elif isinstance(e, N.Call) and BUILTINS[e.func].cross_sectional:
+            self.pure_roots(e.args[0], found)  # a constant too (`rank(5)`): the kernel reads its values
         else:
             for k in N.children(e):
                 if not _constant(k, self.typed):
