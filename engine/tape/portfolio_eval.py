@@ -28,8 +28,7 @@ from autostrat.lang.check import TypedProgram
 from autostrat.lang.registry import BOOL, BUILTINS
 from autostrat.tape.compile import compile_many
 from autostrat.tape.kernel_table import kernel_table
-from autostrat.tape.vm import run_tape_nb
-from autostrat.tape.xsection import XS_CODE, xsection_nb
+from autostrat.tape.xsection import XS_CODE, run_assets_nb, xsection_nb
 
 _SLOTS = ("open", "high", "low")  # the registers a stage-3 node's operands stand in
 
@@ -39,7 +38,9 @@ class _Scores:
         self.typed = typed
         self.panel = panel
         self.present = np.isfinite(panel.close)
-        self.rows = [np.flatnonzero(self.present[a]) for a in range(panel.n_assets)]
+        rows = [np.flatnonzero(self.present[a]) for a in range(panel.n_assets)]
+        self.flat_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
         self._xs: dict[int, bool] = {}
         self._named: dict[str, np.ndarray] = {}
         self._done: dict[int, np.ndarray] = {}
@@ -129,20 +130,10 @@ class _Scores:
         typed = self.typed
         programs = [dataclasses.replace(typed, rules={"buy": e}, exits={}, warmup=0, portfolio=None) for e in exprs]
         tape = compile_many(programs)
-        kernels = kernel_table(tape.code)
-        regs_out = tape.outputs[:, 0]
-        outs = [np.full(self.panel.close.shape, np.nan) for _ in exprs]
-        n = self.panel.close.shape[1]
-        for a, rows in enumerate(self.rows):
-            if rows.size == 0:
-                continue
-            # An asset with every bar reads its rows in place; one with gaps, its own bars gathered.
-            at = slice(None) if rows.size == n else rows
-            regs = run_tape_nb(tape.code, tape.consts, tape.n_regs, kernels, open_[a, at], high[a, at],
-                               low[a, at], close[a, at], volume[a, at])
-            for out, reg in zip(outs, regs_out):
-                out[a, at] = regs[reg]
-        return outs
+        out = np.full((len(exprs), *self.panel.close.shape), np.nan)
+        run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), open_, high, low, close, volume,
+                      self.offsets, self.flat_rows, np.ascontiguousarray(tape.outputs[:, 0]), out)
+        return list(out)
 
 
 def cross_section(func: str, x: np.ndarray) -> np.ndarray:

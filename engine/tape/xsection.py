@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba import njit
 
+from autostrat.tape.vm import run_tape_nb
+
 # The kernels by built-in name, in the registry's order; `xsection_nb` dispatches on the number.
 XS_CODE = {"rank": 0, "percentile": 1, "demean": 2, "standardize": 3}
 
@@ -84,3 +86,34 @@ def xsection_nb(kind, x, out):
             continue
         for i in range(m):
             out[t, where[i]] = (values[i] - mean) / std
+
+
+@njit(cache=True)
+def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, offsets, rows, out_regs, out):
+    """Run a tape on every asset's own bars: asset a's are rows[offsets[a]:offsets[a + 1]].
+
+    The inputs are assets x bars; out[k, a, bar] receives register out_regs[k] (NaN stays where
+    the asset has no bar). One compiled loop: no Python between the assets.
+    """
+    for a in range(offsets.shape[0] - 1):
+        idx = rows[offsets[a]:offsets[a + 1]]
+        m = idx.shape[0]
+        if m == 0:
+            continue
+        o = np.empty(m)
+        h = np.empty(m)
+        lo = np.empty(m)
+        c = np.empty(m)
+        v = np.empty(m)
+        for j in range(m):
+            t = idx[j]
+            o[j] = open_[a, t]
+            h[j] = high[a, t]
+            lo[j] = low[a, t]
+            c[j] = close[a, t]
+            v[j] = volume[a, t]
+        regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v)
+        for k in range(out_regs.shape[0]):
+            r = out_regs[k]
+            for j in range(m):
+                out[k, a, idx[j]] = regs[r, j]
