@@ -28,10 +28,11 @@ from autostrat.lang.fmt import canonical_hash, fmt  # noqa: E402
 from autostrat.lang.parse import parse  # noqa: E402
 from autostrat.data.load import load_universe  # noqa: E402
 from autostrat.data.universe import Universe  # noqa: E402
+from autostrat.sim.portfolio_backtest import PortfolioResult, backtest_portfolio  # noqa: E402
 
 __all__ = [
-    "AutostratError", "DataError", "Market", "Result", "Settings", "StrategyError", "Tape",
-    "TypedProgram", "Universe", "UniverseResult", "across_assets_frame", "backtest", "canonical_hash",
+    "AutostratError", "DataError", "Market", "PortfolioResult", "Result", "Settings", "StrategyError", "Tape",
+    "TypedProgram", "Universe", "UniverseResult", "across_assets_frame", "backtest", "backtest_portfolio", "canonical_hash",
     "check", "compile", "compile_many", "evaluate_many", "fmt", "load_market", "load_strategy",
     "load_universe", "parse", "sweep",
 ]

@@ -50,7 +50,9 @@ _SIGNED = st.integers(-1000, 1000).map(float) | st.floats(-1000, 1000, allow_nan
 _BOOLS = st.booleans()
 _LAGS = st.integers(0, 5) | st.sampled_from([0, 1, 250, MAX_LOOKBACK])
 _WINDOWS = st.integers(1, 60) | st.integers(1, MAX_LOOKBACK)
-_BY_RESULT = {kind: sorted(n for n, b in BUILTINS.items() if b.result == kind) for kind in (NUM, BOOL)}
+# Single-asset programs: the cross-sectional built-ins belong to portfolio strategies.
+_BY_RESULT = {kind: sorted(n for n, b in BUILTINS.items() if b.result == kind and not b.cross_sectional)
+              for kind in (NUM, BOOL)}
 
 
 def _pick(draw, seq):

@@ -58,8 +58,18 @@ def test_builtin_warmup(call, warmup):
     assert warmup_of(call) == warmup
 
 
+# Cross-sectional built-ins add no warm-up of their own; they exist only in portfolio strategies.
+PORTFOLIO_WARMUPS = [("rank(sma(close, 10))", 9), ("percentile(roc(close, 5))", 5), ("demean(close[3])", 3),
+                     ("standardize(volume)", 0)]
+
+
+@pytest.mark.parametrize("call, warmup", PORTFOLIO_WARMUPS, ids=[c for c, _ in PORTFOLIO_WARMUPS])
+def test_cross_sectional_builtin_warmup(call, warmup):
+    assert checked(f"s = {call}\nhold long top 10% by s\nrebalance every 5 bars\n", portfolio=True).warmup == warmup
+
+
 def test_the_warmup_table_covers_every_builtin():
-    assert {c.split("(")[0] for c, _ in WARMUPS} == set(BUILTINS)
+    assert {c.split("(")[0] for c, _ in WARMUPS + PORTFOLIO_WARMUPS} == set(BUILTINS)
 
 
 @pytest.mark.parametrize("call, warmup", [

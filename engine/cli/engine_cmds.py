@@ -9,6 +9,7 @@ from pathlib import Path
 
 from autostrat.cli.common import (add_data_options, add_split_options, load_data_from_args, output_path,
                                   settings_from_args, write_output)
+from autostrat.cli.portfolio_cmd import backtest_portfolio_cmd
 from autostrat.data.universe import ACROSS, Universe
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, AutostratError, StrategyError
 from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold, load_strategy
@@ -53,8 +54,11 @@ def _settings(args):
 def cmd_backtest(args) -> int:
     s = _settings(args)
     output_path(args.plot, "--plot")
-    market = load_data_from_args(args, s)
     periods = ALL_PERIODS if args.test else SEARCH_PERIODS
+    typed = load_strategy(Path(args.file), portfolio=True)
+    if typed.portfolio is not None:
+        return backtest_portfolio_cmd(args, s, typed, periods)
+    market = load_data_from_args(args, s)
     if isinstance(market, Universe):
         return _backtest_universe(args, s, market, periods)
     result = backtest(Path(args.file), market, s, periods=periods)

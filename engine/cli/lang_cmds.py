@@ -23,13 +23,13 @@ def cmd_check(args) -> int:
     bad = 0
     for path in args.files:
         try:
-            typed = check(parse(read_source(path), path))
+            typed = check(parse(read_source(path), path), portfolio=True)
         except StrategyError as exc:
             print(exc.format(), file=sys.stderr)
             bad += 1
             continue
         if not args.quiet:
-            rules = ", ".join(typed.rules)
+            rules = "portfolio" if typed.portfolio else ", ".join(typed.rules)
             print(f"{path}: ok ({rules}; warm-up {typed.warmup} bars)")
     if bad:
         print(f"{bad} of {len(args.files)} file{'s' if len(args.files) != 1 else ''} failed the check",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from autostrat.errors import Diagnostic, StrategyError
 from autostrat.lang import nodes as N
 from autostrat.lang.parse import MAX_DEPTH, MAX_NODES, MAX_STATEMENTS
+from autostrat.lang.portfolio import PortfolioSpec, check_portfolio, cross_sectional_misuse, not_here
 from autostrat.lang.registry import BOOL, BUILTINS, KEYWORDS, MAX_LOOKBACK, NUM, SERIES, lookback
 
 _UNKNOWN = "unknown"  # the type of an expression already reported, to avoid cascades
@@ -32,6 +33,7 @@ class TypedProgram:
     warmup: int  # bars before every rule can be valid; rules are ignored before it
     max_lookback: int = MAX_LOOKBACK
     param_values: dict[str, float] = field(default_factory=dict)
+    portfolio: PortfolioSpec | None = None  # a portfolio strategy's holds (then `rules` is empty)
 
     @property
     def name(self) -> str:
@@ -40,8 +42,9 @@ class TypedProgram:
 
 
 class _Checker:
-    def __init__(self, program: N.Program, max_lookback: int):
+    def __init__(self, program: N.Program, max_lookback: int, portfolio: bool = False):
         self.program = program
+        self.portfolio = portfolio
         self.max_lookback = max_lookback
         self.lines = program.source.split("\n") if program.source else []
         self.diags: list[Diagnostic] = []
@@ -71,6 +74,8 @@ class _Checker:
         rules: dict[str, N.Expr] = {}
         rule_stmts: dict[str, N.Rule] = {}
         exits: dict[str, float] = {}
+        exit_stmts: list[N.Exit] = []
+        portfolio_stmts: list = []
         names_seen = 0
         for stmt in prog.statements:
             if isinstance(stmt, N.StrategyName):
@@ -97,10 +102,22 @@ class _Checker:
                 if stmt.kind in exits:
                     self.error(stmt.span, f"second `{stmt.kind}` exit; a strategy has at most one of each")
                     continue
+                exit_stmts.append(stmt)
                 exits[stmt.kind] = self.exit(stmt)
+            elif isinstance(stmt, N.PORTFOLIO_STATEMENTS):
+                portfolio_stmts.append(stmt)
         # A missing rule has no place in the text: point below the last line, where it would go.
         content = [i for i, text in enumerate(self.lines, 1) if text.strip()]
         end = N.Span(content[-1] + 1 if content else 1, 1)
+        if prog.is_portfolio and not self.portfolio:
+            not_here(self, portfolio_stmts[0])
+        if prog.is_portfolio:
+            spec = check_portfolio(self, portfolio_stmts, rule_stmts, exit_stmts, end)
+            if self.diags:
+                raise StrategyError(self.diags)
+            warmup = max(self.lookbacks.get(name, 0) for name in spec.scores)
+            return TypedProgram(prog, self.params, self.bindings, self.types, {}, {}, warmup, self.max_lookback,
+                                {k: p.value.value for k, p in self.params.items()}, spec)
         for kind in ("buy", "sell"):
             if kind not in rules:
                 self.error(end, f"missing `{kind} when` rule",
@@ -271,6 +288,8 @@ class _Checker:
             for a in e.args:
                 self._type(a)
             return _UNKNOWN
+        if b.cross_sectional and not self.program.is_portfolio:
+            cross_sectional_misuse(self, e)
         if len(e.args) != len(b.params):
             self.error(e.span, f"{e.func} takes {len(b.params)} argument{'s' if len(b.params) != 1 else ''} "
                        f"({', '.join(b.params)}), got {len(e.args)}", f"usage: {b.signature}")
@@ -380,13 +399,17 @@ def _num(n: N.Num) -> str:
     return text + ("%" if n.percent else "")
 
 
-def check(program: N.Program, max_lookback: int = MAX_LOOKBACK) -> TypedProgram:
-    """Check a parsed program; return the TypedProgram or raise StrategyError with every problem."""
-    return _Checker(program, max_lookback).run()
+def check(program: N.Program, max_lookback: int = MAX_LOOKBACK, portfolio: bool = False) -> TypedProgram:
+    """Check a parsed program; return the TypedProgram or raise StrategyError with every problem.
+
+    A portfolio strategy passes only with `portfolio=True`, where its caller can evaluate one (on
+    a universe); elsewhere its hold statement is an error that says so.
+    """
+    return _Checker(program, max_lookback, portfolio).run()
 
 
-def load(text: str, path: str | None = None, max_lookback: int = MAX_LOOKBACK) -> TypedProgram:
+def load(text: str, path: str | None = None, max_lookback: int = MAX_LOOKBACK, portfolio: bool = False) -> TypedProgram:
     """Parse and check in one call."""
     from autostrat.lang.parse import parse
 
-    return check(parse(text, path), max_lookback)
+    return check(parse(text, path), max_lookback, portfolio)

@@ -96,6 +96,13 @@ def statement(s: N.Statement) -> str:
         return f"{s.kind} when {expr(s.expr)}"
     if isinstance(s, N.Exit):
         return f"{s.kind} {expr(s.value)}"
+    if isinstance(s, N.Hold):
+        return f"hold {s.side} {s.edge} {number(s.fraction)} by {s.by.id}"
+    if isinstance(s, N.Rebalance):
+        return f"rebalance every {expr(s.every)} bars"
+    if isinstance(s, N.Weight):
+        text = f"weight by {s.by.id}" if s.by is not None else "weight equal"
+        return text + (f" capped at {number(s.cap)}" if s.cap is not None else "")
     raise TypeError(f"not a statement: {s!r}")
 
 
@@ -174,4 +181,12 @@ def canonical_hash(program: N.Program) -> str:
         elif isinstance(s, N.Exit):
             value = params.get(s.value.id, s.value.id) if isinstance(s.value, N.Name) else s.value.value
             parts.append(f"{s.kind}:{_value(value) if isinstance(value, float) else value}")
+        elif isinstance(s, N.Hold):
+            parts.append(f"hold:{s.side}:{s.edge}:{_value(s.fraction.value)}:{h(s.by)}")
+        elif isinstance(s, N.Rebalance):
+            every = params.get(s.every.id, s.every.id) if isinstance(s.every, N.Name) else s.every.value
+            parts.append(f"rebalance:{_value(every) if isinstance(every, float) else every}")
+        elif isinstance(s, N.Weight) and (s.by is not None or s.cap is not None):  # `weight equal` is the default
+            by = h(s.by) if s.by is not None else "equal"
+            parts.append(f"weight:{by}:{_value(s.cap.value) if s.cap is not None else 'none'}")
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:20]

@@ -36,8 +36,11 @@ from autostrat.resources import grammar_path
 
 FORMATS = ("gbnf", "lark")
 _STATEMENT = "statement"
-# Alternatives the grammar has only to give a better error message.
-_ERROR_ALIASES = frozenset({"negative_lag"})
+# Alternatives the export leaves out: the grammar has `negative_lag` only to give a better error
+# message; the portfolio statements' shapes (runs of names the parser then reads word by word)
+# would let a model write runs of names that are no statement, and the search writes
+# single-asset strategies.
+_ERROR_ALIASES = frozenset({"negative_lag", "portfolio"})
 # Terminals narrowed to what the parser's transformer accepts: a whole number of bars in a lag;
 # a number whose magnitude cannot pass MAX_NUMBER (fmt writes no positive exponent), and none
 # small enough to underflow to 0 (the smallest is 1e-16 x 1e-307; the parser refuses a 0 so written).

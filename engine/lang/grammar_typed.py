@@ -153,6 +153,8 @@ class _Builder:
         deepest = level == self.b.levels - 1
         groups: dict[tuple[str, ...], list[str]] = {}
         for f in BUILTINS.values():
+            if f.cross_sectional:  # portfolio programs only; this grammar writes single-asset ones
+                continue
             if (f.result == BOOL) != (result == "c"):
                 continue
             if deepest and "x" in f.kinds or level > 0 and "c" in f.kinds:  # if_else, bars_since: top level

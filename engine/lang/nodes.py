@@ -222,7 +222,45 @@ class Exit(_Stmt):
     blank_before: bool = field(default=False, compare=False, repr=False)
 
 
-Statement = Union[StrategyName, Param, Assign, Rule, Exit]
+@dataclass(frozen=True)
+class Hold(_Stmt):
+    """`hold long|short top|bottom P% by NAME`: a portfolio side, the assets ranked by NAME."""
+
+    side: str  # long | short
+    edge: str  # top | bottom
+    fraction: Num
+    by: Name
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    comments: tuple[str, ...] = _layout()
+    trailing: str = field(default="", compare=False, repr=False)
+    blank_before: bool = field(default=False, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Rebalance(_Stmt):
+    """`rebalance every N bars`; N may be a param."""
+
+    every: Num | Name
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    comments: tuple[str, ...] = _layout()
+    trailing: str = field(default="", compare=False, repr=False)
+    blank_before: bool = field(default=False, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Weight(_Stmt):
+    """`weight equal` or `weight by NAME`, optionally `capped at P%`."""
+
+    by: Name | None = None  # None: equal weights
+    cap: Num | None = None
+    span: Span = field(default=NO_SPAN, compare=False, repr=False)
+    comments: tuple[str, ...] = _layout()
+    trailing: str = field(default="", compare=False, repr=False)
+    blank_before: bool = field(default=False, compare=False, repr=False)
+
+
+Statement = Union[StrategyName, Param, Assign, Rule, Exit, Hold, Rebalance, Weight]
+PORTFOLIO_STATEMENTS = (Hold, Rebalance, Weight)
 
 RULE_KINDS = ("buy", "sell", "short", "cover")
 EXIT_KINDS = ("stop_loss", "take_profit", "trailing_stop", "max_hold")
@@ -263,6 +301,11 @@ class Program:
     def exits(self) -> dict[str, Exit]:
         """The exit statements by kind."""
         return {s.kind: s for s in self.statements if isinstance(s, Exit)}
+
+    @property
+    def is_portfolio(self) -> bool:
+        """Whether the program is a portfolio strategy (it has a hold, rebalance or weight statement)."""
+        return any(isinstance(s, PORTFOLIO_STATEMENTS) for s in self.statements)
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:

@@ -22,6 +22,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from autostrat.errors import Diagnostic, StrategyError
 from autostrat.lang import nodes as N
+from autostrat.lang.registry import KEYWORDS
 from autostrat.resources import grammar_path
 
 # Limits: each gives a clean error; none is reached through Python recursion.
@@ -121,6 +122,70 @@ def _number(tok: Token) -> N.Num:
     return N.Num(literal, percent, span=_span_of([tok]))
 
 
+# The portfolio statements, word by word: a set of words, or "number", "name", "number or name".
+_HOLD = ({"long", "short"}, {"top", "bottom"}, "number", {"by"}, "name")
+_PORTFOLIO_FORMS = {
+    "hold": ("hold long top 10% by score", {"": _HOLD}),
+    "rebalance": ("rebalance every 21 bars", {"": ({"every"}, "number or name", {"bars"})}),
+    "weight": ("weight equal, or weight by NAME, either optionally followed by capped at 10%",
+               {"equal": ({"equal"},), "by": ({"by"}, "name"), "equal capped": ({"equal"}, {"capped"}, {"at"}, "number"),
+                "by capped": ({"by"}, "name", {"capped"}, {"at"}, "number")}),
+}
+
+
+def _portfolio(tokens: list[Token]):
+    """A hold, rebalance or weight statement from the names and numbers the grammar read."""
+    first = tokens[0]
+    if str(first) not in _PORTFOLIO_FORMS:
+        raise _Fail(*_unknown_statement(str(first), first.line, first.column))
+    usage, forms = _PORTFOLIO_FORMS[str(first)]
+    rest = tokens[1:]
+    key = ""
+    if str(first) == "weight":  # which of its forms: by the word after it, and whether a cap follows
+        lead = str(rest[0])
+        if lead not in ("equal", "by"):
+            raise _Fail(f"unexpected '{lead}' (expected 'equal' or 'by')", rest[0].line, rest[0].column, f"write {usage}")
+        key = lead
+        key += " capped" if len(rest) > (2 if key == "by" else 1) else ""
+    form = forms[key]
+    for i, want in enumerate(form):
+        if i >= len(rest):
+            last = tokens[-1]
+            raise _Fail("the statement ends too early", last.line, last.end_column, f"write {usage}")
+        tok = rest[i]
+        is_number = tok.type == "NUMBER"
+        if want == "number" and is_number or want == "name" and not is_number or want == "number or name":
+            continue
+        if isinstance(want, set) and not is_number and str(tok) in want:
+            continue
+        expected = {"number": "a number", "name": "a name"}.get(want) if isinstance(want, str) else (
+            " or ".join(f"'{w}'" for w in sorted(want, key=lambda w: (w not in ("long", "top", "equal"), w))))
+        raise _Fail(f"unexpected '{tok}' (expected {expected})", tok.line, tok.column, f"write {usage}")
+    if len(rest) > len(form):
+        tok = rest[len(form)]
+        raise _Fail(f"unexpected '{tok}' (expected the end of the statement)", tok.line, tok.column, f"write {usage}")
+    span = _span_of(tokens)
+    word = str(first)
+    if word == "hold":
+        side, edge, fraction, _, name = rest
+        return N.Hold(str(side), str(edge), _number(fraction), N.Name(str(name), span=_span_of([name])), span=span)
+    if word == "rebalance":
+        every = rest[1]
+        value = _number(every) if every.type == "NUMBER" else N.Name(str(every), span=_span_of([every]))
+        return N.Rebalance(value, span=span)
+    by = N.Name(str(rest[1]), span=_span_of([rest[1]])) if str(rest[0]) == "by" else None
+    cap = _number(rest[-1]) if rest[-1].type == "NUMBER" else None
+    return N.Weight(by, cap, span=span)
+
+
+def _unknown_statement(word: str, line: int, column: int) -> tuple[str, int, int, str]:
+    """(message, line, column, hint) for a line that starts with a word no statement starts with."""
+    near = difflib.get_close_matches(word, _STATEMENT_WORDS, n=1)
+    hint = f"did you mean '{near[0]}'?" if near else (
+        "a line is `strategy \"...\"`, `param NAME = N`, `NAME = expr`, `buy when ...`, `sell when ...` or an exit")
+    return f"unknown statement starting with '{word}'", line, column, hint
+
+
 class _Build(Transformer):
     """One method per grammar alias, each building the node of the same name."""
 
@@ -140,6 +205,9 @@ class _Build(Transformer):
 
     def exit(self, c):
         return N.Exit(str(c[0]), c[1], span=_span_of(c))
+
+    def portfolio(self, c):
+        return _portfolio([t for t in c if t is not None])
 
     def pos(self, c):
         return _number(c[0])
@@ -434,7 +502,7 @@ def _expected(exc, parser) -> str:
 
 
 _STATEMENT_WORDS = ["strategy", "param", "buy", "sell", "short", "cover", "stop_loss", "take_profit",
-                    "trailing_stop", "max_hold"]
+                    "trailing_stop", "max_hold", "hold", "rebalance", "weight"]
 
 
 _NO_POWER = "'%s' is not an operator; there is no power operator"
@@ -442,6 +510,16 @@ _NO_POWER_HINT = "write x * x for a square, or exp(k * log(x)) for x to the powe
 
 
 def _explain(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError:
+    err = _explain_input(exc, path, lines)
+    d = err.diagnostics[0]
+    head = re.match(r"\s*([A-Za-z_]\w*)\s*(=?)", d.source_line)
+    if head and not head.group(2) and head.group(1) in _PORTFOLIO_FORMS:  # the statement's own form helps most
+        d = dataclasses.replace(d, hint=f"write {_PORTFOLIO_FORMS[head.group(1)][0]}")
+        return StrategyError(d)
+    return err
+
+
+def _explain_input(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError:
     parser = _parser()
     line, col = exc.line if exc.line > 0 else len(lines), exc.column if exc.column > 0 else 1
     raw = lines[line - 1] if 0 < line <= len(lines) else ""
@@ -498,12 +576,12 @@ def _explain(exc: UnexpectedInput, path: str, lines: list[str]) -> StrategyError
             if before.endswith("=") and len(words) == 2:
                 return _error(path, lines, "'==' compares two values; to bind a name write one '='", line, col - 1,
                               f"e.g. {words[0]} = close - open; a condition belongs in a rule: buy when ...")
-        if "EQUAL" in expected and len(expected) == 1 and len(words) == 1 and words[0] != "param":
-            near = difflib.get_close_matches(words[0], _STATEMENT_WORDS, n=1)
-            hint = f"did you mean '{near[0]}'?" if near else (
-                "a line is `strategy \"...\"`, `param NAME = N`, `NAME = expr`, `buy when ...`, `sell when ...` or an exit")
-            return _error(path, lines, f"unknown statement starting with '{words[0]}'", line,
-                          len(raw) - len(raw.lstrip()) + 1, hint)
+        # A line of names that is no statement: the grammar reads names after a first one only for the
+        # portfolio statements, so any other first word not followed by `=` is an unknown statement.
+        head = re.match(r"\s*([A-Za-z_]\w*)\s*(=?)", raw)
+        if (head and not head.group(2) and head.group(1) not in _STATEMENT_WORDS and head.group(1) not in KEYWORDS
+                and head.end(1) < col):
+            return _error(path, lines, *_unknown_statement(head.group(1), line, head.start(1) + 1))
         if before.endswith("["):
             return _error(path, lines, "a lag must be a whole number literal, like x[1]", line, col,
                           "the number of bars back cannot be a name or an expression")

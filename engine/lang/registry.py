@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NUM = "number"
+CROSS_SECTIONAL = "cross-sectional"
 BOOL = "boolean"
 SERIES = ("open", "high", "low", "close", "volume")
 MAX_LOOKBACK = 2520  # ten years of daily bars
@@ -36,6 +37,11 @@ class Builtin:
     @property
     def signature(self) -> str:
         return f"{self.name}({', '.join(self.params)})"
+
+    @property
+    def cross_sectional(self) -> bool:
+        """Computed across a universe's assets at each bar (portfolio strategies only), not along time."""
+        return self.group == CROSS_SECTIONAL
 
     @property
     def windows(self) -> tuple[int, ...]:
@@ -107,6 +113,11 @@ _TABLE: list[tuple[str, str, str, str, str]] = [
     ("events", "cross_above(x, y)", BOOL, "1", "x > y on this bar and x[1] <= y[1]; false when any of the four is NaN"),
     ("events", "cross_below(x, y)", BOOL, "1", "x < y on this bar and x[1] >= y[1]; false when any of the four is NaN"),
     ("events", "bars_since(c)", NUM, "0", "bars since c was last true (0 on a bar where it is); NaN before it first is"),
+    # Across the assets that have a value at this bar (NaN: not in the universe that bar, or warming up).
+    (CROSS_SECTIONAL, "rank(x)", NUM, "0", "rank of x among the assets at this bar, 1 = lowest, ties share their mean rank"),
+    (CROSS_SECTIONAL, "percentile(x)", NUM, "0", "rank(x) / the number of assets with a value at this bar (0..1]"),
+    (CROSS_SECTIONAL, "demean(x)", NUM, "0", "x - the mean of x over the assets at this bar"),
+    (CROSS_SECTIONAL, "standardize(x)", NUM, "0", "demean(x) / the population deviation (ddof 0) of x over the assets at this bar; NaN when it is 0"),
 ]
 
 
@@ -120,7 +131,8 @@ def _build() -> dict[str, Builtin]:
 
 
 BUILTINS: dict[str, Builtin] = _build()
-GROUPS = ("averages", "statistics", "change", "oscillators", "volatility", "volume", "trend", "math", "events")
+GROUPS = ("averages", "statistics", "change", "oscillators", "volatility", "volume", "trend", "math", "events",
+          CROSS_SECTIONAL)
 
 # Words a strategy may not bind as names.
 KEYWORDS = frozenset(

@@ -68,6 +68,10 @@ PHRASES = {
     "cross_above": "{x} crosses above {y}",
     "cross_below": "{x} crosses below {y}",
     "bars_since": "the bars since {c} was last true",
+    "rank": "the rank of {x} among the universe's assets",
+    "percentile": "the percentile of {x} among the universe's assets",
+    "demean": "{x} less its mean over the universe's assets",
+    "standardize": "{x} standardized across the universe's assets",
 }
 COMPARE = {">": "is above", "<": "is below", ">=": "is at or above", "<=": "is at or below",
            "==": "equals", "!=": "differs from"}

@@ -45,25 +45,28 @@ def _is_file(text: str) -> bool:
 
 
 @lru_cache(maxsize=512)
-def _load_text(text: str, path: str) -> TypedProgram:
-    return check(parse(text, path))
+def _load_text(text: str, path: str, portfolio: bool = False) -> TypedProgram:
+    return check(parse(text, path), portfolio=portfolio)
 
 
-def load_strategy(strategy) -> TypedProgram:
+def load_strategy(strategy, portfolio: bool = False) -> TypedProgram:
     """A TypedProgram from source text, a file path, a Program or a TypedProgram.
 
     A Path, a one-line string ending in .strat, or a one-line string naming an existing file is
-    read as a file, whatever its extension; any other string is strategy text.
+    read as a file, whatever its extension; any other string is strategy text. A portfolio
+    strategy is refused unless `portfolio` (autostrat.lang.check.check).
     """
     if isinstance(strategy, TypedProgram):
+        if strategy.portfolio is not None and not portfolio:
+            return check(strategy.program)  # raises the checker's error
         return strategy
     if isinstance(strategy, N.Program):
-        return check(strategy)
+        return check(strategy, portfolio=portfolio)
     if isinstance(strategy, Path) or (isinstance(strategy, str) and "\n" not in strategy
                                       and (strategy.strip().endswith(".strat") or _is_file(strategy))):
-        return _load_text(read_text(strategy, "strategy"), str(strategy))
+        return _load_text(read_text(strategy, "strategy"), str(strategy), portfolio)
     if isinstance(strategy, str):
-        return _load_text(strategy, "<strategy>")
+        return _load_text(strategy, "<strategy>", portfolio)
     raise TypeError(f"expected strategy text, a .strat path, a Program or a TypedProgram, got {type(strategy).__name__}")
 
 

@@ -29,7 +29,9 @@ OPERATORS = {
 }
 
 _BASE = ["fill", "lag", "neg", "not", "add", "sub", "mul", "div", "lt", "le", "gt", "ge", "eq", "ne", "and", "or"]
-NAMES: tuple[str, ...] = tuple(_BASE + [name for name in BUILTINS])
+# Cross-sectional built-ins read every asset at once: they run between tapes (tape/xsection.py),
+# not in the single-asset VM, so they have no opcode.
+NAMES: tuple[str, ...] = tuple(_BASE + [name for name, b in BUILTINS.items() if not b.cross_sectional])
 CODE = {name: i for i, name in enumerate(NAMES)}
 
 # Python keywords cannot be namedtuple fields: `and`, `or`, `not` get a trailing underscore.
