@@ -23,7 +23,7 @@ from autostrat.data.market import Market
 from autostrat.data.universe import Universe, across_assets
 from autostrat.errors import AutostratError
 from autostrat.files import atomic_write
-from autostrat.honest.ledger import counts_line, lookup
+from autostrat.honest.ledger import lookup
 from autostrat.honest.red_flags import num as _num
 from autostrat.honest.red_flags import red_flags
 from autostrat.honest.robustness import robustness

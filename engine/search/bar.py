@@ -143,7 +143,7 @@ def parse_bar(text: str) -> Bar:
         if i + 2 >= len(tokens) or tokens[i + 2][0] != "number":
             where = tokens[i + 2][2] if i + 2 < len(tokens) else len(text) + 1
             _fail(text, where, f"expected a number after {name} {op}", "e.g. 0.5, -0.1, 1e-3 or 5%")
-        number, num_col = tokens[i + 2][1], tokens[i + 2][2]
+        number = tokens[i + 2][1]
         value = float(number[:-1]) / 100 if number.endswith("%") else float(number)
         clauses.append(Clause(name, op, value, f"{name} {op} {number}"))
         if len(clauses) > MAX_CLAUSES:
