@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from autostrat.sim.backtest import backtest
-from autostrat.sim.bulk import evaluate_many, parse_grid, sweep, sweep_programs
+from autostrat.sim.bulk import evaluate_many, sweep
+from autostrat.sim.grid import parse_grid, sweep_programs
 from autostrat.errors import AutostratError
 from autostrat.resources import examples_dir, example_path
 from autostrat.sim.metrics import METRIC_NAMES

@@ -8,7 +8,6 @@ function `autostrat.sim.evaluate.evaluate_arrays`, so an executor can map it ove
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from autostrat.config import Settings
