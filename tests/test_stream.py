@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from autostrat.cli import main
 from autostrat.data.load import load_data
