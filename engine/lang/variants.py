@@ -30,29 +30,41 @@ class ParamVariants:
         self.base = typed
         statements = typed.program.statements
         self._slot = {s.name: i for i, s in enumerate(statements) if isinstance(s, N.Param)}
-        self._exits = [s for s in statements if isinstance(s, N.Exit)]
         # the value-dependent checks, in the order the checker meets them
         self._sites: list[tuple] = []
         for stmt in statements:
             if isinstance(stmt, N.Param):
                 self._sites.append(("param", stmt.name, stmt.name))
             elif isinstance(stmt, (N.Assign, N.Rule)):
-                self._windows(stmt.expr)
+                self._windows(stmt.expr, self._sites)
             elif isinstance(stmt, N.Exit) and isinstance(stmt.value, N.Name):
                 self._sites.append(("exit", stmt.value.id, stmt))
+        # A warm-up term depends on the params of its own windows and the warm-ups of the names it
+        # reads: what keys its memo. Bindings first, in order, then the rules.
+        self._terms = []
+        for key, expr in [*typed.bindings.items(), *((None, e) for e in typed.rules.values())]:
+            sites: list[tuple] = []
+            self._windows(expr, sites)
+            names = sorted({n.id for n in _walk(expr) if isinstance(n, N.Name) and n.id in typed.bindings})
+            self._terms.append((key, expr, sorted({name for _, name, _ in sites}), names))
+        # Outcomes of checks and warm-up terms that passed, keyed by the ids of the param statements
+        # they read (a sweep builds each statement once per value, so they repeat). Each entry holds
+        # those statements, so an id in a key cannot be reused by another object while it is here.
+        # Cleared when it grows large.
+        self._memo: dict = {}
 
-    def _windows(self, e: N.Expr) -> None:
+    def _windows(self, e: N.Expr, into: list) -> None:
         if isinstance(e, N.Call):  # the checker's order: arguments left to right, depth first
             b = BUILTINS[e.func]
             for arg, pname, kind in zip(e.args, b.params, b.kinds):
                 if kind == "n":
                     if isinstance(arg, N.Name):
-                        self._sites.append(("window", arg.id, (arg, e.func, pname)))
+                        into.append(("window", arg.id, (arg, e.func, pname)))
                 elif kind != "k":
-                    self._windows(arg)
+                    self._windows(arg, into)
         else:
             for child in N.children(e):
-                self._windows(child)
+                self._windows(child, into)
 
     def __call__(self, params: dict[str, N.Param]) -> TypedProgram:
         base = self.base
@@ -62,21 +74,50 @@ class ParamVariants:
         program = dataclasses.replace(base.program, statements=tuple(statements))
         c = _Checker(program, base.max_lookback)
         c.params = {**base.params, **params}
+        memo = self._memo
+        if len(memo) > _MEMO_LIMIT:
+            memo.clear()
         exits = dict(base.exits)
-        for what, name, site in self._sites:
-            if name not in params:
+        for k, (what, name, site) in enumerate(self._sites):
+            p = params.get(name)
+            if p is None:
                 continue  # unchanged: it passed in the base program
-            if what == "param":
-                c.param_range(params[name])
-            elif what == "window":
-                c.window(*site)
-            else:
-                exits[site.kind] = c.exit(site)
+            hit = memo.get((k, id(p)))
+            if hit is None:
+                before = len(c.diags)
+                if what == "param":
+                    value = c.param_range(p)
+                elif what == "window":
+                    value = c.window(*site)
+                else:
+                    value = c.exit(site)
+                if len(c.diags) > before:
+                    continue  # failed: reported, never remembered
+                hit = memo[(k, id(p))] = (p, value)
+            if what == "exit":
+                exits[site.kind] = hit[1]
         if c.diags:
             raise StrategyError(c.diags)
         c.lookbacks = dict.fromkeys(c.params, 0)
-        for name, expr in base.bindings.items():  # in binding order, as `assign` computes them
-            c.lookbacks[name] = c.lookback(expr)
-        warmup = max(c.lookback(e) for e in base.rules.values())
+        warmup = 0
+        for key, expr, window_params, names in self._terms:
+            used = tuple(c.params[n] for n in window_params)
+            memo_key = (id(expr), *map(id, used), *(c.lookbacks[n] for n in names))
+            hit = memo.get(memo_key)
+            if hit is None:
+                hit = memo[memo_key] = (used, c.lookback(expr))
+            if key is None:
+                warmup = max(warmup, hit[1])
+            else:
+                c.lookbacks[key] = hit[1]
         return TypedProgram(program, c.params, base.bindings, base.types, base.rules, exits, warmup,
                             base.max_lookback, {k: p.value.value for k, p in c.params.items()})
+
+
+_MEMO_LIMIT = 100_000
+
+
+def _walk(e: N.Expr):
+    yield e
+    for child in N.children(e):
+        yield from _walk(child)
