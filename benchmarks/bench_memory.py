@@ -1,13 +1,13 @@
 """Peak memory and wall time of streamed sweeps and bulk runs, as the commands run them.
 
     python benchmarks/bench_memory.py                       # 1,000,000 variants, 100,000 files, 2 workers
-    python benchmarks/bench_memory.py --points 100000 --files 10000 --skip-dask
+    python benchmarks/bench_memory.py --points 100000 --files 10000 --where here --only sweep
 
 Runs, each in a subprocess writing every row to --out in a temporary folder:
   - `autostrat sweep` of sma_cross over a grid of --points variants (fast x slow) on the default
     synthetic market (6,750 bars);
   - `autostrat bulk` over --files generated strategy files (--files-from a list), same market;
-  - both again with `--scheduler local:N` (N = --workers), unless --skip-dask.
+  - both again with `--scheduler local:N` (N = --workers): `--where here|dask|both`.
 For each it prints the wall time, the peak RSS of the autostrat process itself, the peak of the
 sum over its whole process tree (sampled every 0.2 s; the Dask scheduler and workers included),
 and the rows written. Needs psutil (installed with the dask extra). Prints numbers; asserts nothing.
@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000, help="sweep grid points (a square fast x slow grid)")
     ap.add_argument("--files", type=int, default=100_000, help="strategy files for bulk")
     ap.add_argument("--workers", type=int, default=2, help="Dask workers for the cluster runs")
-    ap.add_argument("--skip-dask", action="store_true", help="only the in-process runs")
+    ap.add_argument("--where", choices=("here", "dask", "both"), default="both",
+                    help="in this process, on a local Dask cluster, or both (default)")
     ap.add_argument("--only", choices=("sweep", "bulk"), help="only one of the two commands")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "autostrat"]
@@ -93,7 +94,8 @@ def main() -> None:
             runs.append((f"bulk {args.files:,} files", bulk))
         subprocess.run([*exe, "sweep", str(example_path("sma_cross")), "--param", "fast=5:10:5",
                         "--data", "synthetic"], check=True, capture_output=True)  # warm the JIT cache
-        schedulers = [None] if args.skip_dask else [None, f"local:{args.workers}"]
+        schedulers = {"here": [None], "dask": [f"local:{args.workers}"],
+                      "both": [None, f"local:{args.workers}"]}[args.where]
         print(f"{'run':<28}{'where':>10}{'wall s':>10}{'us/row':>9}{'peak RSS MB':>13}{'tree MB':>10}  rows")
         for label, cmd in runs:
             for scheduler in schedulers:
