@@ -117,5 +117,9 @@ def test_a_huge_grid_is_walked_lazily():
     batches = sweep_batches(SMA, {"fast": [float(v) for v in range(1, 10_001)],
                                   "slow": [float(v) for v in range(1, 10_001)]}, Universe((market,), "m"), 64)
     first = next(batches)
-    assert len(first.typed) == 64 and first.done == 64
+    assert len(first.typed) == 64 and first.done == 64 and not first.last
+    small = list(sweep_batches(SMA, {"fast": [0.0, 5.0, 10.0, 15.0, 0.0]}, Universe((market,), "m"), 3))
+    assert [(len(b.typed), b.done, b.last) for b in small] == [(3, 4, True)]  # invalid points skipped
+    two = list(sweep_batches(SMA, {"fast": [5.0, 10.0, 15.0, 20.0]}, Universe((market,), "m"), 3))
+    assert [(len(b.typed), b.done, b.last) for b in two] == [(3, 3, False), (1, 4, True)]
     assert list(first.lead["slow"][:3]) == [1, 2, 3] and set(first.lead["fast"]) == {1}

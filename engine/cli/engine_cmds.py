@@ -190,9 +190,9 @@ def _progress(label: str, unit: str, total: int):
 
     def report(batch) -> None:
         done = batch.done
-        if tty:
-            print(f"\r{label}: {done:,}/{total:,} {unit}", end="\n" if done == total else "", file=sys.stderr,
-                  flush=True)
+        if tty:  # the line ends at the last batch, though invalid points after it are never reported
+            print(f"\r{label}: {done:,}/{total:,} {unit}", end="\n" if done == total or batch.last else "",
+                  file=sys.stderr, flush=True)
         elif done == total or done * 10 // total > shown[0]:
             shown[0] = done * 10 // total
             print(f"{label}: {done:,}/{total:,} {unit}", file=sys.stderr, flush=True)

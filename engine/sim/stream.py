@@ -32,6 +32,7 @@ class Batch:
     typed: list
     lead: object  # a DataFrame: the file, or the param values, of each program
     done: int  # units of work (files read, grid points walked) up to this batch's last program
+    last: bool = False  # no batch comes after this one
 
 
 def batches(items, universe: Universe, chunk_size: int, lead):
@@ -41,17 +42,23 @@ def batches(items, universe: Universe, chunk_size: int, lead):
     (as `plan_chunks` does), so the items are read one chunk ahead at most.
     """
     size, typed, records = None, [], []
-    done = 0
+    done, ready = 0, None  # a full batch is held back until the next item shows it is not the last
     for done, program, record in items:
         if size is None:
             size = programs_per_chunk(program, universe, chunk_size)
+        if ready is not None:
+            yield ready
+            ready = None
         typed.append(program)
         records.append(record)
         if len(typed) == size:
-            yield Batch(typed, lead(records), done)
+            ready = Batch(typed, lead(records), done)
             typed, records = [], []
     if typed:
-        yield Batch(typed, lead(records), done)
+        yield Batch(typed, lead(records), done, last=True)
+    elif ready is not None:
+        ready.last = True
+        yield ready
 
 
 def sweep_batches(strategy, grid: dict[str, list[float]], universe: Universe, chunk_size: int = DEFAULT_CHUNK):
