@@ -4,6 +4,8 @@
 computed once for the whole chunk), runs it, and simulates the programs in parallel on all cores.
 Chunks bound memory: a chunk's registers are (registers x bars) floats. The work is the pure
 function `autostrat.sim.evaluate.evaluate_arrays`, so an executor can map it over chunks elsewhere.
+These functions return every row at once; `autostrat.sim.stream` writes them chunk by chunk
+(what the `bulk` and `sweep` commands do), and `autostrat.sim.grid` builds a sweep's points.
 """
 
 from __future__ import annotations
