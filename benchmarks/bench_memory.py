@@ -31,7 +31,8 @@ MB = 2**20
 def measure(cmd: list[str], cwd: Path) -> tuple[float, int, int, str]:
     """(wall seconds, peak RSS of the process, peak RSS summed over its tree, its stdout's first line)."""
     start = time.perf_counter()
-    proc = psutil.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    errors = (cwd / "stderr.txt").open("w+")  # a file, not a pipe: nobody reads it while the run goes
+    proc = psutil.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=errors, text=True)
     own = tree = 0
     while proc.poll() is None:
         try:
@@ -43,8 +44,11 @@ def measure(cmd: list[str], cwd: Path) -> tuple[float, int, int, str]:
         time.sleep(0.2)
     wall = time.perf_counter() - start
     out = proc.stdout.read()
+    errors.seek(0)
+    err = errors.read()
+    errors.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{out}")
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{out}\n{err[-3000:]}")
     return wall, own, tree, out.splitlines()[0] if out else ""
 
 
