@@ -7,9 +7,12 @@ folders, the sealed record, reports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def _umask() -> int:
@@ -28,9 +31,22 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     not tempfile.mkstemp's private 0600, which would leave run folders and data files unreadable
     to the rest of a team sharing them. Raises OSError when the folder cannot be written.
     """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_open(path) as handle:
+        handle.write(payload)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` piece by piece, atomically: `atomic_write` for streamed output.
+
+    The pieces go to a temporary file beside `path` (`.NAME.PID.RANDOM.tmp`); when the block ends
+    normally it is fsynced and renamed over `path`. When the block raises (an error, Ctrl-C) the
+    temporary file is removed; a process killed outright leaves it behind under that dotted name,
+    never a truncated file under `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
         mode = path.stat().st_mode & 0o7777
     except OSError:
@@ -40,7 +56,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     try:
         with handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(payload)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from autostrat.sim.backtest import backtest
-from autostrat.sim.bulk import evaluate_many, parse_grid, sweep, sweep_programs
+from autostrat.sim.bulk import evaluate_many, sweep
+from autostrat.sim.grid import parse_grid, sweep_programs
 from autostrat.errors import AutostratError
 from autostrat.resources import examples_dir, example_path
 from autostrat.sim.metrics import METRIC_NAMES
@@ -93,8 +94,10 @@ def test_sweep_widens_ranges_and_skips_invalid():
     ("fast=1:inf:1", "finite numbers"),
     ("fast=nan", "finite numbers"),
     ("fast=1,inf", "finite numbers"),
-    ("fast=1:2:1e-12", "more than the limit of 1,000,000; use a larger step"),
-    ("fast=1:100000000:1", "the grid has 100,000,000 points"),
+    ("fast=1:2:1e-12", "more than the limit of 100,000,000; use a larger step"),
+    ("fast=1:1000000000:1", "the grid has 1,000,000,000 points"),
+    ("fast=1:2000000:1", "2,000,000 values, more than the limit of 1,000,000 per param"),
+    ("fast=" + ",".join(["1"] * 1_000_001), "1,000,001 values, more than the limit of 1,000,000 per param"),
 ])
 def test_grids_that_cannot_be_built_are_refused_before_building(spec, message):
     with pytest.raises(AutostratError, match=re.escape(message)):
@@ -103,8 +106,10 @@ def test_grids_that_cannot_be_built_are_refused_before_building(spec, message):
 
 def test_the_grid_cap_counts_every_param_and_can_be_raised():
     with pytest.raises(AutostratError, match="2,000,000 points"):
-        parse_grid(["a=1:2000:1", "b=1:1000:1"])
+        parse_grid(["a=1:2000:1", "b=1:1000:1"], max_points=1_000_000)
     assert len(parse_grid(["a=1:2000:1", "b=1:1000:1"], max_points=2_000_000)["b"]) == 1000
+    with pytest.raises(AutostratError, match="200,000,000 points, more than the limit of 100,000,000"):
+        parse_grid(["a=1:2000:1", "b=1:100000:1"])  # the default: streamed, so time, not memory, limits it
     with pytest.raises(AutostratError, match="given twice"):
         parse_grid(["a=1", "a=2"])
 

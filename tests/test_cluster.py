@@ -89,6 +89,54 @@ def test_dask_sweep_equals_local_path(cluster, universe, settings, expected):
     assert seen == [(i, 25) for i in range(1, 26)]
 
 
+def test_a_streamed_sweep_on_the_cluster_writes_the_local_bytes(cluster, universe, settings, expected):
+    import io
+
+    from autostrat.sim.stream import stream_rows, sweep_batches
+
+    keys = list(GRID)
+    texts = []
+    for executor in (None, cluster):
+        out, per_asset = io.BytesIO(), io.BytesIO()
+        result = stream_rows(sweep_batches(example_path("sma_cross"), GRID, universe, CHUNK), universe, settings,
+                             objective="validation.sharpe", top=5, named=False, keys=keys, out=out,
+                             per_asset=per_asset, periods=PERIODS, executor=executor)
+        assert result.rows == 100 and result.per_asset_rows == 100 * len(universe)
+        texts.append((out.getvalue().decode(), per_asset.getvalue().decode()))
+    assert texts[0] == texts[1]  # rows in the same order, whichever worker finished first
+    assert texts[1][1] == expected.to_csv(index=False)
+    from autostrat.sim.bulk import across_assets_frame
+
+    assert texts[1][0] == across_assets_frame(expected, "mean", keys=keys).to_csv(index=False)
+
+
+def test_map_takes_jobs_only_as_the_window_allows_and_hands_results_in_order(cluster, universe, settings):
+    from autostrat.sim.bulk import asset_slices, chunk_metrics, tape_arrays, universe_spans
+    from autostrat.sim.grid import sweep_programs
+    from autostrat.sim.simulate import evaluation_args
+    from autostrat.tape.template import compile_batch
+
+    typed, _ = sweep_programs(example_path("sma_cross"), GRID)
+    _, spans = universe_spans(universe, settings, PERIODS)
+    costs = evaluation_args(settings.backtest)
+    jobs = [(tape_arrays(compile_batch(typed[p:p + CHUNK])), asl)
+            for p in range(0, len(typed), CHUNK) for asl in asset_slices(universe, 2)]
+    taken = []
+
+    def lazily():
+        for job in jobs:
+            taken.append(job)
+            yield job
+
+    handed = 0
+    for i, result in enumerate(cluster.map(lazily(), universe, spans, costs)):
+        assert len(taken) - handed <= cluster.window  # submitted and not yet handed over
+        tape, asl = jobs[i]
+        np.testing.assert_array_equal(result, chunk_metrics(tape, universe.markets[asl], spans[asl], costs))
+        handed += 1
+    assert handed == len(jobs) > 3 * cluster.window
+
+
 def test_markets_travel_once_per_worker(cluster, universe, settings, expected):
     _sweep(universe, settings, executor=cluster)
     markets = list(cluster._markets)

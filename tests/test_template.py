@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from strategies import programs
 
 from autostrat.sim.backtest import load_strategy, period_spans
-from autostrat.sim.bulk import sweep_programs
+from autostrat.sim.grid import sweep_programs
 from autostrat.lang.check import check
 from autostrat.tape.compile import compile_many
 from autostrat.config import Settings

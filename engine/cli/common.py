@@ -7,7 +7,9 @@ the flags given on the command line. A flag that was not given is None and chang
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -122,4 +124,53 @@ def write_output(path: Path, data: str | bytes, flag: str) -> None:
     try:
         atomic_write(path, data)
     except OSError as exc:
-        raise AutostratError(f"{flag} {path}: error: cannot write it ({exc.strerror or exc})") from None
+        raise _cannot_write(path, flag, exc) from None
+
+
+def _cannot_write(path, flag: str, exc: OSError) -> AutostratError:
+    return AutostratError(f"{flag} {path}: error: cannot write it ({exc.strerror or exc})")
+
+
+class _OutputFile:
+    """A streamed output's handle whose write errors (a full disk) say which file and flag."""
+
+    def __init__(self, handle, path, flag: str):
+        self.handle, self.path, self.flag = handle, path, flag
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.handle.write(data)
+        except OSError as exc:
+            raise _cannot_write(self.path, self.flag, exc) from None
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as exc:
+            raise _cannot_write(self.path, self.flag, exc) from None
+
+
+@contextlib.contextmanager
+def streamed_output(path: Path | None, flag: str):
+    """A binary file written piece by piece and renamed into place when the block ends without
+    error (`autostrat.files.atomic_open`); None for no path. A run that fails or is interrupted
+    leaves no file, and never a truncated one, under `path`."""
+    if path is None:
+        yield None
+        return
+    from autostrat.files import atomic_open
+
+    opener = atomic_open(Path(path))
+    try:
+        handle = opener.__enter__()
+    except OSError as exc:
+        raise _cannot_write(path, flag, exc) from None
+    try:
+        yield _OutputFile(handle, path, flag)
+    except BaseException:
+        opener.__exit__(*sys.exc_info())
+        raise
+    try:
+        opener.__exit__(None, None, None)
+    except OSError as exc:
+        raise _cannot_write(path, flag, exc) from None

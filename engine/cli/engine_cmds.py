@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from pathlib import Path
 
 from autostrat.cli.common import (add_data_options, add_split_options, load_data_from_args, output_path,
-                                  settings_from_args, write_output)
+                                  settings_from_args, streamed_output, write_output)
 from autostrat.cli.portfolio_cmd import backtest_portfolio_cmd
 from autostrat.data.universe import ACROSS, Universe
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, AutostratError, StrategyError
 from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold, load_strategy
-from autostrat.sim.bulk import (MAX_SWEEP_POINTS, across_assets_frame, evaluate_many, outside_ranges, parse_grid,
-                                sweep)
+from autostrat.resources import read_text
+from autostrat.sim.grid import MAX_SWEEP_POINTS, grid_size, outside_ranges, parse_grid
 from autostrat.sim.metrics import METRIC_NAMES, format_metric
+
+MAX_FILE_LIST_BYTES = 256 << 20  # --files-from: millions of paths; a larger list is not a list of strategies
 
 _SHOWN = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "num_trades",
           "win_rate", "profit_factor", "avg_trade_return", "exposure", "turnover", "final_equity")
@@ -157,13 +160,13 @@ def _objective(args, s) -> str:
     return obj
 
 
-def _print_ranked(frame, objective: str, top: int, first_cols: list[str]) -> None:
+def _print_ranked(best, objective: str, first_cols: list[str]) -> None:
+    """The best rows (already ranked by `autostrat.sim.stream.TopRows`) as a table."""
     metric = objective.split(".")[1]
-    ranked = frame.sort_values(objective, ascending=False, na_position="last").head(top)
     cols = list(dict.fromkeys(first_cols + [
         f"train.{metric}", f"validation.{metric}", "train.total_return", "validation.total_return",
         "validation.sharpe", "validation.max_drawdown", "validation.num_trades", "validation.buy_hold_return"]))
-    if "validation.beats_buy_hold" in frame.columns:
+    if "validation.beats_buy_hold" in best.columns:
         cols.append("validation.beats_buy_hold")
 
     def cell(col, value) -> str:
@@ -177,103 +180,133 @@ def _print_ranked(frame, objective: str, top: int, first_cols: list[str]) -> Non
             return f"{value:.1f}"
         return fmt_metric(col.split(".")[-1], value)
 
-    rows = [[cell(c, row[c]) for c in cols] for _, row in ranked.iterrows()]
+    rows = [[cell(c, row[c]) for c in cols] for _, row in best.iterrows()]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
     print("rank  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
     for rank, r in enumerate(rows, 1):
         print(f"{rank:>4}  " + "  ".join(f"{v:>{w}}" for v, w in zip(r, widths)))
 
 
-def _progress(label: str):
-    """A chunks-done callback: one updating line on a terminal, else a line per tenth of the work."""
+def _progress(label: str, unit: str, total: int):
+    """A callback per finished batch: one updating line on a terminal, else a line per tenth of the work."""
     tty = sys.stderr.isatty()
+    shown = [0]
 
-    def report(done: int, total: int) -> None:
-        if tty:
-            print(f"\r{label}: chunks {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-        elif done == total or done % max(1, total // 10) == 0:
-            print(f"{label}: chunks {done}/{total}", file=sys.stderr, flush=True)
+    def report(batch) -> None:
+        done = batch.done
+        if tty:  # the line ends at the last batch, though invalid points after it are never reported
+            print(f"\r{label}: {done:,}/{total:,} {unit}", end="\n" if done == total or batch.last else "",
+                  file=sys.stderr, flush=True)
+        elif done == total or done * 10 // total > shown[0]:
+            shown[0] = done * 10 // total
+            print(f"{label}: {done:,}/{total:,} {unit}", file=sys.stderr, flush=True)
 
     return report
 
 
-def _run_bulk(args, s, work, keys: list[str]):
-    """Run `work(data, executor, progress)` here or on the --scheduler; on a universe, write the
-    per-asset rows (--per-asset) and return one row per strategy aggregated with --across."""
+def _stream(args, s, objective: str, make_batches, *, keys: list[str], named: bool, total: int, unit: str):
+    """Evaluate `make_batches(data)` here or on the --scheduler, streaming every row to --out (and,
+    on a universe, every strategy x market row to --per-asset); the best --top rows are kept.
+
+    On a universe a row is one strategy, each metric aggregated over the markets with --across.
+    Returns the `Streamed` result and a label for the data.
+    """
+    from autostrat.sim.stream import stream_rows
+
     output_path(args.out, "--out")
     output_path(args.per_asset, "--per-asset")
     data = load_data_from_args(args, s)
     universe = isinstance(data, Universe)
     if args.per_asset and not universe:
         raise AutostratError("--per-asset writes one row per market of a universe; --data names one market")
-    if args.scheduler:
-        from autostrat.sim.cluster import open_executor
-
-        with open_executor(args.scheduler) as executor:
-            frame = work(data, executor, _progress(args.command))
-    else:
-        frame = work(data, None, _progress(args.command) if universe else None)
-    if not universe:
-        return frame, data.name
-    if args.per_asset:
-        write_output(Path(args.per_asset), frame.to_csv(index=False), "--per-asset")
-        print(f"wrote {len(frame)} rows (strategy x market) to {args.per_asset}")
     across = args.across or s.search.across
-    label = f"{len(data)} markets, {across} across them"
-    return across_assets_frame(frame, across, keys=keys), label
+    # progress when it helps: many markets, a cluster, or more than a few chunks of work
+    show = universe or args.scheduler or total > 10 * args.chunk_size
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(streamed_output(args.out, "--out"))
+        per_asset = stack.enter_context(streamed_output(args.per_asset, "--per-asset"))
+        executor = None
+        if args.scheduler:
+            from autostrat.sim.cluster import open_executor
+
+            executor = stack.enter_context(open_executor(args.scheduler))
+        result = stream_rows(make_batches(data), data, s, objective=objective, top=args.top, named=named, keys=keys,
+                             out=out, per_asset=per_asset, across=across, executor=executor,
+                             progress=_progress(args.command, unit, total) if show else None)
+        if not result.rows:  # raised inside: no output file is left behind
+            raise AutostratError("no strategy file checks; nothing to rank" if args.command == "bulk"
+                                 else "no valid parameter combination in the grid")
+    if args.per_asset:
+        print(f"wrote {result.per_asset_rows} rows (strategy x market) to {args.per_asset}")
+    if args.out:
+        print(f"wrote {result.rows} rows to {args.out}")
+    elif result.rows > args.top:
+        print(f"note: only the best {args.top} of {result.rows:,} rows are kept; add --out CSV to keep every row",
+              file=sys.stderr)
+    label = f"{len(data)} markets, {across} across them" if universe else data.name
+    return result, label
+
+
+def _strategy_files(args) -> list[str]:
+    """The FILE arguments, then the lines of --files-from (blank lines skipped)."""
+    files = [str(f) for f in args.files]
+    if args.files_from:
+        text = read_text(args.files_from, "file list", max_bytes=MAX_FILE_LIST_BYTES)
+        files += [line.strip() for line in text.splitlines() if line.strip()]
+    if not files:
+        raise AutostratError("no strategy files: give FILE arguments or --files-from LIST")
+    return files
 
 
 def cmd_bulk(args) -> int:
+    from autostrat.sim.stream import file_batches
+
     s = _settings(args)
     objective = _objective(args, s)
-    files, programs, skipped = [], [], 0
-    for f in args.files:  # every file is read and checked before any data is loaded
-        try:
-            programs.append(load_strategy(Path(f)))
-        except AutostratError as exc:
-            if not args.skip_invalid:
-                raise
-            skipped += 1
-            text = exc.format() if isinstance(exc, StrategyError) else str(exc)
-            print(f"skipped: {text}", file=sys.stderr)
-            continue
-        files.append(str(f))
+    files = _strategy_files(args)
+    skipped = 0
+
+    def checked():
+        """Each file read and checked as its chunk is reached; a bad one stops the run or is listed."""
+        nonlocal skipped
+        for i, f in enumerate(files, 1):
+            try:
+                typed = load_strategy(Path(f))
+            except AutostratError as exc:
+                if not args.skip_invalid:
+                    raise
+                skipped += 1
+                text = exc.format() if isinstance(exc, StrategyError) else str(exc)
+                print(f"skipped: {text}", file=sys.stderr)
+                continue
+            yield i, typed, f
+
+    result, label = _stream(args, s, objective, lambda data: file_batches(checked(), _universe(data), args.chunk_size),
+                            keys=["file", "name"], named=True, total=len(files), unit="files")
     if skipped:
-        print(f"skipped {skipped} of {len(args.files)} files that do not check (listed above)", file=sys.stderr)
-    if not programs:
-        raise AutostratError("no strategy file checks; nothing to rank")
-
-    def work(data, executor, progress):
-        frame = evaluate_many(programs, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
-        per = len(frame) // len(files)
-        frame.insert(0, "file", [f for f in files for _ in range(per)])
-        return frame
-
-    frame, label = _run_bulk(args, s, work, ["file", "name"])
-    if args.out:
-        write_output(Path(args.out), frame.to_csv(index=False), "--out")
-        print(f"wrote {len(frame)} rows to {args.out}")
-    print(f"{len(frame)} strategies on {label}; best {min(args.top, len(frame))} by {objective}:")
-    _print_ranked(frame, objective, args.top, ["file"])
+        print(f"skipped {skipped} of {len(files)} files that do not check (listed above)", file=sys.stderr)
+    print(f"{result.rows} strategies on {label}; best {len(result.best)} by {objective}:")
+    _print_ranked(result.best, objective, ["file"])
     return EXIT_FINDINGS if skipped else EXIT_OK
 
 
+def _universe(data) -> Universe:
+    return data if isinstance(data, Universe) else Universe((data,), data.name)
+
+
 def cmd_sweep(args) -> int:
+    from autostrat.sim.stream import sweep_batches
+
     s = _settings(args)
     objective = _objective(args, s)
     grid = parse_grid(args.param, args.max_points)
     for line in outside_ranges(Path(args.file), grid):
         print(f"warning: {line}", file=sys.stderr)
-
-    def work(data, executor, progress):
-        return sweep(Path(args.file), grid, data, s, chunk_size=args.chunk_size, executor=executor, progress=progress)
-
-    frame, label = _run_bulk(args, s, work, list(grid))
-    if args.out:
-        write_output(Path(args.out), frame.to_csv(index=False), "--out")
-        print(f"wrote {len(frame)} rows to {args.out}")
-    print(f"{len(frame)} combinations of {', '.join(grid)} on {label}; best {min(args.top, len(frame))} by {objective}:")
-    _print_ranked(frame, objective, args.top, list(grid))
+    result, label = _stream(args, s, objective,
+                            lambda data: sweep_batches(Path(args.file), grid, _universe(data), args.chunk_size),
+                            keys=list(grid), named=False, total=grid_size(grid), unit="grid points")
+    print(f"{result.rows} combinations of {', '.join(grid)} on {label}; best {len(result.best)} by {objective}:")
+    _print_ranked(result.best, objective, list(grid))
     return EXIT_OK
 
 
@@ -297,7 +330,9 @@ def register(sub) -> None:
                            "sub-expressions are computed once for the whole batch and strategies are "
                            "simulated in parallel on all cores.")
         if name == "bulk":
-            p.add_argument("files", nargs="+", metavar="FILE", help="strategy files (.strat)")
+            p.add_argument("files", nargs="*", metavar="FILE", help="strategy files (.strat)")
+            p.add_argument("--files-from", metavar="LIST", help="also the files named in LIST, one path a line "
+                           "('-' reads standard input): for more files than a command line holds")
             p.add_argument("--skip-invalid", action="store_true", help="list every file that does not check "
                            "with its error, rank the rest, and exit 1 (default: stop at the first)")
         else:
@@ -305,13 +340,15 @@ def register(sub) -> None:
             p.add_argument("--param", action="append", required=True, metavar="NAME=START:STOP:STEP",
                            help="a param's values: START:STOP:STEP (inclusive) or V1,V2,...; repeat per param")
             p.add_argument("--max-points", type=int, default=MAX_SWEEP_POINTS, metavar="N",
-                           help=f"refuse a grid of more than N combinations (default {MAX_SWEEP_POINTS:,})")
+                           help=f"refuse a grid of more than N combinations (default {MAX_SWEEP_POINTS:,}; rows are "
+                           "streamed, so the limit is time, not memory)")
         add_data_options(p)
         add_split_options(p)
         _add_backtest_options(p)
         p.add_argument("--objective", help="rank by PERIOD.METRIC (default search.objective, validation.total_return)")
         p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
-        p.add_argument("--out", metavar="CSV", help="write every row to a CSV file")
+        p.add_argument("--out", metavar="CSV", help="write every row to a CSV file, as chunks finish (renamed into "
+                       "place at the end; without it only the best --top rows are kept)")
         p.add_argument("--chunk-size", type=int, default=256, help="programs per compiled batch (bounds memory)")
         p.add_argument("--across", choices=ACROSS, help="on a universe: rank by the mean (default search.across), "
                        "median or min of the objective over the markets")

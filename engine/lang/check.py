@@ -9,6 +9,7 @@ the one error format, so a model repairing a strategy sees every one at once.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 
 from autostrat.errors import Diagnostic, StrategyError
@@ -46,7 +47,6 @@ class _Checker:
         self.program = program
         self.portfolio = portfolio
         self.max_lookback = max_lookback
-        self.lines = program.source.split("\n") if program.source else []
         self.diags: list[Diagnostic] = []
         self.params: dict[str, N.Param] = {}
         self.bindings: dict[str, N.Expr] = {}
@@ -54,6 +54,10 @@ class _Checker:
         self.bound_at: dict[str, int] = {}
         self.lookbacks: dict[str, int] = {}
         self.binding: str | None = None  # the name whose definition is being checked
+
+    @functools.cached_property
+    def lines(self) -> list[str]:  # split only when needed: variants that pass never need it
+        return self.program.source.split("\n") if self.program.source else []
 
     # --- reporting ---------------------------------------------------------------------------
     def error(self, span: N.Span, message: str, hint: str = "") -> None:
@@ -155,6 +159,9 @@ class _Checker:
         self.params[p.name] = p
         self.types[p.name] = NUM
         self.lookbacks[p.name] = 0
+        self.param_range(p)
+
+    def param_range(self, p: N.Param) -> None:
         if p.lo is not None and p.hi is not None:
             lo, hi, v = p.lo.value, p.hi.value, p.value.value
             if lo > hi:

@@ -34,7 +34,7 @@ from autostrat.errors import StrategyError
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram, check
 from autostrat.lang.fmt import fmt
-from autostrat.sim.bulk import set_param
+from autostrat.sim.grid import set_param
 from autostrat.sim.evaluator import Evaluation
 from autostrat.sim.objective import Objective, rank_key
 

@@ -4,14 +4,11 @@
 computed once for the whole chunk), runs it, and simulates the programs in parallel on all cores.
 Chunks bound memory: a chunk's registers are (registers x bars) floats. The work is the pure
 function `autostrat.sim.evaluate.evaluate_arrays`, so an executor can map it over chunks elsewhere.
+These functions return every row at once; `autostrat.sim.stream` writes them chunk by chunk
+(what the `bulk` and `sweep` commands do), and `autostrat.sim.grid` builds a sweep's points.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import itertools
-import math
-import re
 
 import numpy as np
 
@@ -19,11 +16,11 @@ from autostrat.config import Settings
 from autostrat.data.load import load_data
 from autostrat.data.market import Market
 from autostrat.data.universe import Universe
-from autostrat.errors import AutostratError, StrategyError
-from autostrat.lang import nodes as N
-from autostrat.lang.check import TypedProgram, check
+from autostrat.errors import AutostratError
+from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape
+from autostrat.sim.grid import param_frame, sweep_programs
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import evaluation_args
 from autostrat.tape.compile import compile_many
@@ -115,11 +112,24 @@ def plan_chunks(typed: list[TypedProgram], universe: Universe, chunk_size: int =
         raise AutostratError(f"chunk sizes must be at least 1, got {chunk_size} programs, {assets_per_chunk} assets")
     if not typed:
         return []
+    size = programs_per_chunk(typed[0], universe, chunk_size)
+    return [(slice(p, min(p + size, len(typed))), asl)
+            for p in range(0, len(typed), size) for asl in asset_slices(universe, assets_per_chunk)]
+
+
+def programs_per_chunk(first: TypedProgram, universe: Universe, chunk_size: int = DEFAULT_CHUNK) -> int:
+    """`chunk_size`, lowered so that one chunk's registers (estimated from its first program) stay in budget."""
+    if chunk_size < 1:
+        raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
     bars = max(len(m) for m in universe)
-    per_program = max(compile_many(typed[:1]).n_regs, 1) * bars * 8
-    size = max(1, min(chunk_size, REGISTER_BUDGET // per_program))
-    return [(slice(p, min(p + size, len(typed))), slice(a, min(a + assets_per_chunk, len(universe))))
-            for p in range(0, len(typed), size) for a in range(0, len(universe), assets_per_chunk)]
+    per_program = max(compile_many([first]).n_regs, 1) * bars * 8
+    return max(1, min(chunk_size, REGISTER_BUDGET // per_program))
+
+
+def asset_slices(universe: Universe, assets_per_chunk: int = DEFAULT_ASSETS_PER_CHUNK) -> list[slice]:
+    """The universe cut into slices of `assets_per_chunk` markets."""
+    n = len(universe)
+    return [slice(a, min(a + assets_per_chunk, n)) for a in range(0, n, assets_per_chunk)]
 
 
 class LocalExecutor:
@@ -127,16 +137,23 @@ class LocalExecutor:
 
     name = "local"
 
-    def map(self, typed, universe: Universe, spans: list[np.ndarray], costs: tuple, chunks, progress=None):
-        tapes: dict[tuple[int, int], tuple] = {}
-        for done, (ps, asl) in enumerate(chunks, 1):
-            key = (ps.start, ps.stop)
-            if key not in tapes:
-                tapes.clear()  # chunks come program-slice by program-slice: keep one tape alive
-                tapes[key] = tape_arrays(compile_batch(typed[ps]))
-            yield (ps, asl), chunk_metrics(tapes[key], universe.markets[asl], spans[asl], costs)
-            if progress:
-                progress(done, len(chunks))
+    def map(self, jobs, universe: Universe, spans: list[np.ndarray], costs: tuple):
+        """(tape arrays, asset slice) jobs in, their (P, A, S, M) metrics out, in the same order.
+
+        `jobs` is consumed lazily, one ahead of the results at most: a caller may build the jobs
+        (compile the tapes) as they are needed.
+        """
+        for tape, asl in jobs:
+            yield chunk_metrics(tape, universe.markets[asl], spans[asl], costs)
+
+
+def chunk_jobs(typed: list[TypedProgram], chunks):
+    """The executor jobs of `plan_chunks`' chunks: each program slice's tape compiled once, when first reached."""
+    key, tape = None, None
+    for ps, asl in chunks:
+        if (ps.start, ps.stop) != key:  # chunks come program slice by program slice: one tape alive
+            key, tape = (ps.start, ps.stop), tape_arrays(compile_batch(typed[ps]))
+        yield tape, asl
 
 
 def universe_array(typed: list[TypedProgram], universe: Universe, settings: Settings, periods=SEARCH_PERIODS,
@@ -147,8 +164,11 @@ def universe_array(typed: list[TypedProgram], universe: Universe, settings: Sett
     chunks = plan_chunks(typed, universe, chunk_size, assets_per_chunk)
     out = np.full((len(typed), len(universe), len(names), len(METRIC_NAMES)), np.nan)
     runner = executor or LocalExecutor()
-    for (ps, asl), values in runner.map(typed, universe, spans, evaluation_args(settings.backtest), chunks, progress):
+    results = runner.map(chunk_jobs(typed, chunks), universe, spans, evaluation_args(settings.backtest))
+    for done, ((ps, asl), values) in enumerate(zip(chunks, results), 1):
         out[ps, asl] = values
+        if progress:
+            progress(done, len(chunks))
     return out, names
 
 
@@ -213,117 +233,7 @@ def metrics_frame(values: np.ndarray, spans, names) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-# --- sweeps -----------------------------------------------------------------------------------
-
-_RANGE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([-+0-9.eE%]+)\s*(?::\s*([-+0-9.eE%]+)\s*(?::\s*([-+0-9.eE%]+))?)?\s*$")
-
-
-MAX_SWEEP_POINTS = 1_000_000  # the default cap on a sweep's grid: each point is a program held in memory
-
-
-def parse_grid(specs: list[str], max_points: int = MAX_SWEEP_POINTS) -> dict[str, list[float]]:
-    """`fast=5:50:5` (inclusive start:stop:step), `k=2` or `k=1,2,3` -> {name: values}.
-
-    Values must be finite; a grid of more than `max_points` combinations is refused before any of
-    it is built (`--max-points` raises the cap).
-    """
-    grid: dict[str, list[float]] = {}
-    total = 1
-    for spec in specs:
-        name, _, rhs = spec.partition("=")
-        name = name.strip()
-        if not name or not rhs:
-            raise AutostratError(f"--param {spec!r}: write NAME=START:STOP:STEP or NAME=V1,V2,...")
-        if name in grid:
-            raise AutostratError(f"--param {spec!r}: {name} is given twice; give each param once")
-        try:
-            if "," in rhs:
-                values = [_num(v) for v in rhs.split(",")]
-            elif ":" in rhs:
-                parts = [_num(v) for v in rhs.split(":")]
-                if len(parts) == 2:
-                    parts.append(1.0)
-                lo, hi, step = parts
-                if step <= 0 or hi < lo:
-                    raise ValueError
-                count = math.floor((hi - lo) / step + 1e-9) + 1
-                if count * total > max_points:
-                    raise AutostratError(_too_many(spec, count * total, max_points))
-                values = [round(lo + i * step, 10) for i in range(count)]
-            else:
-                values = [_num(rhs)]
-        except ValueError:
-            raise AutostratError(f"--param {spec!r}: write NAME=START:STOP:STEP (finite numbers, step > 0, "
-                                 "stop >= start) or NAME=V1,V2,...") from None
-        total *= len(values)
-        if total > max_points:
-            raise AutostratError(_too_many(spec, total, max_points))
-        grid[name] = values
-    return grid
-
-
-def _too_many(spec: str, points: int, cap: int) -> str:
-    return (f"--param {spec!r}: the grid has {points:,} points, more than the limit of {cap:,}; use a larger "
-            "step or fewer values, or raise the limit with --max-points N")
-
-
-def _num(text: str) -> float:
-    text = text.strip()
-    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
-
-
-def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[list[TypedProgram], list[dict]]:
-    """Every combination of the grid's param values as a checked program (invalid ones skipped).
-
-    A value outside a param's declared range widens the range: the range is the search's
-    business, a sweep asks for exactly these values.
-    """
-    base = load_strategy(strategy).program
-    params = base.params()
-    unknown = [n for n in grid if n not in params]
-    if unknown:
-        have = ", ".join(params) or "none"
-        raise AutostratError(f"the strategy has no param {unknown[0]!r} (its params: {have})")
-    names = list(grid)
-    programs, combos = [], []
-    for values in itertools.product(*(grid[n] for n in names)):
-        combo = dict(zip(names, values))
-        stmts = tuple(set_param(s, combo[s.name]) if isinstance(s, N.Param) and s.name in combo else s
-                      for s in base.statements)
-        try:
-            programs.append(check(dataclasses.replace(base, statements=stmts)))
-        except StrategyError:
-            continue  # e.g. a window of 0: not a strategy, not a result
-        combos.append(combo)
-    return programs, combos
-
-
-def outside_ranges(strategy, grid: dict[str, list[float]]) -> list[str]:
-    """One line per param whose grid values leave the range it declares (a sweep runs them anyway)."""
-    lines = []
-    for p in load_strategy(strategy).program.statements:
-        if not isinstance(p, N.Param) or p.name not in grid or p.lo is None or p.hi is None:
-            continue
-        bad = [v for v in grid[p.name] if not p.lo.value <= v <= p.hi.value]
-        if bad:
-            lines.append(f"{p.name}: {len(bad)} of {len(grid[p.name])} values lie outside its declared range "
-                         f"{p.lo.value:g}..{p.hi.value:g} (for example {bad[0]:g}); they are run as asked")
-    return lines
-
-
-def set_param(p: N.Param, value: float) -> N.Param:
-    """The param statement with `value` (a range that does not hold it is widened to it)."""
-    literal = value * 100 if p.value.percent else value
-    num = N.Num(float(literal), p.value.percent)
-    lo, hi = p.lo, p.hi
-    if lo is not None and value < lo.value:
-        lo = num
-    if hi is not None and value > hi.value:
-        hi = num
-    return dataclasses.replace(p, value=num, lo=lo, hi=hi)
+# --- sweeps (the grid and its variants: autostrat.sim.grid) ----------------------------------
 
 
 def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Settings | None = None, *,
@@ -339,11 +249,7 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
     if not typed:
         raise AutostratError("no valid parameter combination in the grid")
     data = _data(data, s)
-    params = pd.DataFrame(combos)
-    for column in params.columns:  # whole-number values (windows, counts) print as 5, not 5.0
-        values = params[column].to_numpy()
-        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2 ** 53):
-            params[column] = values.astype(np.int64)
+    params = param_frame(combos, grid)
     if isinstance(data, Universe) or executor is not None:
         universe = data if isinstance(data, Universe) else Universe((data,), data.name)
         values, names = universe_array(typed, universe, s, periods, chunk_size, executor=executor, progress=progress)

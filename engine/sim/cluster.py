@@ -21,7 +21,8 @@ What moves over the network:
   compiled here, once per program slice; at most `window` tasks are in flight, so a sweep of a
   million programs never holds all its tapes at once.
 - per result: a float64 (programs x assets x periods x metrics) array, e.g. 256 x 8 x 2 x 15 x 8 B
-  = 492 KB; it is released on the worker as soon as it is copied into the output.
+  = 492 KB; it is released on the worker as soon as it is fetched, and handed over in chunk
+  order, so a streamed sweep writes its rows in the same order wherever they were computed.
 
 A worker lost mid-run (killed, crashed, network gone) has its running and queued chunks re-run
 on the others by the scheduler; the markets survive on the other workers' copies. If every copy
@@ -36,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import itertools
 import logging
 import os
 import re
@@ -100,10 +100,11 @@ def _worker_info() -> dict:
 
 
 class DaskExecutor:
-    """Runs the chunks as tasks on a Dask cluster; `map` yields results as they complete.
+    """Runs the chunks as tasks on a Dask cluster; `map` yields their results in order.
 
-    `window` bounds the tasks in flight (default 8 per worker thread, at least 32): tapes are
-    compiled here only as tasks are submitted. `retries` re-runs a task that raised (a worker
+    `window` bounds the chunks submitted and not yet handed over (default 8 per worker thread, at
+    least 32): tapes are compiled here only as tasks are submitted, and a chunk that finishes
+    before an earlier one waits, within the window, for its turn. `retries` re-runs a task that raised (a worker
     that died is handled by the scheduler, not by retries).
     """
 
@@ -134,47 +135,51 @@ class DaskExecutor:
             self._universe = universe
         return self._markets
 
-    def map(self, typed, universe, spans: list[np.ndarray], costs: tuple, chunks, progress=None):
-        distributed = _distributed()
-        from autostrat.sim.bulk import tape_arrays
-        from autostrat.tape.template import compile_batch
+    def map(self, jobs, universe, spans: list[np.ndarray], costs: tuple):
+        """(tape arrays, asset slice) jobs in, their (P, A, S, M) metrics out, in the jobs' order.
 
-        chunks = list(chunks)
-        total = len(chunks)
-        if not total:
-            return
+        Jobs are taken from `jobs` only as the window allows: at most `window` jobs are submitted
+        and not yet handed over, counting those finished early and waiting for an earlier one.
+        So the client holds at most `window` tapes and results, however many jobs there are.
+        """
+        distributed = _distributed()
         client = self.client
         markets = self._scatter(universe)
         window = self.window or max(32, 8 * self.threads())
         run = uuid.uuid4().hex[:8]
-        tapes: dict[tuple[int, int], tuple] = {}
-        resubmits = [0] * total
-        pending: dict = {}  # future -> chunk index; every future is held until its result is in
+        jobs = iter(jobs)
+        args: dict[int, tuple] = {}  # job index -> (tape, asset slice), kept until handed over (to resubmit)
+        resubmits: dict[int, int] = {}
+        pending: dict = {}  # future -> job index; every future is held until its result is in
+        finished: dict[int, np.ndarray] = {}  # results that came before an earlier job's
+        taken = handed = 0  # jobs taken from `jobs`, results handed over
         # results are fetched in the background as tasks finish, and handed over in batches
         queue = distributed.as_completed(loop=client.loop, with_results=True, raise_errors=False)
-        todo = iter(range(total))
 
-        def tape_for(ps: slice) -> tuple:
-            key = (ps.start, ps.stop)
-            if key not in tapes:
-                if len(tapes) > 1:  # chunks come program slice by program slice: keep the last two
-                    tapes.pop(next(iter(tapes)))
-                tapes[key] = tape_arrays(compile_batch(typed[ps]))
-            return tapes[key]
+        def take() -> list[int]:
+            nonlocal taken
+            new = []
+            while taken - handed < window:
+                job = next(jobs, None)
+                if job is None:
+                    break
+                args[taken] = job
+                new.append(taken)
+                taken += 1
+            return new
 
         def submit(indices: list[int]) -> None:
             if not indices:
                 return
-            keys = [f"autostrat-chunk-{run}-{i}-{resubmits[i]}" for i in indices]
-            futures = client.map(_run_chunk, [tape_for(chunks[i][0]) for i in indices],
-                                 [markets[chunks[i][1]] for i in indices], [spans[chunks[i][1]] for i in indices],
+            keys = [f"autostrat-chunk-{run}-{i}-{resubmits.get(i, 0)}" for i in indices]
+            futures = client.map(_run_chunk, [args[i][0] for i in indices],
+                                 [markets[args[i][1]] for i in indices], [spans[args[i][1]] for i in indices],
                                  [costs] * len(indices), key=keys, pure=False, retries=self.retries)
             pending.update(zip(futures, indices))
             queue.update(futures)
 
         try:
-            submit(list(itertools.islice(todo, window)))
-            done = 0
+            submit(take())
             for batch in queue.batches():
                 again = []
                 for future, result in batch:
@@ -182,25 +187,28 @@ class DaskExecutor:
                     if isinstance(result, CancelledError):
                         # its inputs were lost (every copy of a market), or its result was lost between
                         # finishing and being fetched, or the scheduler restarted: submit it again
-                        if resubmits[i] >= _RESUBMITS:
-                            raise AutostratError(f"chunk {i + 1} of {total} was cancelled by the Dask cluster "
+                        if resubmits.get(i, 0) >= _RESUBMITS:
+                            raise AutostratError(f"chunk {i + 1} was cancelled by the Dask cluster "
                                                  f"{_RESUBMITS + 1} times (workers lost?); giving up")
-                        resubmits[i] += 1
+                        resubmits[i] = resubmits.get(i, 0) + 1
                         again.append(i)
                         continue
                     if not isinstance(result, np.ndarray):  # the task raised: (type, exception, traceback)
                         _, exc, tb = result
                         if isinstance(exc, distributed.KilledWorker):
-                            raise AutostratError(f"chunk {i + 1} of {total} killed every worker that ran it "
+                            raise AutostratError(f"chunk {i + 1} killed every worker that ran it "
                                                  f"({exc}); see the workers' logs (out of memory?)") from None
                         raise exc.with_traceback(tb)
-                    yield chunks[i], result
-                    done += 1
-                    if progress:
-                        progress(done, total)
+                    finished[i] = result
+                while handed in finished:
+                    args.pop(handed)
+                    resubmits.pop(handed, None)
+                    result = finished.pop(handed)
+                    handed += 1
+                    yield result
                 if again and any(m.status != "finished" for m in markets):
                     markets = self._scatter(universe, again=True)
-                submit(again + list(itertools.islice(todo, max(0, window - len(pending) - len(again)))))
+                submit(again + take())
         finally:
             if pending:  # stopped early (an error, or the consumer closed the generator)
                 with contextlib.suppress(Exception):
