@@ -11,8 +11,9 @@ varied iteration numbers and learnings), and asks each once unconstrained (`off`
 syntax-only GBNF grammar (`gbnf`) and once with the typed grammar (`typed`), as the llm proposer
 would (its temperature, its token limit, and under a constraint the system prompt's constrained
 answer format); `--modes` picks the conditions and their order. For each condition it prints
-the share of answers that contain a strategy, parse and check, how many were cut off at the token limit; completion tokens per second; and seconds
-per answer (one iteration's model time without repairs). With `--evolve N` it then runs
+the share of answers that contain a strategy, parse and check, how many were cut off at the
+token limit; completion tokens per second; and seconds per answer (one iteration's model time
+without repairs). With `--evolve N` it then runs
 `autostrat evolve --proposer llm --constrain typed --iterations N` against the same server and
 counts the iterations that were evaluated (not invalid, duplicate or failed) and whether any beat
 the baseline. A JSON summary goes to the last line of the output.
@@ -83,7 +84,7 @@ def run(args) -> dict:
         import openai
 
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", timeout=1800, max_retries=0)
-        for mode in args.modes:
+        for mode in args.modes if args.prompts else ():  # --prompts 0: the evolve run alone
             rows = []
             for n, messages in enumerate(convs):
                 if mode != "off":  # what LlmProposer sends under a constraint
@@ -177,7 +178,7 @@ def modes(text: str) -> tuple[str, ...]:
 def main() -> None:
     """Parse the flags, run, print the table and the JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--prompts", type=int, default=20)
+    p.add_argument("--prompts", type=int, default=20, help="prompts per condition (0: only the --evolve run)")
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="server threads (default: llama-cpp-python's)")

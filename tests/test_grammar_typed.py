@@ -161,7 +161,7 @@ BROKEN = {
     "fractional window": ("rsi(close, 14)", "rsi(close, 1.5)"),
     "undefined name": ("sell when close < x1", "sell when close < x2"),
     "condition used as a number": ("sell when close < x1", "sell when close < c1"),
-    "used before defined": ("x1 = sma(close, p1)", "x1 = sma(close, p2)"),
+    "used before defined": ("x1 = sma(close, p1)", "x1 = sma(close, p3)"),
     "stop loss not a percentage": ("stop_loss 8%", "stop_loss 8"),
     "stop loss over 100%": ("stop_loss 8%", "stop_loss 150%"),
     "an exit twice": ("stop_loss 8%\n", "stop_loss 8%\nstop_loss 9%\n"),
