@@ -248,9 +248,9 @@ strategy file {where}: no ```strat fence, no other text. In this order, one stat
 1. optionally `# hypothesis: <one line>`;
 2. `strategy "<a short name>"`;
 3. up to {b.params} params, named p1, p2, ... in order, each a whole number of bars: `param p1 = 20`,
-   or with the range a search may tune it in: `param p1 = 20 in 10..60`; then up to {b.fractions} params
-   named f1, f2, ..., each a number with at most one decimal or a percentage: `param f1 = 2.5 in 1..4`,
-   `param f2 = 6% in 2%..15%` (a range holds its value; f params are not windows);
+   or with the range a search may tune it in: `param p1 = 20 in 10..60`; then up to {b.fractions} more
+   param(s) named f1, ..., each a number with at most one decimal or a percentage: `param f1 = 2.5 in 1..4`
+   or `param f1 = 6% in 2%..15%` (a range holds its value; f params are not windows);
 4. up to {b.values} named values: numbers named x1, x2, ... (up to {b.numbers}) and conditions named c1,
    c2, ... (up to {b.conditions}), each in order and used only after its line: `x1 = sma(close, p1)`,
    `c1 = close > x1`;
