@@ -3,8 +3,7 @@
 
 On a CPU that reports AMX where the kernel or a sandbox does not grant it, those layouts crash
 the first decode (a segmentation fault, which the client sees as a connection closed without an
-answer). The plain layout works on every x86 and ARM CPU; for a 135M model the layouts' speed
-gain is small.
+answer). The plain layout works on every CPU.
 """
 
 from __future__ import annotations
