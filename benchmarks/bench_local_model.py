@@ -3,16 +3,17 @@
 Run by hand (it needs the `local` extra and takes a while on 2 cores):
 
     python benchmarks/bench_local_model.py [--prompts 20] [--max-tokens 300] [--seed 7] [--threads N]
-                                           [--evolve 10]
+                                           [--modes off,gbnf,typed] [--evolve 10]
 
 It starts SmolLM2-135M-Instruct with `autostrat.search.local.LocalServer`, builds `--prompts` real search
 prompts (program.md and an iteration prompt whose parent is one of the example strategies, with
 varied iteration numbers and learnings), and asks each once unconstrained (`off`), once with the
 syntax-only GBNF grammar (`gbnf`) and once with the typed grammar (`typed`), as the llm proposer
 would (its temperature, its token limit, and under a constraint the system prompt's constrained
-answer format). For each condition it prints the share of answers that contain a strategy, parse
-and check, how many were cut off at the token limit; completion tokens per second; and seconds
-per answer (one iteration's model time without repairs). With `--evolve N` it then runs
+answer format); `--modes` picks the conditions and their order. For each condition it prints
+the share of answers that contain a strategy, parse and check, how many were cut off at the
+token limit; completion tokens per second; and seconds per answer (one iteration's model time
+without repairs). With `--evolve N` it then runs
 `autostrat evolve --proposer llm --constrain typed --iterations N` against the same server and
 counts the iterations that were evaluated (not invalid, duplicate or failed) and whether any beat
 the baseline. A JSON summary goes to the last line of the output.
@@ -83,7 +84,7 @@ def run(args) -> dict:
         import openai
 
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", timeout=1800, max_retries=0)
-        for mode in MODES:
+        for mode in args.modes if args.prompts else ():  # --prompts 0: the evolve run alone
             rows = []
             for n, messages in enumerate(convs):
                 if mode != "off":  # what LlmProposer sends under a constraint
@@ -165,13 +166,23 @@ def summarise(rows: list[dict]) -> dict:
             "completion_tokens_mean": tokens / n}
 
 
+def modes(text: str) -> tuple[str, ...]:
+    """The --modes list: known conditions, comma-separated."""
+    out = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in out if m not in MODES]
+    if unknown or not out:
+        raise argparse.ArgumentTypeError(f"unknown condition {', '.join(unknown) or '(none)'}: use {','.join(MODES)}")
+    return out
+
+
 def main() -> None:
     """Parse the flags, run, print the table and the JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--prompts", type=int, default=20)
+    p.add_argument("--prompts", type=int, default=20, help="prompts per condition (0: only the --evolve run)")
     p.add_argument("--max-tokens", type=int, default=300)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="server threads (default: llama-cpp-python's)")
+    p.add_argument("--modes", type=modes, default=MODES, help="conditions to run, in order (default: off,gbnf,typed)")
     p.add_argument("--evolve", type=int, default=0, metavar="N",
                    help="then run evolve --constrain typed for N iterations (default: skip)")
     args = p.parse_args()

@@ -186,9 +186,13 @@ class Gbnf:
                 return None if None in hs else max(hs, default=0)
             return 0 if node[2] == 0 else of(node[1])
 
-        for _ in range(len(self.rules) + 1):
+        changed = True
+        while changed:  # heights only fall from None to a number, then to smaller ones: this ends
+            changed = False
             for n, r in self.rules.items():
-                height[n] = of(r)
+                h = of(r)
+                changed |= h != height[n]
+                height[n] = h
         self._of = of
         return height
 

@@ -63,6 +63,14 @@ def test_the_model_file_ships_inside_the_package():
         assert f.read(4) == b"GGUF"
 
 
+def test_the_server_runs_without_the_cpu_backends_extra_layouts():
+    # On a CPU that reports AMX without the kernel's grant they crash the first decode.
+    from autostrat.search import llama_server
+
+    assert LocalServer(port=1).command()[1:3] == ["-m", "autostrat.search.llama_server"]
+    assert llama_server._model_params().use_extra_bufts is False
+
+
 def test_auto_recognises_the_local_server(server):
     c = constraint_for("auto", server.base_url)
     assert c.mode == "typed" and c.extra_body == request_body("typed")

@@ -9,8 +9,12 @@ from the built-in registry and the checker's rules, so every text it matches pas
   series is an expression, a window a whole number from 1 to MAX_LOOKBACK (or a param, which is
   one), a constant a literal or a param;
 - names are fixed and used only after they are defined, with their kind: params `p1..pN` (whole
-  numbers, so windows too), number values `x1..`, condition values `c1..`; every combination of
-  how many of each are defined so far is its own set of rules (a finite expansion);
+  numbers, so windows too), params `f1..fM` (a number with tenths or a percentage: constants,
+  and the percentages exits too), number values `x1..`, condition values `c1..`; every
+  combination of how many of each are defined so far is its own set of rules (a finite
+  expansion), and which f params are percentages is carried to the exits;
+- a param may declare its search range, `param p1 = 20 in 10..60`, in a form whose range always
+  holds its value (grammar_ranges);
 - expressions nest at most `levels` deep (call arguments and parentheses go one level down, and
   the deepest level holds no call that takes a series), so their depth and size stay within the
   checker's MAX_DEPTH and MAX_NODES; generation refuses bounds that could exceed them;
@@ -28,12 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from autostrat.lang import grammar_ranges as gr
 from autostrat.lang.grammar_tree import Alt, Chars, Lit, Ref, Rep, Seq, alt, gbnf_text, quantifier, regex_text, seq
 from autostrat.lang.parse import MAX_DEPTH, MAX_NODES
 from autostrat.lang.registry import BOOL, BUILTINS, MAX_LOOKBACK, SERIES
 
 FORMATS = ("gbnf", "lark")
-COMPARE = ("<", ">", "<=", ">=")  # == and != on prices are rarely meant; the checker allows them all
+COMPARE = ("<", ">", "<=", ">=", "==", "!=")
 RULE_KINDS = ("buy", "sell", "short", "cover")
 EXITS = ("stop_loss", "take_profit", "trailing_stop", "max_hold")
 
@@ -43,6 +48,7 @@ class TypedBounds:
     """How much a typed-constrained model may write."""
 
     params: int = 3  # params p1..pN, whole numbers, declared first
+    fractions: int = 1  # params f1..fN, numbers with tenths or percentages, declared next
     numbers: int = 4  # number values x1..
     conditions: int = 2  # condition values c1..
     values: int = 4  # named values in all (numbers and conditions)
@@ -83,12 +89,13 @@ class _State:
     """How many params, number values and condition values are defined so far."""
 
     p: int
+    f: int
     x: int
     c: int
 
     @property
     def tag(self) -> str:
-        return f"p{self.p}x{self.x}c{self.c}"
+        return f"p{self.p}f{self.f}x{self.x}c{self.c}"
 
 
 class _Builder:
@@ -134,19 +141,24 @@ class _Builder:
         self.pct1, self.pct10 = self.token("percent", one), self.token("percent-large", ten)
         self.sname = self.token("name-text", Rep(Chars(((10, 10), (34, 34)), True), 1, b.name_chars))
         self.htext = self.token("hypothesis-text", Rep(Chars(((10, 10),), True), 1, b.hypothesis_chars))
+        top = gr.TENTHS_MAX
+        self.whole_param = self.token("param-whole", gr.declarations(gr.whole, gr.whole_classes(MAX_LOOKBACK),
+                                                                     MAX_LOOKBACK))
+        self.tenths_param = self.token("param-tenths", gr.declarations(gr.tenths, gr.tenths_classes(top), top))
+        self.pct_param = self.token("param-percent", gr.declarations(gr.tenths, gr.tenths_classes(top), top, "%"))
 
     # --- expressions ------------------------------------------------------------------------
     def names(self, s: _State, kind: str) -> list[tuple[object, int, int]]:
         if kind == "c":
             return [(Lit(f"c{k}"), 1, 1) for k in range(1, s.c + 1)]
-        return [(Lit(f"p{k}"), 1, 1) for k in range(1, s.p + 1)] + [(Lit(f"x{k}"), 1, 1) for k in range(1, s.x + 1)]
+        return [(Lit(f"{n}{k}"), 1, 1) for n, top in (("p", s.p), ("f", s.f), ("x", s.x)) for k in range(1, top + 1)]
 
     def window(self, s: _State) -> Ref:
         return self.rule(f"window-p{s.p}", [(self.win, 1, 1)] + [(Lit(f"p{k}"), 1, 1) for k in range(1, s.p + 1)])
 
     def constant(self, s: _State) -> Ref:
-        return self.rule(f"constant-p{s.p}", [(seq(Rep(Lit("-"), 0, 1), self.num), 2, 2)]
-                         + [(Lit(f"p{k}"), 1, 1) for k in range(1, s.p + 1)])
+        return self.rule(f"constant-p{s.p}f{s.f}", [(seq(Rep(Lit("-"), 0, 1), self.num), 2, 2)]
+                         + [(Lit(f"{n}{k}"), 1, 1) for n, top in (("p", s.p), ("f", s.f)) for k in range(1, top + 1)])
 
     def calls(self, s: _State, level: int, result: str):
         """The built-ins returning `result` whose arguments fit below `level`, grouped by kinds."""
@@ -160,7 +172,7 @@ class _Builder:
             if deepest and "x" in f.kinds or level > 0 and "c" in f.kinds:  # if_else, bars_since: top level
                 continue
             groups.setdefault(f.kinds, []).append(f.name)
-        out, plain = [], []  # plain: the calls without a series argument, shared by every state with p params
+        out, plain = [], []  # plain: the calls without a series argument, shared by every state with these params
         for kinds, funcs in groups.items():
             fname = alt([Lit(f) for f in sorted(funcs)])
             if len(funcs) > 1:
@@ -184,7 +196,7 @@ class _Builder:
             call = (seq(*parts), 1 + sum(x for x, _ in sizes), 1 + max((y for _, y in sizes), default=0))
             (out if any(k in "xc" for k in kinds) else plain).append(call)
         if plain:
-            out.append((self.rule(f"calls-{result}-p{s.p}", plain), *[max(c[i] for c in plain) for i in (1, 2)]))
+            out.append((self.rule(f"calls-{result}-p{s.p}f{s.f}", plain), *[max(c[i] for c in plain) for i in (1, 2)]))
         return out
 
     def num_expr(self, s: _State, level: int) -> Ref:
@@ -243,21 +255,21 @@ class _Builder:
     def program(self):
         b = self.b
         self.build_tokens()
-        self.rules["root"] = None  # first
         nl = Lit("\n")
-        for p in range(b.params, -1, -1):
-            for x in range(b.numbers, -1, -1):
-                for c in range(b.conditions, -1, -1):
-                    if x + c <= b.values:
-                        self.definitions(_State(p, x, c))
         head = seq(Rep(seq(Lit("# hypothesis: "), self.htext, nl), 0, 1),
                    Lit('strategy "'), self.sname, Lit('"\n'))
-        params = Ref(f"defs-p{b.params}x0c0")
-        for p in range(b.params, 0, -1):  # params-k: k declared, p(k+1) next or no more
-            self.rules[f"params-{p - 1}"] = alt([seq(Lit(f"param p{p} = "), self.win, nl, params),
-                                                  Ref(f"defs-p{p - 1}x0c0")])
-            params = Ref(f"params-{p - 1}")
-        self.rules["root"] = seq(head, params)
+        self.rules["root"] = seq(head, Ref("params-p0"))
+        for p in range(b.params + 1):  # params-pK: K whole params declared, p(K+1) next or the f params
+            more = [seq(Lit(f"param p{p + 1} = "), self.whole_param, nl, Ref(f"params-p{p + 1}"))]
+            self.rules[f"params-p{p}"] = alt((more if p < b.params else []) + [Ref(f"fparams-p{p}f0m0")])
+        for p in range(b.params, -1, -1):
+            for f in range(b.fractions, -1, -1):
+                for mask in range(1 << f):  # bit k: f(k+1) is a percentage, which an exit takes
+                    self.fparams(p, f, mask)
+                    for x in range(b.numbers, -1, -1):
+                        for c in range(b.conditions, -1, -1):
+                            if x + c <= b.values:
+                                self.definitions(_State(p, f, x, c), mask)
         for name, ref in list(self.size.items()):
             if name.startswith("cond0-") or name.startswith("num0-"):
                 if ref > MAX_NODES or self.depth[name] > MAX_DEPTH:
@@ -265,24 +277,35 @@ class _Builder:
                                      f"checker's limits are {MAX_NODES} and {MAX_DEPTH}: lower the bounds")
         return self.rules
 
-    def definitions(self, s: _State):
+    def fparams(self, p: int, f: int, mask: int):
+        """After p whole params and f others (`mask`: the percentages): f(f+1) next, or the values."""
+        nl, out = Lit("\n"), []
+        if f < self.b.fractions:
+            out.append(seq(Lit(f"param f{f + 1} = "), self.tenths_param, nl, Ref(f"fparams-p{p}f{f + 1}m{mask}")))
+            out.append(seq(Lit(f"param f{f + 1} = "), self.pct_param, nl,
+                           Ref(f"fparams-p{p}f{f + 1}m{mask | 1 << f}")))
+        self.rules[f"fparams-p{p}f{f}m{mask}"] = alt(out + [Ref(f"defs-p{p}f{f}m{mask}x0c0")])
+
+    def definitions(self, s: _State, mask: int):
         b, nl = self.b, Lit("\n")
-        name = f"defs-{s.tag}"
+        at = f"defs-p{s.p}f{s.f}m{mask}"
         out = []
         if s.x < b.numbers and s.x + s.c < b.values:
-            out.append(seq(Lit(f"x{s.x + 1} = "), self.num_expr(s, 0), nl, Ref(f"defs-p{s.p}x{s.x + 1}c{s.c}")))
+            out.append(seq(Lit(f"x{s.x + 1} = "), self.num_expr(s, 0), nl, Ref(f"{at}x{s.x + 1}c{s.c}")))
         if s.c < b.conditions and s.x + s.c < b.values:
-            out.append(seq(Lit(f"c{s.c + 1} = "), self.cond_expr(s, 0), nl, Ref(f"defs-p{s.p}x{s.x}c{s.c + 1}")))
+            out.append(seq(Lit(f"c{s.c + 1} = "), self.cond_expr(s, 0), nl, Ref(f"{at}x{s.x}c{s.c + 1}")))
         cond = self.cond_expr(s, 0)
         rules = [seq(Lit(f"{k} when "), cond, nl) for k in RULE_KINDS]
-        out.append(seq(rules[0], rules[1], Rep(seq(rules[2], rules[3]), 0, 1), self.exits(s)))
-        self.rules[name] = alt(out)
+        out.append(seq(rules[0], rules[1], Rep(seq(rules[2], rules[3]), 0, 1), self.exits(s.p, mask)))
+        self.rules[f"{at}x{s.x}c{s.c}"] = alt(out)
 
-    def exits(self, s: _State) -> Ref:
-        name = f"exits-p{s.p}"
+    def exits(self, p: int, mask: int) -> Ref:
+        name = f"exits-p{p}m{mask}"
         if name not in self.rules:
-            values = {"stop_loss": self.pct1, "take_profit": self.pct10, "trailing_stop": self.pct1,
-                      "max_hold": alt([self.bars] + [Lit(f"p{k}") for k in range(1, s.p + 1)])}
+            pct = [Lit(f"f{k + 1}") for k in range(mask.bit_length()) if mask >> k & 1]  # at most 99.9%
+            values = {"stop_loss": alt([self.pct1, *pct]), "take_profit": alt([self.pct10, *pct]),
+                      "trailing_stop": alt([self.pct1, *pct]),
+                      "max_hold": alt([self.bars] + [Lit(f"p{k}") for k in range(1, p + 1)])}
             self.rules[name] = seq(*[Rep(seq(Lit(f"{e} "), values[e], Lit("\n")), 0, 1) for e in EXITS])
         return Ref(name)
 
@@ -301,8 +324,9 @@ def rules(bounds: TypedBounds = TypedBounds()) -> dict:
 def _header(fmt: str, b: TypedBounds, mark: str) -> str:
     return (f"{mark} The autostrat typed strategy grammar ({fmt}): every text it matches passes `autostrat check`.\n"
             f"{mark} Generated from the built-in registry by `autostrat grammar --typed --format {fmt}`. Bounds: "
-            f"{b.params} params p1.., {b.numbers} number values x1..,\n{mark} {b.conditions} condition values c1.., "
-            f"{b.values} values in all, {b.levels} expression levels, {b.ands} `and` terms, {b.ors} `or` groups.\n")
+            f"{b.params} params p1.., {b.fractions} params f1..,\n{mark} {b.numbers} number values x1.., "
+            f"{b.conditions} condition values c1.., {b.values} values in all,\n{mark} {b.levels} expression levels, "
+            f"{b.ands} `and` terms, {b.ors} `or` groups.\n")
 
 
 def gbnf(bounds: TypedBounds = TypedBounds()) -> str:

@@ -125,7 +125,7 @@ class LocalServer:
 
     def command(self) -> list[str]:
         """The server's command line."""
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
+        cmd = [sys.executable, "-m", "autostrat.search.llama_server", "--model", str(self.model_path),
                "--model_alias", MODEL_ALIAS, "--host", HOST, "--port", str(self.port),
                "--n_ctx", str(self.n_ctx), "--n_gpu_layers", "0", "--verbose", str(self.verbose)]
         if self.threads:

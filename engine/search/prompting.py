@@ -247,12 +247,16 @@ strategy file {where}: no ```strat fence, no other text. In this order, one stat
 
 1. optionally `# hypothesis: <one line>`;
 2. `strategy "<a short name>"`;
-3. up to {b.params} params, named p1, p2, ... in order, each a whole number of bars: `param p1 = 20`;
+3. up to {b.params} params, named p1, p2, ... in order, each a whole number of bars: `param p1 = 20`,
+   or with the range a search may tune it in: `param p1 = 20 in 10..60`; then up to {b.fractions} more
+   param(s) named f1, ..., each a number with at most one decimal or a percentage: `param f1 = 2.5 in 1..4`
+   or `param f1 = 6% in 2%..15%` (a range holds its value; f params are not windows);
 4. up to {b.values} named values: numbers named x1, x2, ... (up to {b.numbers}) and conditions named c1,
    c2, ... (up to {b.conditions}), each in order and used only after its line: `x1 = sma(close, p1)`,
    `c1 = close > x1`;
 5. `buy when <condition>`, `sell when <condition>`, then optionally both `short when` and `cover when`;
-6. optionally, in this order: `stop_loss 8%`, `take_profit 20%`, `trailing_stop 10%`, `max_hold 20`.
+6. optionally, in this order: `stop_loss 8%`, `take_profit 20%`, `trailing_stop 10%`, `max_hold 20`
+   (a percentage param may stand for the percentage, a p param for the bars).
 
 Spacing is as shown (one space around operators, `, ` between arguments). A condition joins at
 most {b.ands} tests with `and` and {b.ors} such groups with `or`; a side of a comparison is a product,
