@@ -22,7 +22,7 @@ from autostrat.config import Settings
 from autostrat.lang import nodes as N
 from autostrat.lang.check import check
 from autostrat.lang.parse import parse
-from autostrat.sim.bulk import set_param
+from autostrat.sim.grid import set_param
 from autostrat.sim.evaluate import evaluate_tape
 from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
 from autostrat.sim.simulate import period_simulation

@@ -233,7 +233,11 @@ class Search:
         return records
 
     def _evaluate_batch(self, proposals: list[tuple[int, Proposal]]) -> dict[str, Any]:
-        """Each distinct checked, unseen candidate of a step evaluated once: {hash: Evaluation or exception}."""
+        """Each distinct checked, unseen candidate of a step evaluated once: {hash: Evaluation or exception}.
+
+        Untuned candidates are evaluated as one bulk batch when the evaluator has `many` (each
+        result equals its one-by-one evaluation bit for bit); tuned ones each run their own bulk grid.
+        """
         out: dict[str, Any] = {}
         for i, proposal in proposals:
             if proposal.program is None or proposal.status != "ok":
@@ -245,8 +249,14 @@ class Search:
             h = canonical_hash(proposal.program)
             if h in self.hashes or h in out:
                 continue
-            out[h] = call(self._evaluator_for(i), typed)
-        return out
+            out[h] = (i, typed)
+        many = getattr(self.evaluate, "many", None)
+        if self.settings.search.tune <= 0 and many is not None and len(out) > 1:
+            try:  # one bulk batch; a failure falls back to one by one, so it stays with its candidate
+                return dict(zip(out, many([typed for _, typed in out.values()])))
+            except Exception:
+                pass
+        return {h: call(self._evaluator_for(i), typed) for h, (i, typed) in out.items()}
 
     def _ends_search(self, record: dict[str, Any]) -> bool:
         """Whether stop_reason() will hold once `record` is applied (a step ends there)."""

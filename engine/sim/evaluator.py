@@ -25,7 +25,7 @@ from autostrat.sim.metrics import daily_returns
 from autostrat.sim.simulate import period_simulation, simulator_args
 from autostrat.sim.simulation import check_backtest
 from autostrat.sim.walkforward import fold_spans
-from autostrat.tape.compile import compile
+from autostrat.tape.compile import compile, compile_many
 from autostrat.tape.vm import run_tape
 
 
@@ -73,6 +73,19 @@ class Evaluator:
         regs = run_tape(tape, self.market)
         return Evaluation(metrics, self._returns(tape, regs), self._behaviour(tape, regs))
 
+    def many(self, programs: list[TypedProgram]) -> list[Evaluation]:
+        """`self(p)` for each program, from one tape: sub-expressions the programs share computed
+        once and the simulations spread over the cores. Each Evaluation equals the one-by-one one
+        bit for bit (a batch's rules are the same kernels on the same bars)."""
+        if len(programs) < 2:
+            return [self(p) for p in programs]
+        tape = compile_many(programs)
+        spans = {**self.spans, **self.fold_spans}
+        values = evaluate_tape(tape, self.market, spans, self.settings.backtest)
+        regs = run_tape(tape, self.market)
+        return [Evaluation(metrics_dicts(values[p], spans), self._returns(tape, regs, p), self._behaviour(tape, regs, p))
+                for p in range(len(programs))]
+
     def metrics_many(self, programs: list[TypedProgram]) -> list[dict[str, dict[str, float]]]:
         """The metrics of many programs (folds included), by one bulk evaluation; no returns."""
         from autostrat.sim.bulk import metrics_array
@@ -80,18 +93,18 @@ class Evaluator:
         spans = {**self.spans, **self.fold_spans}
         return [metrics_dicts(values, spans) for values in metrics_array(programs, self.market, spans, self.settings)]
 
-    def _returns(self, tape, regs) -> np.ndarray:
+    def _returns(self, tape, regs, program: int = 0) -> np.ndarray:
         # The equity curves, by the same kernel evaluate_tape scores them with; the trade table of
         # backtest.Result is skipped because building it costs more than the whole simulation.
         bt = self.settings.backtest  # with indicators = "period" the registers are the period's own
         parts = []
         for a, b in self.spans.values():
-            equity, _, _ = period_simulation(tape, self.market, a, b, bt, regs)
+            equity, _, _ = period_simulation(tape, self.market, a, b, bt, regs, program)
             parts.append(daily_returns(equity))
         return np.concatenate(parts).astype(np.float32)
 
-    def _behaviour(self, tape, regs) -> str:
-        return behaviour_hash([simulator_args(tape, regs, self.market, a, b, self.settings.backtest)
+    def _behaviour(self, tape, regs, program: int = 0) -> str:
+        return behaviour_hash([simulator_args(tape, regs, self.market, a, b, self.settings.backtest, program)
                                for a, b in self.spans.values()])
 
     def period_dates(self) -> dict[str, dict[str, object]]:
@@ -141,7 +154,15 @@ class UniverseEvaluator:
                                "over their common dates")
 
     def __call__(self, typed: TypedProgram) -> Evaluation:
-        per = {e.market.name: e(typed) for e in self.evaluators}
+        return self._combine({e.market.name: e(typed) for e in self.evaluators})
+
+    def many(self, programs: list[TypedProgram]) -> list[Evaluation]:
+        """`self(p)` for each program, each market's evaluated as one batch (Evaluator.many)."""
+        per = [e.many(programs) for e in self.evaluators]
+        return [self._combine({e.market.name: evs[p] for e, evs in zip(self.evaluators, per)})
+                for p in range(len(programs))]
+
+    def _combine(self, per: dict[str, Evaluation]) -> Evaluation:
         by_asset = {name: ev.metrics for name, ev in per.items()}
         metrics: dict = across_assets(by_asset, self.across)
         metrics["assets"] = by_asset

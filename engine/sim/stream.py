@@ -22,6 +22,7 @@ from autostrat.sim.bulk import (DEFAULT_CHUNK, LocalExecutor, across_assets_fram
                                 tape_arrays, universe_frame, universe_spans)
 from autostrat.sim.grid import iter_variants, param_frame
 from autostrat.sim.simulate import evaluation_args
+from autostrat.sim.simulation import check_backtest
 from autostrat.tape.template import compile_batch
 
 
@@ -80,6 +81,7 @@ def evaluate_batches(batch_iter, universe: Universe, settings, periods=SEARCH_PE
     A batch is compiled when the executor takes its first job, so a Dask cluster's window of jobs
     in flight, not the whole run, decides how many tapes exist at once.
     """
+    check_backtest(settings.backtest)  # costs and capital the simulator would misread
     names, spans = universe_spans(universe, settings, periods)
     slices = asset_slices(universe)
     waiting: collections.deque = collections.deque()
