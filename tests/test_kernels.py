@@ -254,6 +254,45 @@ def test_cci_of_constant_typical_price_is_nan() -> None:
     np.testing.assert_array_equal(np.isnan(run("cci", flat, flat, flat, 3)), [1, 1, 1, 0])
 
 
+def _window_sums(x, n, exact):
+    """Every full window of x summed directly: exactly (math.fsum) or in order (inf-safe)."""
+    import math
+
+    out = np.full(len(x), np.nan)
+    for t in range(n - 1, len(x)):
+        w = x[t - n + 1 : t + 1]
+        if not np.isnan(w).any():
+            with np.errstate(all="ignore"):
+                out[t] = math.fsum(w) if exact else sum(w.tolist())
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=arrays(np.float64, st.integers(1, 300), elements=st.one_of(
+           st.floats(-1e15, 1e15), st.floats(-1.0, 1.0), st.sampled_from([0.0, -0.0, 1e-300, np.nan]))),
+       n=st.integers(1, 40))
+def test_rolling_sum_is_as_accurate_as_the_exact_window_sum(x: np.ndarray, n: int) -> None:
+    # Huge values entering and leaving beside tiny ones: a plain running sum keeps their rounding.
+    # Every window is within RECOMPUTE_AT (1e-12) of its exact sum (math.fsum), relative to the
+    # window's magnitudes, whatever left the window before; a window of zeros is exactly 0.0.
+    got, want = run("sum", x, n), _window_sums(x, n, exact=True)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    mag = np.array([np.abs(x[t - n + 1 : t + 1]).sum() if ok[t] else 0.0 for t in range(len(x))])
+    assert np.all(np.abs(got[ok] - want[ok]) <= 1e-12 * mag[ok] + 4 * np.finfo(float).eps * np.abs(want[ok]))
+    zeros = ok & (mag == 0.0)
+    assert np.all((got[zeros] == 0.0) & ~np.signbit(got[zeros]))
+
+
+def test_rolling_sum_with_infinite_values_sums_each_window() -> None:
+    # inf cannot be subtracted back out of a running sum: windows after it are finite again.
+    x = np.array([1.0, 2, 3, np.inf, 4, 5, 6, 7, 8, -np.inf, 1, 2, np.nan, 3, 4, 5, 1e308, 1e308, 1, 2, 3, 4])
+    want = _window_sums(x, 3, exact=False)
+    assert np.isinf(want).any() and np.isfinite(want[[6, 7, 8, 21]]).all()
+    np.testing.assert_array_equal(run("sum", x, 3), want)
+    np.testing.assert_array_equal(run("sma", x, 3), want / 3)
+
+
 # ---------------------------------------------------------------- property tests
 
 values = st.one_of(st.floats(1.0, 1000.0), st.sampled_from([1.0, 2.0, np.nan]))

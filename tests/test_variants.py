@@ -62,6 +62,24 @@ def test_a_fast_variant_is_check_of_the_variant(program, data):
             np.testing.assert_array_equal(compile(fast).code, compile(slow).code)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(layout=False), st.data())
+def test_a_grid_checked_a_block_at_a_time_is_check_point_by_point(program, data):
+    typed = check(program)
+    if not typed.param_values:
+        return
+    grid = {name: data.draw(st.lists(st.sampled_from(_ODD + [value, value + 1]), min_size=1, max_size=3, unique=True))
+            for name, value in typed.param_values.items() if data.draw(st.booleans())}
+    want = []
+    for index, values in enumerate(itertools.product(*grid.values())):
+        combo = dict(zip(grid, values))
+        try:
+            want.append((index, _by_check(typed, combo), combo))
+        except StrategyError:
+            pass
+    assert list(iter_variants(typed, grid)) == want
+
+
 SOURCE = """strategy "windows, constants and exits from params"
 param fast = 10 in 2..50
 param slow = 40 in 10..200

@@ -376,29 +376,39 @@ class _Checker:
     # --- warm-up -----------------------------------------------------------------------------
     def lookback(self, e: N.Expr) -> int:
         """Leading bars an expression needs before it can be valid (static)."""
-        if isinstance(e, (N.Num, N.Bool)):
-            return 0
-        if isinstance(e, N.Name):
-            return self.lookbacks.get(e.id, 0)
-        if isinstance(e, N.Lag):
-            return e.n + self.lookback(e.expr)
-        if isinstance(e, N.Unary):
-            return self.lookback(e.operand)
-        if isinstance(e, N.Binary):
-            return max(self.lookback(e.left), self.lookback(e.right))
-        b = BUILTINS[e.func]
-        values, inner = {}, 0
-        for arg, pname, kind in zip(e.args, b.params, b.kinds):
-            if kind == "n":
-                values[pname] = self._window_value(arg)
-            elif kind in "xc":
-                inner = max(inner, self.lookback(arg))
-        return inner + lookback(b, values)
+        return warmup_bars(e, self.lookbacks, self._window_value)
 
     def _window_value(self, arg: N.Expr) -> int:
         if isinstance(arg, N.Num):
             return int(arg.literal)
         return int(self.params[arg.id].value.value)
+
+
+def warmup_bars(e: N.Expr, lookbacks: dict, window_value, maximum=max):
+    """Leading bars `e` needs: `lookbacks` of the names it reads, `window_value(arg)` of a window.
+
+    With int64 arrays as window values and lookbacks and `np.maximum`, the warm-ups of many param
+    variants at once (autostrat.lang.variants.GridVariants), by the same rules.
+    """
+    if isinstance(e, (N.Num, N.Bool)):
+        return 0
+    if isinstance(e, N.Name):
+        return lookbacks.get(e.id, 0)
+    if isinstance(e, N.Lag):
+        return e.n + warmup_bars(e.expr, lookbacks, window_value, maximum)
+    if isinstance(e, N.Unary):
+        return warmup_bars(e.operand, lookbacks, window_value, maximum)
+    if isinstance(e, N.Binary):
+        return maximum(warmup_bars(e.left, lookbacks, window_value, maximum),
+                       warmup_bars(e.right, lookbacks, window_value, maximum))
+    b = BUILTINS[e.func]
+    values, inner = {}, 0
+    for arg, pname, kind in zip(e.args, b.params, b.kinds):
+        if kind == "n":
+            values[pname] = window_value(arg)
+        elif kind in "xc":
+            inner = maximum(inner, warmup_bars(arg, lookbacks, window_value, maximum))
+    return inner + lookback(b, values, maximum)
 
 
 def _num(n: N.Num) -> str:

@@ -142,10 +142,15 @@ KEYWORDS = frozenset(
 )
 
 
-def lookback(builtin: Builtin, windows: dict[str, float]) -> int:
-    """Leading NaN bars a call adds, given its window argument values by name."""
+def lookback(builtin: Builtin, windows: dict[str, float], maximum=max):
+    """Leading NaN bars a call adds, given its window argument values by name.
+
+    With int64 arrays of window values and `maximum=np.maximum`, an array: one per variant.
+    """
     # The formulas are this module's own constants (+ - * max and window names), never user text.
-    return int(eval(_formula(builtin.warmup), {"__builtins__": {}, "max": max}, {k: int(v) for k, v in windows.items()}))
+    if maximum is max:
+        windows = {k: int(v) for k, v in windows.items()}
+    return eval(_formula(builtin.warmup), {"__builtins__": {}, "max": maximum}, windows)
 
 
 @functools.lru_cache(maxsize=None)

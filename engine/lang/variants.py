@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from autostrat.errors import StrategyError
 from autostrat.lang import nodes as N
-from autostrat.lang.check import TypedProgram, _Checker
+from autostrat.lang.check import TypedProgram, _Checker, warmup_bars
 from autostrat.lang.registry import BUILTINS
 
 
@@ -115,6 +117,86 @@ class ParamVariants:
 
 
 _MEMO_LIMIT = 100_000
+
+
+class GridVariants:
+    """The points of a grid of param values of one checked program, checked a block at a time.
+
+    `statements[name]` holds the param statements a grid gives `name`, one per value. A point
+    picks one value per name. `block(index)` returns the valid points among `index` (grid points
+    in C order, as itertools.product walks them) with their TypedPrograms: exactly what
+    `ParamVariants` (so `check`) gives point by point, for a fraction of the Python. Validity
+    and exits are per value, since each value-dependent check reads one param (ParamVariants'
+    sites): each value is checked once, alone. The warm-up depends on several params together:
+    it is computed for the whole block by the checker's own `warmup_bars` on int64 arrays.
+    """
+
+    def __init__(self, typed: TypedProgram, statements: dict[str, list[N.Param]]):
+        variants = ParamVariants(typed)
+        self.base, self.names, self.statements = typed, list(statements), statements
+        self.shape = tuple(len(v) for v in statements.values())
+        self._slot, self._terms = variants._slot, variants._terms
+        self.valid: dict[str, np.ndarray] = {}
+        self.exits: dict[str, list[dict]] = {}  # per value, the exits its param sets
+        driven = {name: [site.kind for what, n, site in variants._sites if what == "exit" and n == name]
+                  for name in statements}
+        for name, values in statements.items():
+            ok, exits = np.zeros(len(values), dtype=bool), []
+            for i, p in enumerate(values):
+                try:
+                    alone = variants({name: p})
+                except StrategyError:
+                    exits.append({})
+                    continue
+                ok[i] = True
+                exits.append({kind: alone.exits[kind] for kind in driven[name]})
+            self.valid[name], self.exits[name] = ok, exits
+        self._values = {n: np.array([p.value.value for p in v], dtype=np.float64) for n, v in statements.items()}
+
+    def __len__(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def block(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[TypedProgram]]:
+        """(valid point indices, their picks (points x params), their TypedPrograms) of `index`."""
+        picks = np.stack(np.unravel_index(index, self.shape), axis=1) if self.shape else np.zeros((len(index), 0), np.int64)
+        ok = np.ones(len(index), dtype=bool)
+        for j, name in enumerate(self.names):
+            ok &= self.valid[name][picks[:, j]]
+        index, picks = index[ok], picks[ok]
+        warmups = self._warmups(picks)
+        base, programs = self.base, []
+        statements = list(base.program.statements)
+        slots = [self._slot[n] for n in self.names]
+        for row, warmup in zip(picks.tolist(), warmups.tolist()):
+            params, exits = dict(base.params), dict(base.exits)
+            for name, slot, i in zip(self.names, slots, row):
+                statements[slot] = params[name] = self.statements[name][i]
+                exits.update(self.exits[name][i])
+            program = dataclasses.replace(base.program, statements=tuple(statements))
+            programs.append(TypedProgram(program, params, base.bindings, base.types, base.rules, exits, warmup,
+                                         base.max_lookback, {k: p.value.value for k, p in params.items()}))
+        return index, picks, programs
+
+    def _warmups(self, picks: np.ndarray) -> np.ndarray:
+        """Each point's warm-up, as ParamVariants computes it, for all points at once."""
+        n = len(picks)
+        values = {name: self._values[name][picks[:, j]].astype(np.int64) for j, name in enumerate(self.names)}
+        base = self.base.params
+
+        def window_value(arg: N.Expr):
+            if isinstance(arg, N.Num):
+                return int(arg.literal)
+            return values[arg.id] if arg.id in values else int(base[arg.id].value.value)
+
+        lookbacks: dict = dict.fromkeys(base, 0)
+        warmup = np.zeros(n, dtype=np.int64)
+        for key, expr, _, _ in self._terms:
+            bars = warmup_bars(expr, lookbacks, window_value, np.maximum)
+            if key is None:
+                warmup = np.maximum(warmup, bars)
+            else:
+                lookbacks[key] = bars
+        return np.broadcast_to(warmup, (n,)).astype(np.int64)
 
 
 def _walk(e: N.Expr):

@@ -2,22 +2,22 @@
 
 A grid is walked lazily, in `itertools.product` order (the last param varies fastest), so a
 sweep of a million points never holds a million programs: `iter_variants` yields them one by one.
-Each variant is checked by `autostrat.lang.variants.ParamVariants` (only what its values reach),
-and a param statement is built once per distinct value, not once per point.
+The points are checked a block at a time by `autostrat.lang.variants.GridVariants` (each value
+checked once, the warm-ups of a block computed together), and a param statement is built once
+per distinct value, not once per point.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import numpy as np
 
-from autostrat.errors import AutostratError, StrategyError
+from autostrat.errors import AutostratError
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
-from autostrat.lang.variants import ParamVariants
+from autostrat.lang.variants import GridVariants
 from autostrat.sim.backtest import load_strategy
 
 # The default cap on a sweep's points. Points are streamed, so memory does not limit a grid; time
@@ -107,16 +107,15 @@ def iter_variants(strategy, grid: dict[str, list[float]]):
     if unknown:
         have = ", ".join(params) or "none"
         raise AutostratError(f"the strategy has no param {unknown[0]!r} (its params: {have})")
+    variants = GridVariants(base, {n: [set_param(params[n], v) for v in grid[n]] for n in grid})
     names = list(grid)
-    statements = [[set_param(params[n], v) for v in grid[n]] for n in names]  # once per distinct value
-    variant = ParamVariants(base)
-    point = itertools.product(*(range(len(grid[n])) for n in names))
-    for index, picks in enumerate(point):
-        try:
-            typed = variant({n: statements[j][i] for j, (n, i) in enumerate(zip(names, picks))})
-        except StrategyError:
-            continue
-        yield index, typed, {n: grid[n][i] for n, i in zip(names, picks)}
+    for first in range(0, len(variants), _BLOCK):
+        index, picks, programs = variants.block(np.arange(first, min(first + _BLOCK, len(variants))))
+        for point, row, typed in zip(index.tolist(), picks.tolist(), programs):
+            yield point, typed, {n: grid[n][i] for n, i in zip(names, row)}
+
+
+_BLOCK = 4096  # grid points checked together: bounded memory, and few enough Python calls
 
 
 def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[list[TypedProgram], list[dict]]:

@@ -26,6 +26,58 @@ def _rolling_sum_nb(x, n, out, div=1.0):
     """Sum of x[t-n+1..t], divided by `div`; NaN when the window holds a NaN; exactly 0.0 when it
     holds only zeros. (Dividing here saves the mean a second pass; a sum divides by 1.0, exactly.)
 
+    Fast path, for a series without NaN after its leading ones (prices, most indicators): a
+    compensated prefix sum (TwoSum: each add's rounding is kept in a second float, so hi + lo is
+    the prefix to within about bars * eps**2 * the sum of magnitudes), and each window the
+    difference of two prefixes: one dependent add per bar, then passes without any. It is kept
+    only when that bound is below RECOMPUTE_AT of every window's sum, the accuracy the sliding sum
+    guarantees; otherwise (a zero window, one far smaller than the history before it, a NaN
+    inside) the series takes the sliding sum `_rolling_sum_slide_nb`. An infinite
+    value or a sum that overflows cannot be subtracted back out of any running sum: then every
+    window is summed directly (`_rolling_sum_direct_nb`).
+    """
+    m = x.shape[0]
+    a = 0
+    while a < m and np.isnan(x[a]):
+        a += 1
+    hi = np.empty(m - a + 1)  # hi[k] + lo[k] = x[a] + ... + x[a+k-1]
+    lo = np.empty(m - a + 1)
+    hi[0] = 0.0
+    lo[0] = 0.0
+    s, c, mag = 0.0, 0.0, 0.0
+    for t in range(a, m):
+        v = x[t]
+        u = s + v
+        w = u - s
+        c += (s - (u - w)) + (v - w)
+        s = u
+        mag += abs(v)
+        hi[t - a + 1] = s
+        lo[t - a + 1] = c
+    if np.isinf(s) or np.isnan(s):  # a NaN inside, an infinite value, or a sum beyond float64
+        if np.isnan(mag) and not _has_inf_nb(x):
+            _rolling_sum_slide_nb(x, n, out, div)
+        else:
+            _rolling_sum_direct_nb(x, n, out, div)
+        return
+    for t in range(min(a + n - 1, m)):
+        out[t] = np.nan
+    for t in range(a + n - 1, m):
+        k = t - a + 1
+        out[t] = ((hi[k] - hi[k - n]) + (lo[k] - lo[k - n])) / div
+    bound = 4.0 * (m - a) * EPS * EPS * mag
+    scale = div * RECOMPUTE_AT
+    ok = True
+    for t in range(a + n - 1, m):
+        ok &= abs(out[t]) * scale > bound
+    if not ok:
+        _rolling_sum_slide_nb(x, n, out, div)
+
+
+@njit(cache=True)
+def _rolling_sum_slide_nb(x, n, out, div=1.0):
+    """`_rolling_sum_nb` for a series with NaN after its first valid value.
+
     The running sum slides in O(1), but removing a large value leaves its rounding behind. A bound
     on that rounding, against the window's sum of magnitudes, triggers an exact resum (as does
     every n-th slide), so the result is as accurate as summing the window directly.
@@ -68,6 +120,34 @@ def _rolling_sum_nb(x, n, out, div=1.0):
             since = 0
             err = 0.0
         out[t] = (s if nonzero > 0 else 0.0) / div
+
+
+@njit(cache=True)
+def _has_inf_nb(x):
+    for v in x:
+        if np.isinf(v):
+            return True
+    return False
+
+
+@njit(cache=True)
+def _rolling_sum_direct_nb(x, n, out, div=1.0):
+    """`_rolling_sum_nb` by summing every window in order: for series with infinite values (or
+    sums beyond float64), where a prefix cannot be subtracted back out. O(n) per bar; rare."""
+    run = 0
+    for t in range(x.shape[0]):
+        if np.isnan(x[t]):
+            run = 0
+            out[t] = np.nan
+            continue
+        run += 1
+        if run < n:
+            out[t] = np.nan
+            continue
+        s = 0.0
+        for j in range(t - n + 1, t + 1):
+            s += x[j]
+        out[t] = s / div
 
 
 @njit(cache=True)

@@ -31,6 +31,8 @@ def same_structure(programs: list[TypedProgram]) -> bool:
     """Whether every program has the first one's rules and bindings (the same syntax tree objects)."""
     first = programs[0]
     for p in programs[1:]:
+        if p.rules is first.rules and p.bindings is first.bindings and p.params.keys() == first.params.keys():
+            continue  # a grid's variants share the base program's tables (autostrat.lang.variants)
         if p.rules.keys() != first.rules.keys() or p.bindings.keys() != first.bindings.keys():
             return False
         if any(p.rules[k] is not first.rules[k] for k in first.rules):
