@@ -1,0 +1,204 @@
+"""`evolve` on portfolio strategies: the evaluator against backtest_portfolio, a run through the CLI,
+resume equal to an uninterrupted run, mismatched candidates invalid, and mutate's portfolio operators."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from autostrat.cli import main
+from autostrat.config import Settings
+from autostrat.data.panel_spec import load_panel
+from autostrat.errors import ConfigError
+from autostrat.lang.check import load as load_checked
+from autostrat.lang.fmt import fmt
+from autostrat.lang.parse import parse
+from autostrat.resources import example_path, examples_dir
+from autostrat.search.mutate import mutate, operator_of
+from autostrat.search.runs import RunFolder
+from autostrat.sim.metrics import daily_returns
+from autostrat.sim.objective import Objective
+from autostrat.sim.portfolio_backtest import backtest_portfolio
+from autostrat.sim.portfolio_evaluator import PortfolioEvaluator
+
+MOMENTUM = examples_dir() / "portfolio" / "momentum_12_1.strat"
+DATA = "synthetic-universe:seed=2,assets=20,bars=1500"
+SPLIT = {"train_end": "2003-12-31", "validation_start": "2004-01-01", "validation_end": "2004-12-31",
+         "test_start": "2005-01-01"}
+SPLIT_FLAGS = [x for k, v in SPLIT.items() for x in (f"--{k.replace('_', '-')}", v)]
+
+
+def settings(**search) -> Settings:
+    s = Settings()
+    s.data.spec = DATA
+    for k, v in SPLIT.items():
+        s.set(f"split.{k}", v)
+    for k, v in search.items():
+        s.set(f"search.{k}", v)
+    return s
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return load_panel(DATA)
+
+
+def evolve(tmp_path, *args):
+    return main(["evolve", "--from", str(MOMENTUM), "--data", DATA, *SPLIT_FLAGS, "--proposer", "mutate",
+                 "--runs-dir", str(tmp_path / "runs"), "--no-report", *args])
+
+
+def records(folder):
+    return RunFolder.open(folder).load_records()
+
+
+# --- the evaluator -----------------------------------------------------------------------------------
+
+
+def test_the_evaluator_scores_train_and_validation_as_backtest_portfolio_does(panel):
+    s = settings()
+    typed = load_checked(MOMENTUM.read_text(), str(MOMENTUM), portfolio=True)
+    ev = PortfolioEvaluator(panel, s)(typed)
+    want = backtest_portfolio(typed, panel, s)
+    assert set(ev.metrics) == {"train", "validation"}
+    for period in ("train", "validation"):
+        assert ev.metrics[period] == want.metrics[period]
+    # the returns the run's statistics read: the portfolio's daily returns, train then validation
+    expected = np.concatenate([daily_returns(want.equity[p]) for p in ("train", "validation")])
+    np.testing.assert_array_equal(ev.returns, expected.astype(np.float32))
+    assert len(ev.behaviour) == 64
+
+
+def test_the_evaluator_refuses_close_fills_and_a_missing_validation_period(panel):
+    s = settings()
+    s.backtest.fill = "close"
+    with pytest.raises(ConfigError, match="next open"):
+        PortfolioEvaluator(panel, s)
+    s = settings()
+    s.set("split.validation_start", "2010-01-01")
+    s.set("split.validation_end", "2010-12-31")
+    s.set("split.test_start", "2011-01-01")
+    with pytest.raises(Exception, match="validation"):
+        PortfolioEvaluator(panel, s)
+
+
+def test_a_portfolio_objective_may_name_the_score_metrics():
+    assert str(Objective.parse("validation.rank_ic_tstat", portfolio=True)) == "validation.rank_ic_tstat"
+    with pytest.raises(ConfigError, match="unknown metric 'rank_ic_tstat'"):
+        Objective.parse("validation.rank_ic_tstat")
+    with pytest.raises(ConfigError, match="a portfolio's metrics"):
+        Objective.parse("validation.num_trades", portfolio=True)  # a portfolio has no round trips
+
+
+# --- a run ---------------------------------------------------------------------------------------------
+
+
+def test_a_portfolio_evolve_run_keeps_portfolio_programs(clean_env, capsys):
+    assert evolve(clean_env, "--run", "p", "--iterations", "6", "--max-fails", "6") == 0
+    out = capsys.readouterr().out
+    assert "portfolio of 20 assets" in out and "stopped: reached the iteration cap (6)" in out
+    folder = clean_env / "runs" / "p"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["portfolio"] is True and config["data"]["source"] == "panel"
+    assert config["data"]["sha256"] == load_panel(DATA).sha256 and config["data"]["assets"] == 20
+    rs = records(folder)
+    assert [r["iteration"] for r in rs] == list(range(6))
+    assert rs[0]["status"] == "keep"
+    judged = [r for r in rs if r["status"] in ("keep", "discard")]
+    assert len(judged) >= 2
+    for r in judged:
+        assert np.isfinite(r["metrics"]["validation"]["rank_ic_mean"])
+        returns = np.load(folder / r["returns"])
+        layout = config["returns_layout"]
+        assert len(returns) == layout["validation"][1]
+    for r in rs:
+        typed = load_checked((folder / r["strategy"]).read_text(), portfolio=True)
+        assert typed.portfolio is not None
+    best = load_checked((folder / "best.strat").read_text(), portfolio=True)
+    assert best.portfolio is not None
+
+
+def test_a_resumed_portfolio_run_equals_an_uninterrupted_one(clean_env):
+    common = ["--iterations", "10", "--max-fails", "10", "--seed", "4"]
+    assert evolve(clean_env, "--run", "a", *common) == 0
+    assert evolve(clean_env, "--run", "b", "--iterations", "4", "--max-fails", "10", "--seed", "4") == 0
+    assert evolve(clean_env, "--run", "b", "--iterations", "10") == 0  # resume with a larger budget
+    a, b = clean_env / "runs" / "a", clean_env / "runs" / "b"
+    for name in ("results.tsv", "learnings.md", "best.strat"):
+        assert (a / name).read_text() == (b / name).read_text()
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(records(a)) == strip(records(b))
+
+
+def test_mismatched_candidates_are_invalid_with_the_reason(clean_env, capsys):
+    assert evolve(clean_env, "--run", "p", "--iterations", "2") == 0
+    single = example_path("sma_cross")
+    assert main(["evolve", "--run", "p", "--runs-dir", str(clean_env / "runs"), "--add", str(single)]) == 0
+    added = records(clean_env / "runs" / "p")[-1]
+    assert added["status"] == "invalid"
+    assert "single-market strategy" in added["error"] and "portfolio strategies" in added["error"]
+    # the reverse: a portfolio strategy added to a single-market run
+    assert main(["evolve", "--data", "synthetic:bars=1500", *SPLIT_FLAGS, "--proposer", "mutate", "--run", "m",
+                 "--iterations", "2", "--no-report", "--runs-dir", str(clean_env / "runs")]) == 0
+    assert main(["evolve", "--run", "m", "--runs-dir", str(clean_env / "runs"), "--add", str(MOMENTUM)]) == 0
+    added = records(clean_env / "runs" / "m")[-1]
+    assert added["status"] == "invalid" and "this is a portfolio strategy" in added["error"]
+
+
+def test_a_cap_that_never_binds_is_a_behaviour_duplicate(clean_env, tmp_path):
+    assert evolve(clean_env, "--run", "p", "--iterations", "1") == 0
+    # 20 assets, 10% a side: 2 assets of weight 1/4 each, so a 50% cap changes nothing
+    capped = tmp_path / "capped.strat"
+    capped.write_text(MOMENTUM.read_text().replace("weight equal", "weight equal capped at 50%"))
+    assert main(["evolve", "--run", "p", "--runs-dir", str(clean_env / "runs"), "--add", str(capped)]) == 0
+    added = records(clean_env / "runs" / "p")[-1]
+    assert added["status"] == "duplicate" and added["duplicate_of"] == 0
+    assert added["duplicate_kind"] == "behaviour"
+
+
+def test_a_portfolio_run_refuses_null_and_tune(clean_env, capsys):
+    assert evolve(clean_env, "--run", "n", "--null") == 2
+    assert "synthetic-universe:premium=0" in capsys.readouterr().err
+    assert evolve(clean_env, "--run", "t", "--tune", "8") == 2
+    assert "search.tune 0" in capsys.readouterr().err
+    assert not (clean_env / "runs" / "n").exists() and not (clean_env / "runs" / "t").exists()
+
+
+# --- mutate ---------------------------------------------------------------------------------------------
+
+
+def test_every_portfolio_mutation_checks_as_a_portfolio_and_uses_the_new_operators():
+    parent = parse(MOMENTUM.read_text(), str(MOMENTUM))
+    kinds = Counter()
+    for seed in range(150):
+        program, desc = mutate([parent], random.Random(seed))
+        text = fmt(program)
+        typed = load_checked(text, portfolio=True)
+        assert typed.portfolio is not None, desc
+        assert parse(text) == program  # the text parses back to the same program
+        kinds[operator_of(desc)] += 1
+    assert {"hold", "rebalance", "weight", "move"} <= set(kinds)
+    assert not {"add", "exit", "crossover"} & set(kinds)
+
+
+def test_portfolio_operators_change_what_they_say():
+    parent = parse("score = roc(close, 126)\nhold long top 10% by score\nrebalance every 21 bars\n")
+    seen = {}
+    for seed in range(200):
+        program, desc = mutate([parent], random.Random(seed), weights={"hold": 1, "rebalance": 1, "weight": 1})
+        spec = load_checked(fmt(program), portfolio=True).portfolio
+        seen.setdefault(desc.split(" ")[0], []).append((desc, spec))
+    for desc, spec in seen["rebalance"]:
+        assert desc == f"rebalance every 21 -> {spec.every} bars"
+    for desc, spec in seen["hold"]:
+        if desc.startswith("hold long top 10% ->"):
+            assert desc.endswith(f"-> {spec.long.fraction * 100:g}%") and spec.short is None
+        else:
+            assert desc == "hold short bottom 10% by score added"
+            assert spec.short.edge == "bottom" and spec.short.fraction == pytest.approx(0.1)
+    weights = {(spec.weight_by, spec.cap) for _, spec in seen["weight"]}
+    assert ("score", None) in weights and any(cap for _, cap in weights)
