@@ -19,7 +19,7 @@ from autostrat.lang.fmt import fmt
 from autostrat.lang.parse import parse
 from autostrat.resources import example_path, examples_dir
 from autostrat.search.mutate import mutate, operator_of
-from autostrat.search.runs import RunFolder
+from autostrat.search.runs import RunFolder, clean_json
 from autostrat.sim.metrics import daily_returns
 from autostrat.sim.objective import Objective
 from autostrat.sim.portfolio_backtest import backtest_portfolio
@@ -202,3 +202,101 @@ def test_portfolio_operators_change_what_they_say():
             assert spec.short.edge == "bottom" and spec.short.fraction == pytest.approx(0.1)
     weights = {(spec.weight_by, spec.cap) for _, spec in seen["weight"]}
     assert ("score", None) in weights and any(cap for _, cap in weights)
+
+
+# --- the llm proposer, against a scripted chat server on 127.0.0.1 ------------------------------------
+
+
+def test_the_llm_prompt_shows_the_score_metrics_and_a_single_market_answer_is_repaired(clean_env, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_llm_server import FakeLLM, last_user_message
+
+    single = "```strat\n" + example_path("sma_cross").read_text() + "```"
+    portfolio = "```strat\n" + MOMENTUM.read_text().replace("every 21 bars", "every 42 bars") + "```"
+    other = "```strat\n" + MOMENTUM.read_text().replace("top 10%", "top 20%") + "```"
+    with FakeLLM([single, portfolio, other]) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+        assert main(["evolve", "--from", str(MOMENTUM), "--data", DATA, *SPLIT_FLAGS, "--proposer", "llm",
+                     "--runs-dir", str(clean_env / "runs"), "--no-report", "--run", "l", "--iterations", "3"]) == 0
+    first, repair, second = llm.requests
+    system = first["messages"][0]["content"]
+    assert "This run searches portfolio strategies" in system and "universe of 20 assets" in system
+    prompt = last_user_message(first)
+    for metric in ("rank_ic_tstat", "ic_mean", "long_short_spread", "turnover", "holdings"):
+        assert f"| {metric} |" in prompt  # the parent's table shows the score's metrics
+    assert "| num_trades |" not in prompt
+    assert "this run searches portfolio strategies" in last_user_message(repair)
+    rs = records(clean_env / "runs" / "l")
+    assert rs[1]["repairs"] == 1 and rs[1]["status"] in ("keep", "discard")
+    assert "rebalance every 42 bars" in (clean_env / "runs" / "l" / rs[1]["strategy"]).read_text()
+    assert rs[2]["repairs"] == 0 and rs[2]["status"] in ("keep", "discard")
+
+
+# --- the sealed test, the run's statistics and the report ---------------------------------------------
+
+
+def test_a_portfolio_run_opens_its_sealed_test_and_reports_on_the_portfolios_returns(clean_env, capsys):
+    import math
+
+    import pandas as pd
+
+    from autostrat.sim.backtest import buy_and_hold
+    from autostrat.tape.portfolio_eval import evaluate_scores
+
+    assert evolve(clean_env, "--run", "r", "--iterations", "5", "--max-fails", "5") == 0
+    # --no-report is in evolve(); run the report the way a user would, then read what it wrote
+    assert main(["report", "r", "--runs-dir", str(clean_env / "runs")]) == 0
+    out = capsys.readouterr().out
+    folder = clean_env / "runs" / "r"
+    sealed = json.loads((folder / "sealed.json").read_text())
+    opening = sealed["openings"][-1]
+    panel, s = load_panel(DATA), settings()
+    for entry in opening["strategies"]:
+        text = (folder / f"iter_{entry['iteration']:04d}.strat").read_text()
+        want = backtest_portfolio(text, panel, s, periods=("test",))
+        assert entry["test"] == pytest.approx(clean_json(want.metrics["test"]))  # NaN is null in JSON
+    index = panel.benchmark()
+    spans = backtest_portfolio(MOMENTUM, panel, s, periods=("test",)).spans
+    assert opening["buy_hold"] == pytest.approx(clean_json(buy_and_hold(index, spans, s)["test"]))
+    assert sealed["test_period"]["first"] == str(panel.dates[spans["test"][0]])
+
+    report = json.loads((folder / "report.json").read_text())
+    stats = report["stats"]
+    best = next(r for r in records(folder) if r["iteration"] == stats["best_iteration"])
+    r = np.load(folder / best["returns"]).astype(np.float64)
+    lo, hi = json.loads((folder / "config.json").read_text())["returns_layout"]["validation"]
+    r = r[lo:hi]  # the objective's period: what PSR and DSR read
+    assert stats["track_record"] == len(r)
+    assert stats["sharpe_daily"] == pytest.approx(r.mean() / r.std(ddof=1), rel=1e-9)
+    d = r - r.mean()  # PSR (Bailey and Lopez de Prado 2012) with the series' skewness and raw kurtosis
+    sr, skew, kurt = r.mean() / r.std(ddof=1), (d ** 3).mean() / (d ** 2).mean() ** 1.5, (d ** 4).mean() / (d ** 2).mean() ** 2
+    z = sr * math.sqrt(len(r) - 1) / math.sqrt(1 - skew * sr + (kurt - 1) / 4 * sr ** 2)
+    assert stats["psr"] == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))), rel=1e-6)
+    assert math.isfinite(stats["dsr"]) and "pbo" in stats
+    assert f"psr: {stats['psr']:.4f}" in out
+
+    # the IC at each rebalance against pandas: the score's correlation with the next period's returns
+    ic = report["portfolio"]["ic"]
+    assert set(ic) == {"train", "validation", "test"}
+    text = (folder / "best.strat").read_text()
+    typed = load_checked(text, portfolio=True)
+    score = evaluate_scores(typed, panel)[typed.portfolio.long.by]
+    every = typed.portfolio.every
+    a = spans["test"][0]
+    for j in (0, 3):
+        t = a + j * every
+        frame = pd.DataFrame({"s": score[:, t], "f": panel.close[:, t + every] / panel.close[:, t] - 1})
+        frame = frame[np.isfinite(frame.s) & np.isfinite(frame.f)]
+        assert ic["test"]["dates"][j] == str(panel.dates[t])
+        assert ic["test"]["ic"][j] == pytest.approx(frame.s.corr(frame.f), rel=1e-9)
+        assert ic["test"]["rank_ic"][j] == pytest.approx(frame.s.rank().corr(frame.f.rank()), rel=1e-9)  # Spearman
+    html = (folder / "report.html").read_text()
+    assert 'id="portfolio"' in html and "equal-weight index" in html and "rank IC" in html
+    assert report["card"]["rules"][0][0] == "hold long"
+
+    # the ledger lists the opening under the universe's index
+    assert main(["sealed", DATA, *SPLIT_FLAGS]) == 0
+    assert "run r by report" in capsys.readouterr().out

@@ -303,11 +303,17 @@ def make_proposer(settings: Settings, objective: Objective, evaluator, market: s
         return MutateProposer()
     check_model(settings, out)
     config = ModelConfig.resolve(settings.llm)
-    constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
+    portfolio = bool(getattr(evaluator, "portfolio", False))
+    mode = settings.llm.constrain
+    if portfolio and mode not in ("", "auto", "off"):
+        raise ConfigError(f"llm.constrain {mode}: the exported grammars write single-market strategies, so a "
+                          "portfolio run cannot constrain the model's answers; use --constrain off")
+    # A portfolio run's answers are checked and repaired, never constrained (see the error above).
+    constraint = constraint_for("off" if portfolio else mode, config.base_url, config.api_key)
     out(constraint.describe())
     model = ChatModel(config, extra_body=constraint.extra_body)
     periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
-    return LlmProposer(model, settings, objective, periods, market, constraint.mode)
+    return LlmProposer(model, settings, objective, periods, market, constraint.mode, portfolio)
 
 
 def run_null(run: RunFolder, settings: Settings, market, objective: Objective,
