@@ -157,7 +157,7 @@ def test_a_cap_that_never_binds_is_a_behaviour_duplicate(clean_env, tmp_path):
     assert main(["evolve", "--run", "p", "--runs-dir", str(clean_env / "runs"), "--add", str(capped)]) == 0
     added = records(clean_env / "runs" / "p")[-1]
     assert added["status"] == "duplicate" and added["duplicate_of"] == 0
-    assert added["duplicate_kind"] == "behaviour"
+    assert added["duplicate_kind"] == "portfolio"
 
 
 def test_a_portfolio_run_refuses_null_and_tune(clean_env, capsys):
@@ -165,6 +165,8 @@ def test_a_portfolio_run_refuses_null_and_tune(clean_env, capsys):
     assert "synthetic-universe:premium=0" in capsys.readouterr().err
     assert evolve(clean_env, "--run", "t", "--tune", "8") == 2
     assert "search.tune 0" in capsys.readouterr().err
+    assert evolve(clean_env, "--run", "t", "--min-trades", "5") == 2
+    assert "no round trips" in capsys.readouterr().err
     assert not (clean_env / "runs" / "n").exists() and not (clean_env / "runs" / "t").exists()
 
 
@@ -224,6 +226,7 @@ def test_the_llm_prompt_shows_the_score_metrics_and_a_single_market_answer_is_re
     first, repair, second = llm.requests
     system = first["messages"][0]["content"]
     assert "This run searches portfolio strategies" in system and "universe of 20 assets" in system
+    assert "{{" not in system and "rank_ic_tstat (its t-statistic)" in system
     prompt = last_user_message(first)
     for metric in ("rank_ic_tstat", "ic_mean", "long_short_spread", "turnover", "holdings"):
         assert f"| {metric} |" in prompt  # the parent's table shows the score's metrics

@@ -45,7 +45,9 @@ With --folds N the objective is the mean (--fold-agg min: the worst) of its metr
 walk-forward folds of train and validation (--fold-mode rolling: equal consecutive windows;
 anchored: windows growing from the first bar). On a universe (--data SPY,QQQ,IWM or
 universe:FILE) every metric is the mean (--across median or min) over the markets, and the model
-sees each market's numbers.
+sees each market's numbers. A portfolio baseline (--from a file with `hold` statements) searches
+portfolio strategies on the universe --data names (synthetic-universe:... or any universe spec):
+the objective reads the portfolio's metrics (also ic_mean, rank_ic_tstat, long_short_spread, ...).
 
 At the end, the sealed test period is evaluated once for the final population and
 runs/NAME/report.html is written (see `autostrat report`). --null also runs the same search, with

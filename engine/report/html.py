@@ -425,7 +425,7 @@ def render(r: dict[str, Any]) -> str:
                      "never saw it.</p>"),
             _section("metrics", _metrics_tables(r))]
     if "portfolio" in plots:
-        body.insert(3, _section("portfolio", _img(plots["portfolio"], "IC per rebalance and holdings") +
+        body.append(_section("portfolio", _img(plots["portfolio"], "IC per rebalance and holdings") +
                                 '<p class="muted">How well the score ranked the next rebalance period\'s returns '
                                 "at each rebalance (IC: Pearson; rank IC: Spearman), the running mean of the IC, "
                                 "and the number of assets held at each close. The buy and hold of every table and "

@@ -42,6 +42,8 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
         repairs = record.get("repairs") or 0
         tries = f" after {repairs} repair{'s' if repairs != 1 else ''}" if repairs else ""
         return f"invalid{tries}: {_one_line(first[0] if first else 'no strategy', 200)}"
+    if status == "duplicate" and record.get("duplicate_kind") == "portfolio":
+        return f"duplicate of iter {record.get('duplicate_of')}: the same portfolio on train and validation"
     if status == "duplicate" and record.get("duplicate_kind") == "behaviour":
         return f"duplicate of iter {record.get('duplicate_of')}: the same signals on train and validation"
     if status == "duplicate":

@@ -14,7 +14,10 @@ evaluates it on train and validation, and ranks it by the objective:
   exactly what an uninterrupted one would;
 - a candidate whose signals on train and validation are those of an evaluated one (same rules,
   warm-up and exits: the simulator gets the same input) is a `duplicate` too (`search.dedupe`
-  behaviour; `text` keeps only the canonical-text check); it is evaluated but not a new trial;
+  behaviour; `text` keeps only the canonical-text check); it is evaluated but not a new trial.
+  In a portfolio run (the evaluator's `portfolio`) the same rule reads the portfolio's signature
+  (autostrat.sim.portfolio_evaluator), the record's duplicate_kind is `portfolio`, and a
+  candidate of the other kind (single-market there, portfolio elsewhere) is `invalid`;
 - a candidate that breaks `search.min_trades` or `search.max_drawdown` in train or validation is
   a `discard` whatever its objective; the record's `constraint` says which.
 
@@ -407,7 +410,7 @@ class Search:
             record.update(hash=h, behaviour=evaluation.behaviour)
             if evaluation.behaviour in self.behaviours:
                 record.update(status="duplicate", duplicate_of=self.behaviours[evaluation.behaviour],
-                              duplicate_kind="behaviour")
+                              duplicate_kind="portfolio" if self.portfolio else "behaviour")
                 return
         value = self.objective.value(evaluation.metrics)
         broken = broken_constraint(evaluation.metrics, s.min_trades, s.max_drawdown)

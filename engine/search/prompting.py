@@ -246,7 +246,10 @@ def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[
     lines = [f"{head}: {result_text(record, objective)}"]
     if record.get("hypothesis"):
         lines.append(f"Its hypothesis: {record['hypothesis']}")
-    if record["status"] == "duplicate" and record.get("duplicate_kind") == "behaviour":
+    if record["status"] == "duplicate" and record.get("duplicate_kind") == "portfolio":
+        lines.append("It holds exactly the portfolio of an earlier strategy on train and validation (the same "
+                     "holdings and trades), so it counted as a failure. Try a score that holds other assets.")
+    elif record["status"] == "duplicate" and record.get("duplicate_kind") == "behaviour":
         lines.append("Its rules give exactly the signals of an earlier strategy on train and validation (a "
                      "dead branch or a renamed value changes nothing), so it counted as a failure. Try "
                      "rules that trade differently.")

@@ -95,6 +95,10 @@ def check_numbers(settings: Settings, portfolio: bool = False) -> None:
     if portfolio and s.tune:
         raise ConfigError(f"search.tune {s.tune}: tuning params in bulk works on single-market strategies only; "
                           "a portfolio run needs search.tune 0 (leave --tune out)")
+    if portfolio and (s.min_trades or s.niches):  # both count round trips, which a portfolio does not make
+        what = f"search.min_trades {s.min_trades}" if s.min_trades else "search.niches"
+        raise ConfigError(f"{what}: a portfolio has no round trips to count; leave --min-trades and --niches out "
+                          "of a portfolio run")
     for key, low in (("iterations", 1), ("population", 1), ("max_fails", 1), ("repair_attempts", 0),
                      ("max_total_tokens", 0), ("learnings_budget_chars", 200), ("parallel", 1), ("min_trades", 0)):
         if getattr(s, key) < low:
