@@ -134,6 +134,21 @@ def test_a_resumed_portfolio_run_equals_an_uninterrupted_one(clean_env):
     assert strip(records(a)) == strip(records(b))
 
 
+def test_kill_and_ctrl_c_then_resume_equal_an_uninterrupted_portfolio_run(clean_env):
+    from test_loop import check_folder_consistent, kill_and_resume
+
+    n = 16
+    common = ["--from", str(MOMENTUM), "--data", DATA, *SPLIT_FLAGS, "--iterations", str(n), "--max-fails", str(n),
+              "--seed", "5", "--proposer", "mutate", "--runs-dir", "runs", "--no-report"]
+    assert main(["evolve", *common, "--run", "ref"]) == 0
+    kill_and_resume(clean_env, [*common, "--run", "k"], None, n, random.Random(7))
+    assert main(["evolve", *common, "--run", "k"]) == 0
+    ref, got = clean_env / "runs" / "ref", clean_env / "runs" / "k"
+    for name in ("results.tsv", "learnings.md", "best.strat"):
+        assert (got / name).read_text() == (ref / name).read_text()
+    check_folder_consistent(got)
+
+
 def test_mismatched_candidates_are_invalid_with_the_reason(clean_env, capsys):
     assert evolve(clean_env, "--run", "p", "--iterations", "2") == 0
     single = example_path("sma_cross")
