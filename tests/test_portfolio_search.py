@@ -92,6 +92,11 @@ def test_a_portfolio_objective_may_name_the_score_metrics():
         Objective.parse("validation.rank_ic_tstat")
     with pytest.raises(ConfigError, match="a portfolio's metrics"):
         Objective.parse("validation.num_trades", portfolio=True)  # a portfolio has no round trips
+    from autostrat.search.bar import parse_bar
+
+    assert str(parse_bar("test.rank_ic_tstat > 2", portfolio=True)) == "test.rank_ic_tstat > 2"
+    with pytest.raises(ConfigError, match="unknown name 'test.rank_ic_tstat'"):
+        parse_bar("test.rank_ic_tstat > 2")
 
 
 # --- a run ---------------------------------------------------------------------------------------------

@@ -118,10 +118,10 @@ def check_numbers(settings: Settings, portfolio: bool = False) -> None:
         raise ConfigError(f"search.spa_reps must be from {SPA_REPS[0]} to {SPA_REPS[1]}, got {s.spa_reps}")
 
 
-def check_bar_change(path: Path, registered: str, given: str) -> None:
+def check_bar_change(path: Path, registered: str, given: str, portfolio: bool = False) -> None:
     """ConfigError unless `given` is the bar the run registered (spacing aside): a bar never changes."""
     def canonical(text: str) -> str:
-        return str(parse_bar(text)) if text.strip() else ""
+        return str(parse_bar(text, portfolio)) if text.strip() else ""
     if canonical(given) != canonical(registered):
         before = f"the bar {registered!r}" if registered.strip() else "no bar"
         raise ConfigError(f"{path}: cannot resume with --bar {given!r}: the run registered {before} before its "
@@ -195,7 +195,7 @@ def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | 
     Objective.from_settings(settings.search, portfolio=portfolio)
     check_numbers(settings, portfolio)
     if settings.search.bar.strip():
-        parse_bar(settings.search.bar)
+        parse_bar(settings.search.bar, portfolio)
     prior = inherited_learnings(learnings_from, runs_dir) if learnings_from else None
     check_model(settings)
     if portfolio and null:
@@ -250,7 +250,7 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     mismatches = []
     for dotted, value, source in overrides:
         if dotted == "search.bar":
-            check_bar_change(path, settings.search.bar, str(value))
+            check_bar_change(path, settings.search.bar, str(value), bool(run.config.get("portfolio")))
             continue
         section, key = dotted.split(".")
         before = getattr(getattr(settings, section), key)
