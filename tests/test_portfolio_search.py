@@ -125,6 +125,7 @@ def test_a_portfolio_evolve_run_keeps_portfolio_programs(clean_env, capsys):
         assert typed.portfolio is not None
     best = load_checked((folder / "best.strat").read_text(), portfolio=True)
     assert best.portfolio is not None
+    assert "rank IC t-statistic: train" in (folder / "learnings.md").read_text()  # the score's quality, too
 
 
 def test_a_resumed_portfolio_run_equals_an_uninterrupted_one(clean_env):

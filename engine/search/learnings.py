@@ -56,6 +56,9 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
             f"{fmt_number(tr.get(objective.metric))}, validation {fmt_number(va.get(objective.metric))}; "
             f"buy and hold return: train {fmt_number(tr.get('buy_hold_return'))}, validation "
             f"{fmt_number(va.get('buy_hold_return'))})")
+    if "rank_ic_tstat" in va and objective.metric != "rank_ic_tstat":  # a portfolio: how well its score ranks
+        text = text[:-1] + (f"; rank IC t-statistic: train {fmt_number(tr.get('rank_ic_tstat'))}, validation "
+                            f"{fmt_number(va.get('rank_ic_tstat'))})")
     if status == "keep":
         return text + " -> kept"
     if record.get("constraint"):

@@ -3,7 +3,7 @@
 `autostrat evolve` is a thin layer over these functions; a notebook calls them the same way:
 
     run, market = start_run(Path("runs/spy1"), "spy1", settings)          # or resume_run(...)
-    search = Search(run, settings, objective, make_evaluator(market, settings), make_proposer(...),
+    search = Search(run, settings, objective, run_evaluator(market, settings), make_proposer(...),
                     run.config["baseline"]["text"], run.config["baseline"]["path"])
     outcome = search.run()
 
@@ -14,6 +14,7 @@ config.json (written once by `start_run`, updated by `resume_run` and `run_null`
      "periods": {period: {first, last, bars}}, "returns_layout", "returns_series" (on a universe: what
      the returns files hold), "folds" (with walk-forward folds),
      "grammar_sha256", "baseline": {"path", "text"}, "model" (llm proposer: model and base_url),
+     "portfolio": true on a portfolio run (its baseline has `hold` statements; data a Panel),
      the pass bar in settings.search.bar (checked by `start_run`, fixed from then on),
      "resumed": [UTC times], "null_run": NAME-null, or in a null run "null_of": what it matches,
      "sealed_openings": how often the sealed test was opened (autostrat.honest.sealed)}
