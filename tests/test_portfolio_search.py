@@ -140,6 +140,32 @@ def test_a_resumed_portfolio_run_equals_an_uninterrupted_one(clean_env):
     assert strip(records(a)) == strip(records(b))
 
 
+def test_a_portfolio_run_on_a_universe_of_csv_files_checks_its_data_on_resume(clean_env, panel, capsys):
+    import pandas as pd
+
+    lines = []
+    for a in range(8):  # each market as its own CSV, only the dates it traded
+        rows = np.isfinite(panel.close[a])
+        frame = pd.DataFrame({c: getattr(panel, c)[a, rows] for c in ("open", "high", "low", "close", "volume")},
+                             index=pd.DatetimeIndex(panel.dates[rows], name="Date"))
+        frame.to_csv(clean_env / f"m{a}.csv")
+        lines.append(f"m{a}.csv")
+    listing = clean_env / "markets.txt"
+    listing.write_text("# eight markets\n" + "\n".join(lines) + "\n")
+    spec = f"universe:{listing}"
+    args = ["evolve", "--from", str(MOMENTUM), "--data", spec, *SPLIT_FLAGS, "--proposer", "mutate", "--no-report",
+            "--runs-dir", str(clean_env / "runs"), "--run", "u"]
+    assert main([*args, "--iterations", "3"]) == 0
+    assert "portfolio of 8 assets" in capsys.readouterr().out
+    config = json.loads((clean_env / "runs" / "u" / "config.json").read_text())
+    assert config["portfolio"] and config["data"]["sha256"] == load_panel(spec).sha256
+    assert [r["iteration"] for r in records(clean_env / "runs" / "u")] == [0, 1, 2]
+    with open(clean_env / "m3.csv", "a") as f:  # one more bar in one market
+        f.write("2030-01-02,1,1,1,1,1\n")
+    assert main([*args, "--iterations", "4"]) == 2
+    assert "the data changed since this run started" in capsys.readouterr().err
+
+
 def test_kill_and_ctrl_c_then_resume_equal_an_uninterrupted_portfolio_run(clean_env):
     from test_loop import check_folder_consistent, kill_and_resume
 
