@@ -71,6 +71,13 @@ def test_the_evaluator_scores_train_and_validation_as_backtest_portfolio_does(pa
     expected = np.concatenate([daily_returns(want.equity[p]) for p in ("train", "validation")])
     np.testing.assert_array_equal(ev.returns, expected.astype(np.float32))
     assert len(ev.behaviour) == 64
+    # walk-forward folds: more periods scored, the same train and validation, the same returns
+    folded = PortfolioEvaluator(panel, settings(folds=3))(typed)
+    assert set(folded.metrics) == {"train", "validation", "fold_1", "fold_2", "fold_3"}
+    assert {p: folded.metrics[p] for p in ("train", "validation")} == ev.metrics
+    np.testing.assert_array_equal(folded.returns, ev.returns)
+    assert Objective.from_settings(settings(folds=3).search, portfolio=True).value(folded.metrics) == pytest.approx(
+        np.mean([folded.metrics[f"fold_{k}"]["total_return"] for k in (1, 2, 3)]))
 
 
 def test_the_evaluator_refuses_close_fills_and_a_missing_validation_period(panel):
