@@ -22,7 +22,7 @@ from autostrat.sim.metrics import METRIC_NAMES
 OBJ = Objective.parse("validation.total_return")
 PERIODS = {"train": {"first": "2000-01-03", "last": "2003-12-31", "bars": 1042},
            "validation": {"first": "2004-01-01", "last": "2004-12-31", "bars": 262}}
-TEMPLATES = ("program", "iteration", "repair", "compact")
+TEMPLATES = ("program", "iteration", "repair", "compact", "portfolio")
 
 
 def _metrics(v):

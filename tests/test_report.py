@@ -177,8 +177,10 @@ def test_report_is_self_contained_and_names_every_section(cli_run):
     for _, attrs in parser.tags:
         for key in ("src", "href"):
             assert not str(attrs.get(key, "")).startswith(("http:", "https:", "//", "file:"))
-    # every section, folds and null included; the markets table is for universe runs only
-    assert [h.strip() for h in parser.h2] == [v for k, v in SECTIONS.items() if k not in ("markets", "iterations")]
+    # every section, folds and null included; the markets table is for universe runs only, the IC and
+    # holdings for portfolio runs
+    shown = [v for k, v in SECTIONS.items() if k not in ("markets", "portfolio", "iterations")]
+    assert [h.strip() for h in parser.h2] == shown
     assert "test (sealed)" in text and "buy and hold" in text
     report = json.loads((path / "report.json").read_text())
     assert report["stats"]["n_trials"] >= 1 and report["null"]["run"] == "r-null"

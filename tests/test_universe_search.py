@@ -14,7 +14,7 @@ from autostrat.cli import main
 from autostrat.config import Settings
 from autostrat.sim.evaluator import Evaluator, UniverseEvaluator
 from autostrat.sim.objective import Objective
-from autostrat.search.prompting import asset_spread, metrics_table
+from autostrat.search.prompt_metrics import asset_spread, metrics_table
 from autostrat.resources import example_path
 from autostrat.data.load import load_universe
 from autostrat.data.universe import aggregate

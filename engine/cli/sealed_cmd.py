@@ -33,10 +33,14 @@ def register(sub) -> None:
 def run_sealed(args: argparse.Namespace) -> int:
     """Print the openings, one per line, then the counts and the way out."""
     from autostrat.honest.ledger import best_test, counts_line, ledger_entries, overlaps, summarize, way_out
-    from autostrat.honest.sealed import sealed_period
+    from autostrat.data.panel_spec import is_panel_spec, load_panel
+    from autostrat.honest.sealed import sealed_data, sealed_period
 
     settings = settings_from_args(args, extra={"spec": "data.spec"})
-    data = load_data_from_args(args, settings)
+    if is_panel_spec(settings.data.spec):  # a portfolio run's universe: its looks are kept under its index
+        data = sealed_data(load_panel(settings.data.spec, settings.data))
+    else:
+        data = load_data_from_args(args, settings)
     period = sealed_period(data, settings)
     if period is None:
         print(f"data: {data.name}")

@@ -20,9 +20,8 @@ from autostrat.search.loop import Search
 from autostrat.search.memory import checked_text
 from autostrat.search.summary import describe_reason, summary_table
 from autostrat.search.runs import RunFolder
-from autostrat.search.session import (NULL_ON_UNIVERSE, choose_proposer, make_proposer, new_run_name, resume_run,
-                                      run_null, start_run)
-from autostrat.sim.evaluator import make_evaluator
+from autostrat.search.session import (NULL_ON_PORTFOLIO, NULL_ON_UNIVERSE, choose_proposer, make_proposer,
+                                      new_run_name, resume_run, run_evaluator, run_null, start_run)
 from autostrat.sim.objective import Objective
 
 DEMO_ITERATIONS = 20
@@ -46,7 +45,9 @@ With --folds N the objective is the mean (--fold-agg min: the worst) of its metr
 walk-forward folds of train and validation (--fold-mode rolling: equal consecutive windows;
 anchored: windows growing from the first bar). On a universe (--data SPY,QQQ,IWM or
 universe:FILE) every metric is the mean (--across median or min) over the markets, and the model
-sees each market's numbers.
+sees each market's numbers. A portfolio baseline (--from a file with `hold` statements) searches
+portfolio strategies on the universe --data names (synthetic-universe:... or any universe spec):
+the objective reads the portfolio's metrics (also ic_mean, rank_ic_tstat, long_short_spread, ...).
 
 At the end, the sealed test period is evaluated once for the final population and
 runs/NAME/report.html is written (see `autostrat report`). --null also runs the same search, with
@@ -198,14 +199,16 @@ def _evolve(args: argparse.Namespace) -> int:
                                 learnings_from=args.learnings_from)
         _HELD.append(run)
         print(f"run: {name} (new)", flush=True)
-    universe = isinstance(market, Universe)
-    if universe and args.null:
-        raise ConfigError(NULL_ON_UNIVERSE)
-    objective = Objective.from_settings(settings.search, universe=universe)
-    evaluator = make_evaluator(market, settings)
-    label = (run.config.get("null_of") or {}).get("data_spec_name", market.name)  # a null run is told the real name
+    universe, portfolio = isinstance(market, Universe), bool(run.config.get("portfolio"))
+    if (universe or portfolio) and args.null:
+        raise ConfigError(NULL_ON_PORTFOLIO if portfolio else NULL_ON_UNIVERSE)
+    objective = Objective.from_settings(settings.search, universe=universe, portfolio=portfolio)
+    evaluator = run_evaluator(market, settings)
+    data_name = run.config["data"]["name"]
+    label = (run.config.get("null_of") or {}).get("data_spec_name", data_name)  # a null run is told the real name
     proposer = make_proposer(settings, objective, evaluator, label, out=_say)
-    print(f"proposer={proposer.name} data={market.name}{f' ({len(market)} markets)' if universe else ''} "
+    size = f" ({len(market)} markets)" if universe else f" (portfolio of {market.n_assets} assets)" if portfolio else ""
+    print(f"proposer={proposer.name} data={data_name}{size} "
           f"objective={objective} "
           f"iterations={settings.search.iterations} population={settings.search.population} "
           f"max_fails={settings.search.max_fails} seed={settings.search.seed}", flush=True)
@@ -252,9 +255,10 @@ def _add(args: argparse.Namespace, fresh, path: Path, name: str) -> int:
     text = checked_text(args.add)
     run, settings, market = resume_run(path, fresh, _overrides(args), None, warn=_warn)
     _HELD.append(run)
-    objective = Objective.from_settings(settings.search, universe=isinstance(market, Universe))
+    objective = Objective.from_settings(settings.search, universe=isinstance(market, Universe),
+                                        portfolio=bool(run.config.get("portfolio")))
     base = run.config["baseline"]
-    search = Search(run, settings, objective, make_evaluator(market, settings), None, base["text"], base["path"],
+    search = Search(run, settings, objective, run_evaluator(market, settings), None, base["text"], base["path"],
                     out=_say, starts=run.config.get("starts"))
     record = search.add(text, args.add)
     print(f"added {args.add} to {name} as iteration {record['iteration']}: {record['status']}"

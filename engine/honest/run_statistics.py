@@ -51,6 +51,11 @@ def run_settings(run: RunFolder) -> Settings:
     return settings
 
 
+def run_objective(run: RunFolder, settings: Settings) -> Objective:
+    """The objective a run searched with (a portfolio run's may name a portfolio metric)."""
+    return Objective.from_settings(settings.search, portfolio=bool(run.config.get("portfolio")))
+
+
 def trials(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records that count as trials: evaluated candidates (keep or discard) with returns."""
     return [r for r in records if r.get("status") in TRIAL_STATUSES]
@@ -122,7 +127,7 @@ def run_statistics(run: RunFolder, records: list[dict[str, Any]] | None = None, 
     """
     records = run.load_records() if records is None else records
     settings = run_settings(run)
-    objective = objective or Objective.from_settings(settings.search)
+    objective = objective or run_objective(run, settings)
     n_splits = int(n_splits or settings.search.pbo_splits)
     counts = {s: sum(r.get("status") == s for r in records)
               for s in ("keep", "discard", "invalid", "duplicate", "error")}

@@ -11,6 +11,10 @@ opening to the run's sealed.json:
                    "strategies": [{"iteration", "hash", "objective", "test": {metric: value}}],
                    "buy_hold": {metric: value}}]}
 
+On a portfolio run (`market` a Panel) the kept strategies are portfolio backtests
+(autostrat.backtest_portfolio) on the test period, the test period and the buy and hold are the
+universe's equal-weight index's (Panel.benchmark), and the ledger names that index.
+
 A later opening happens only when the run has new iterations (a resumed run, a larger budget) or
 another population; every opening is kept, so the file says how often the test was looked at.
 
@@ -34,12 +38,14 @@ from typing import Any
 
 from autostrat.config import Settings
 from autostrat.data.market import Market
+from autostrat.data.panel import Panel
 from autostrat.data.universe import Universe, across_assets
 from autostrat.files import atomic_write
 from autostrat.honest.ledger import append_opening, ledger_path, ledger_root, make_entry
 from autostrat.search.population import Member
 from autostrat.search.runs import RunFolder, as_float, clean_json
 from autostrat.sim.backtest import backtest, buy_and_hold, period_spans
+from autostrat.sim.portfolio_backtest import backtest_portfolio
 
 SEALED_FILE = "sealed.json"
 
@@ -88,6 +94,7 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     Returns the whole sealed.json content. K is the run's `search.population`.
     """
     records = run.load_records() if records is None else records
+    index = sealed_data(market)
     k = settings.search.population
     sealed = _sealed_so_far(run)
     if is_current(sealed, records, k):
@@ -96,7 +103,7 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     opening: dict[str, Any] = {"opened_at": opened_at, "by": by,
                                "after_iteration": records[-1]["iteration"] if records else None,
                                "records": len(records), "strategies": [], "buy_hold": None}
-    period = sealed_period(market, settings)
+    period = sealed_period(index, settings)
     if period is not None:
         sealed["test_period"] = period
         sealed["reason"] = ""
@@ -104,15 +111,15 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
             entry = {"iteration": r["iteration"], "hash": r.get("hash", ""), "objective": r.get("objective")}
             entry.update(_test_metrics(run.read_strategy(r["iteration"]), market, settings))
             opening["strategies"].append(entry)
-        opening["buy_hold"] = _test_buy_hold(market, settings)
+        opening["buy_hold"] = _test_buy_hold(index, settings)
     else:
         sealed["test_period"] = None
         sealed["reason"] = ("the split has no test period (two_way, or no bars on or after test_start "
                             f"{settings.split.test_start})")
     if period is not None:
-        entry = make_entry(run.name, run.path, opened_at, by, market.name, market.sha256, period,
+        entry = make_entry(run.name, run.path, opened_at, by, index.name, index.sha256, period,
                            opening["strategies"])
-        path = ledger_path(ledger_root(settings.honest.ledger_dir), market.name)
+        path = ledger_path(ledger_root(settings.honest.ledger_dir), index.name)
         run.notices.extend(append_opening(path, entry))
     sealed["openings"].append(opening)
     sealed["opened_at"] = sealed["openings"][0]["opened_at"]
@@ -120,6 +127,12 @@ def open_seal(run: RunFolder, market: Market, settings: Settings, records: list[
     atomic_write(run.path / SEALED_FILE, json.dumps(clean_json(sealed), indent=2) + "\n")
     run.write_config(dict(run.config, sealed_openings=int(run.config.get("sealed_openings") or 0) + 1))
     return sealed
+
+
+def sealed_data(market):
+    """What the test period's dates, the ledger's name and the buy and hold are read from: the market
+    or universe itself, or for a portfolio run (a Panel) the universe's equal-weight index."""
+    return market.benchmark() if isinstance(market, Panel) else market
 
 
 def _sealed_so_far(run: RunFolder) -> dict[str, Any]:
@@ -159,6 +172,8 @@ def sealed_period(market, settings: Settings) -> dict[str, Any] | None:
 
 def _test_metrics(text: str, market, settings: Settings) -> dict[str, Any]:
     """{"test": metrics}; on a universe the `search.across` aggregate, and `test_by_asset` beside it."""
+    if isinstance(market, Panel):
+        return {"test": backtest_portfolio(text, market, settings, periods=("test",)).metrics["test"]}
     result = backtest(text, market, settings, periods=("test",))
     if not isinstance(market, Universe):
         return {"test": result.metrics["test"]}

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from autostrat.config import Settings
+from autostrat.data.panel import Panel
 from autostrat.data.universe import Universe
-from autostrat.honest.run_statistics import returns_matrix, run_settings, selection_rows
+from autostrat.honest.run_statistics import returns_matrix, run_objective, run_settings, selection_rows
 from autostrat.search.runs import RunFolder
 from autostrat.search.session import SPA_REPS
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans, resolve_settings
@@ -179,10 +180,13 @@ def benchmark_returns(data, settings: Settings) -> np.ndarray:
 
     Buy and hold as everywhere in autostrat: in at the first close of each period, no costs. On a
     universe, averaged like the trials' returns: the equal-weight average of the markets' buy and
-    hold over their common dates (UniverseEvaluator.average).
+    hold over their common dates (UniverseEvaluator.average); on a portfolio run, the universe's
+    equal-weight index (Panel.benchmark).
     """
     if isinstance(data, Universe):
         return UniverseEvaluator(data, settings).average([benchmark_returns(m, settings) for m in data])
+    if isinstance(data, Panel):  # a portfolio run: the universe's equal-weight index, on its calendar
+        data = data.benchmark()
     s = resolve_settings(settings, dict(fill="close", commission_bps=0.0, slippage_bps=0.0))
     parts = []
     for period in SEARCH_PERIODS:
@@ -201,7 +205,7 @@ def spa_statistics(run: RunFolder, data, records: list[dict[str, Any]], objectiv
     spa_reason ("" or why the test could not be run; the values are then NaN).
     """
     settings = settings or run_settings(run)
-    objective = objective or Objective.from_settings(settings.search)
+    objective = objective or run_objective(run, settings)
     matrix, iterations = returns_matrix(run, records)
     layout = run.config.get("returns_layout") or {}
     rows, name = selection_rows(layout, objective, matrix.shape[0])

@@ -92,7 +92,7 @@ def grade_run(run: RunFolder, report: dict[str, Any]) -> dict[str, Any] | None:
     text = ((run.config.get("settings") or {}).get("search") or {}).get("bar", "")
     if not str(text).strip():
         return None
-    bar = parse_bar(text)
+    bar = parse_bar(text, bool(run.config.get("portfolio")))
     opening = latest_opening(report.get("sealed")) or {}
     path = run.path / VERDICT_FILE
     data = read_verdict(run)

@@ -119,7 +119,7 @@ def not_here(ck, stmt) -> None:
     """The error for a portfolio strategy where a single-market strategy is expected."""
     ck.error(stmt.span, "this is a portfolio strategy; here a single-market strategy with buy and sell rules is "
              "expected", "backtest a portfolio strategy on a universe: autostrat backtest FILE --data SPY,QQQ,IWM "
-             "(or autostrat.backtest_portfolio)")
+             "(or autostrat.backtest_portfolio); search from it with autostrat evolve --from FILE --data SPY,QQQ,IWM")
 
 
 def cross_sectional_misuse(ck, call: N.Call) -> None:

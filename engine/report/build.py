@@ -20,6 +20,7 @@ from typing import Any
 
 from autostrat.config import Settings
 from autostrat.data.market import Market
+from autostrat.data.panel import Panel
 from autostrat.data.universe import Universe, across_assets
 from autostrat.errors import AutostratError
 from autostrat.files import atomic_write
@@ -27,12 +28,13 @@ from autostrat.honest.ledger import lookup
 from autostrat.honest.red_flags import num as _num
 from autostrat.honest.red_flags import red_flags
 from autostrat.honest.robustness import robustness
-from autostrat.honest.run_statistics import run_settings, run_statistics
-from autostrat.honest.sealed import latest_opening, open_seal, sealed_metrics, top_records
+from autostrat.honest.run_statistics import run_objective, run_settings, run_statistics
+from autostrat.honest.sealed import latest_opening, open_seal, sealed_data, sealed_metrics, top_records
 from autostrat.honest.spa import spa_statistics
 from autostrat.honest.verdict import grade_run, verdict_lines
 from autostrat.report.card import card
 from autostrat.report.plots import equity_png, progress_png, result_curves
+from autostrat.report.portfolio_report import portfolio_parts
 from autostrat.search.nullrun import null_path
 from autostrat.search.runs import RunFolder, clean_json
 from autostrat.search.session import load_run_data
@@ -74,7 +76,7 @@ def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int 
     if not records:
         raise AutostratError(f"{run.path}: the run has no iterations yet; run `autostrat evolve --run {run.name}`")
     settings = run_settings(run)
-    objective = Objective.from_settings(settings.search)
+    objective = run_objective(run, settings)
     market = market or load_run_market(run, settings)
     sealed = open_seal(run, market, settings, records, by=by)
     ledger = _ledger(run, market, settings, sealed)
@@ -82,6 +84,13 @@ def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int 
     stats.update(spa_statistics(run, market, records, objective, settings))
     top = top_records(records, settings.search.population)
     best = top[0]
+    if isinstance(market, Panel):  # a portfolio run (autostrat.report.portfolio_report)
+        parts = portfolio_parts(market, settings, run.read_strategy(best["iteration"]), best["iteration"])
+        return _assemble(run, records, settings, objective, stats, sealed, top, parts["hold"],
+                         objective.value(parts["hold"]), f"{market.spec} ({market.n_assets} assets, portfolio)",
+                         parts["periods"], {**parts["extra"], "ledger": ledger}, parts["result"], None, market,
+                         False, n_splits, parts["equity_title"], strategy_card=parts["card"],
+                         curves=parts["equity_curves"], plots={"portfolio": parts["plot"]})
     if isinstance(market, Universe):
         return _universe_report(run, records, settings, Objective.from_settings(settings.search, universe=True),
                                 market, sealed, stats, top, best, with_robustness, n_splits, ledger)
@@ -141,11 +150,13 @@ def _universe_report(run, records, settings, objective, universe, sealed, stats,
 
 
 def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_objective, market_name, periods,
-              extra, result, card_metrics, data, with_robustness, n_splits, equity_title) -> dict[str, Any]:
-    """The report's dict, built in one place for a market and a universe alike.
+              extra, result, card_metrics, data, with_robustness, n_splits, equity_title, *, strategy_card=None,
+              curves=None, plots=None) -> dict[str, Any]:
+    """The report's dict, built in one place for a market, a universe and a portfolio alike.
 
     `result` is the best strategy's backtest shown (on a universe, its median market's), `data` the
     market or universe its robustness is checked on, `extra` the keys only one kind of report has.
+    A portfolio run gives its own card, equity curves and plots (autostrat.report.portfolio_report).
     """
     best = top[0]
     null = null_summary(run, n_splits)
@@ -160,14 +171,14 @@ def _assemble(run, records, settings, objective, stats, sealed, top, hold, hold_
                                                                      "flag_min_trades")}
     report["verdict"] = grade_run(run, report)  # the registered bar (None without one), graded once
     report["robustness"] = robustness(result.typed, data, settings, objective) if with_robustness else None
-    report["card"] = card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()},
-                          (extra.get("universe") or {}).get("markets"))
+    report["card"] = strategy_card or card(result.typed, card_metrics, {p: v["bars"] for p, v in periods.items()},
+                                           (extra.get("universe") or {}).get("markets"))
     report["source"] = run.read_strategy(best["iteration"])
     report["lineage"] = lineage(records, {r["iteration"] for r in top})
     report["flags"] = red_flags(report)
     report["plots"] = {
         "progress": progress_png(records, str(objective), hold_objective, null["best_objective"] if null else None),
-        "equity": equity_png(result_curves(result), equity_title),
+        "equity": equity_png(curves or result_curves(result), equity_title), **(plots or {}),
     }
     return report
 
@@ -179,7 +190,7 @@ def _ledger(run: RunFolder, market, settings: Settings, sealed: dict[str, Any]) 
     if not period:
         return None
     latest = latest_opening(sealed)
-    found = lookup(settings.honest.ledger_dir, market.name, period, run.path, latest["opened_at"] if latest else None)
+    found = lookup(settings.honest.ledger_dir, sealed_data(market).name, period, run.path, latest["opened_at"] if latest else None)
     return {**found, "flag_earlier_runs": settings.honest.flag_earlier_runs,
             "flag_strategies": settings.honest.flag_strategies}
 

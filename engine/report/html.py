@@ -22,6 +22,7 @@ SECTIONS = {
     "progress": "Search progress",
     "equity": "Best strategy against buy and hold",
     "metrics": "Metrics by period",
+    "portfolio": "The score's IC over time and the holdings",
     "markets": "Every market of the universe",
     "statistics": "How much of it is real",
     "folds": "Walk-forward folds",
@@ -35,6 +36,10 @@ SECTIONS = {
 TABLE_METRICS = (("total_return", "return"), ("cagr", "CAGR"), ("sharpe", "Sharpe"), ("sortino", "Sortino"),
                  ("max_drawdown", "max DD"), ("calmar", "Calmar"), ("num_trades", "trades"),
                  ("win_rate", "win rate"), ("exposure", "exposure"), ("excess_return", "vs buy&hold"))
+# A portfolio has no round trips; its tables show what it holds and how well its score ranks.
+PORTFOLIO_TABLE_METRICS = (("total_return", "return"), ("sharpe", "Sharpe"), ("max_drawdown", "max DD"),
+                           ("holdings", "held"), ("turnover", "turnover"), ("rank_ic_mean", "rank IC"),
+                           ("rank_ic_tstat", "rank IC t"), ("excess_return", "vs equal-wt"))
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2530;margin:0;background:#f6f7f9}
 main{max-width:1140px;margin:0 auto;padding:18px 24px 48px;background:#fff}
@@ -136,15 +141,16 @@ def _metrics_tables(r: dict[str, Any]) -> str:
                      + (", and before that an unknown number of times" if sealed.get("count_unknown") else ""))
         else:
             title = _e(title)
-        head = '<tr><th class="l">strategy</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in TABLE_METRICS) + "</tr>"
+        shown = PORTFOLIO_TABLE_METRICS if r.get("portfolio") else TABLE_METRICS
+        head = '<tr><th class="l">strategy</th>' + "".join(f"<th>{_e(label)}</th>" for _, label in shown) + "</tr>"
         rows = []
         for i, t in enumerate(r["top"]):
             m = t["metrics"].get(period)
-            cells = "".join(f"<td>{fmt(k, (m or {}).get(k))}</td>" for k, _ in TABLE_METRICS)
+            cells = "".join(f"<td>{fmt(k, (m or {}).get(k))}</td>" for k, _ in shown)
             rows.append(f'<tr class="{"best" if i == 0 else ""}"><td class="l">iter {t["iteration"]}'
                         f'{" (best)" if i == 0 else ""}</td>{cells}</tr>')
         hold = r["buy_hold"].get(period) or {}
-        cells = "".join(f"<td>{fmt(k, hold.get(k))}</td>" for k, _ in TABLE_METRICS)
+        cells = "".join(f"<td>{fmt(k, hold.get(k))}</td>" for k, _ in shown)
         rows.append(f'<tr class="hold"><td class="l">buy and hold</td>{cells}</tr>')
         out.append(f"<h3>{title}</h3>\n<table>{head}{''.join(rows)}</table>")
     if "test" not in r["periods"]:
@@ -305,7 +311,8 @@ def _null(r: dict[str, Any]) -> str:
 def _robustness(r: dict[str, Any]) -> str:
     rob = r.get("robustness")
     if not rob:
-        return '<p class="muted">Not computed (report written with --no-robustness).</p>'
+        why = "the checks are single-market ones" if r.get("portfolio") else "report written with --no-robustness"
+        return f'<p class="muted">Not computed ({why}).</p>'
     found = rob["found"]
     groups = [("objective", r["objective"], r["objective_metric"])]
     if r["objective"] != "validation.total_return":
@@ -417,6 +424,12 @@ def render(r: dict[str, Any]) -> str:
                      "to the previous one; drawdowns are within each period. The test period is sealed: the search "
                      "never saw it.</p>"),
             _section("metrics", _metrics_tables(r))]
+    if "portfolio" in plots:
+        body.append(_section("portfolio", _img(plots["portfolio"], "IC per rebalance and holdings") +
+                                '<p class="muted">How well the score ranked the next rebalance period\'s returns '
+                                "at each rebalance (IC: Pearson; rank IC: Spearman), the running mean of the IC, "
+                                "and the number of assets held at each close. The buy and hold of every table and "
+                                "chart is the universe's equal-weight index.</p>"))
     if r.get("universe"):
         body.append(_section("markets", _markets(r)))
     body.append(_section("statistics", _statistics(r)))

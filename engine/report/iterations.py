@@ -32,7 +32,9 @@ def note(r: dict[str, Any]) -> str:
                      f"{_values(t['chosen'])}; proposed values scored {fmt_number(t.get('objective_proposed'))}")
     if r.get("constraint"):
         parts.append(f"constraint: {r['constraint']}")
-    if r.get("duplicate_kind"):
+    if r.get("duplicate_kind") == "portfolio":
+        parts.append(f"same portfolio as iteration {r.get('duplicate_of')}")
+    elif r.get("duplicate_kind"):
         parts.append(f"same signals as iteration {r.get('duplicate_of')}")
     elif r["status"] == "duplicate":
         parts.append(f"same text as iteration {r.get('duplicate_of')}")

@@ -199,3 +199,53 @@ def equity_png(curves: list[PeriodCurve], title: str = "") -> bytes:
     dd.set_ylabel("drawdown %")
     dd.grid(alpha=0.3)
     return _png(fig)
+
+
+# --- a portfolio's score and holdings ------------------------------------------------------------
+
+@dataclass
+class ScoreCurve:
+    """One period of a portfolio: the IC and rank IC at each rebalance, the holdings at each close."""
+
+    name: str
+    rebalance_dates: np.ndarray
+    ic: np.ndarray
+    rank_ic: np.ndarray
+    dates: np.ndarray
+    holdings: np.ndarray
+    sealed: bool = False
+
+
+def portfolio_png(curves: list[ScoreCurve], title: str = "") -> bytes:
+    """The score's IC and rank IC at every rebalance (bars, with their running mean), and the
+    number of assets held at every close underneath; periods shaded as on the equity chart."""
+    plt = _pyplot()
+    fig, (ax, held) = plt.subplots(2, 1, figsize=EQUITY_SIZE, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.08, hspace=0.06)
+    for i, c in enumerate(curves):
+        if not len(c.dates):
+            continue
+        d = c.dates.astype("datetime64[D]").astype("O")
+        for a in (ax, held):
+            a.axvspan(d[0], d[-1], color=PERIOD_COLORS.get(c.name, "#f0f0f0"), zorder=0)
+        ax.text(d[0], 1.01, f" {c.name} (sealed)" if c.sealed else f" {c.name}", transform=ax.get_xaxis_transform(),
+                fontsize=9, va="bottom", color="#7b3294" if c.sealed else "#333333")
+        if len(c.rebalance_dates):
+            r = c.rebalance_dates.astype("datetime64[D]").astype("O")
+            ax.vlines(r, 0, np.nan_to_num(c.ic), color="#1f4e9c", lw=1.2, label="IC" if i == 0 else None, zorder=2)
+            ax.plot(r, c.rank_ic, ".", color="#e67e22", ms=3, label="rank IC" if i == 0 else None, zorder=3)
+            finite = np.isfinite(c.ic)
+            if finite.any():  # the running mean: what ic_mean reads at the period's end
+                running = np.cumsum(np.where(finite, c.ic, 0.0)) / np.maximum(np.cumsum(finite), 1)
+                ax.plot(r, np.where(np.cumsum(finite) > 0, running, np.nan), color="#c0392b", lw=1.4,
+                        label="IC, mean so far" if i == 0 else None, zorder=4)
+        held.step(d, c.holdings, where="post", color="#1f4e9c", lw=1.0)
+    ax.axhline(0, color="#555555", lw=0.8)
+    ax.set_ylabel("IC at each rebalance")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=11, loc="left", pad=16, parse_math=False)
+    held.set_ylabel("assets held")
+    held.grid(alpha=0.3)
+    return _png(fig)

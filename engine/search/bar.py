@@ -5,7 +5,7 @@
 A bar is one or more clauses joined by `and`; every clause is `NAME OP NUMBER` with OP one of
 `<  <=  >  >=` and NUMBER a decimal (`-0.5`, `1e-3`, `5%` = 0.05). NAME is a metric of the best
 strategy in a period (`train.METRIC`, `validation.METRIC`, `test.METRIC`, METRIC from
-autostrat.sim.metrics) or one of the run's statistics (`STATISTICS` below). There is no `or` and
+autostrat.sim.metrics, in a portfolio run from autostrat.sim.portfolio_metrics) or one of the run's statistics (`STATISTICS` below). There is no `or` and
 no `not`: a registered bar is a list of conditions that must all hold, and each is graded and shown
 on its own. The language is regular, so it is read by one tokenizer and a loop rather than a lark
 grammar; errors still use the project's one format, with a caret under the offending token.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from autostrat.errors import ConfigError, Diagnostic
 from autostrat.sim.backtest import ALL_PERIODS
 from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.portfolio_metrics import PORTFOLIO_METRIC_NAMES
 
 MAX_BAR_CHARS = 1000
 MAX_CLAUSES = 20
@@ -74,9 +75,10 @@ class Bar:
         return " and ".join(c.text for c in self.clauses)
 
 
-def known_names() -> list[str]:
-    """Every name a bar may use."""
-    return [f"{p}.{m}" for p in ALL_PERIODS for m in METRIC_NAMES] + list(STATISTICS)
+def known_names(portfolio: bool = False) -> list[str]:
+    """Every name a bar may use (in a portfolio run, with a portfolio's metrics)."""
+    metrics = PORTFOLIO_METRIC_NAMES if portfolio else METRIC_NAMES
+    return [f"{p}.{m}" for p in ALL_PERIODS for m in metrics] + list(STATISTICS)
 
 
 def _error(text: str, column: int, message: str, hint: str = "") -> ConfigError:
@@ -96,15 +98,15 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
     return out
 
 
-def _check_name(text: str, word: str, column: int) -> str:
-    names = known_names()
+def _check_name(text: str, word: str, column: int, portfolio: bool) -> str:
+    names = known_names(portfolio)
     if word in names:
         return word
     close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else ""
     period, dot, metric = word.partition(".")
     if not close and dot and period in ALL_PERIODS:
-        hint = f"metrics are {', '.join(METRIC_NAMES)}"
+        hint = f"metrics are {', '.join(PORTFOLIO_METRIC_NAMES if portfolio else METRIC_NAMES)}"
     elif not close:
         hint = f"names are PERIOD.METRIC ({', '.join(ALL_PERIODS)}) or {', '.join(STATISTICS)}"
     return _fail(text, column, f"unknown name {word!r} in the bar", hint)
@@ -114,8 +116,10 @@ def _fail(text: str, column: int, message: str, hint: str = ""):
     raise _error(text, column, message, hint)
 
 
-def parse_bar(text: str) -> Bar:
-    """Read a bar (`NAME OP NUMBER and ...`); ConfigError, with a caret, for anything else."""
+def parse_bar(text: str, portfolio: bool = False) -> Bar:
+    """Read a bar (`NAME OP NUMBER and ...`); ConfigError, with a caret, for anything else.
+
+    `portfolio`: the bar of a portfolio run, whose metrics are a portfolio's."""
     text = str(text)
     if len(text) > MAX_BAR_CHARS:
         raise ConfigError(f"bar: {len(text)} characters; a bar has at most {MAX_BAR_CHARS}")
@@ -132,7 +136,7 @@ def parse_bar(text: str) -> Bar:
         kind, word, col = tokens[i]
         if kind != "name" or word in ("and", "or", "not"):
             _fail(text, col, f"expected a name, found {word!r}", example)
-        name = _check_name(text, word, col)
+        name = _check_name(text, word, col, portfolio)
         if i + 1 >= len(tokens) or tokens[i + 1][0] != "op":
             where = tokens[i + 1][2] if i + 1 < len(tokens) else len(text) + 1
             _fail(text, where, f"expected a comparison after {name!r}", f"use one of {' '.join(OPERATORS)}")

@@ -42,6 +42,8 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
         repairs = record.get("repairs") or 0
         tries = f" after {repairs} repair{'s' if repairs != 1 else ''}" if repairs else ""
         return f"invalid{tries}: {_one_line(first[0] if first else 'no strategy', 200)}"
+    if status == "duplicate" and record.get("duplicate_kind") == "portfolio":
+        return f"duplicate of iter {record.get('duplicate_of')}: the same portfolio on train and validation"
     if status == "duplicate" and record.get("duplicate_kind") == "behaviour":
         return f"duplicate of iter {record.get('duplicate_of')}: the same signals on train and validation"
     if status == "duplicate":
@@ -54,6 +56,9 @@ def result_text(record: dict[str, Any], objective: Objective) -> str:
             f"{fmt_number(tr.get(objective.metric))}, validation {fmt_number(va.get(objective.metric))}; "
             f"buy and hold return: train {fmt_number(tr.get('buy_hold_return'))}, validation "
             f"{fmt_number(va.get('buy_hold_return'))})")
+    if "rank_ic_tstat" in va and objective.metric != "rank_ic_tstat":  # a portfolio: how well its score ranks
+        text = text[:-1] + (f"; rank IC t-statistic: train {fmt_number(tr.get('rank_ic_tstat'))}, validation "
+                            f"{fmt_number(va.get('rank_ic_tstat'))})")
     if status == "keep":
         return text + " -> kept"
     if record.get("constraint"):

@@ -36,9 +36,9 @@ from typing import Any, Callable
 
 from autostrat.config import LlmSettings, Settings
 from autostrat.errors import EXIT_USAGE, AutostratError, StrategyError
-from autostrat.lang.check import check
 from autostrat.lang.parse import parse
 from autostrat.search.proposal import Context, Proposal
+from autostrat.search.steps import check_for_run
 from autostrat.search.prompting import (compact_prompt, constrained_format, iteration_prompt, read_answer,
                                         repair_prompt, strip_think, system_prompt)
 from autostrat.sim.objective import Objective
@@ -440,11 +440,12 @@ class LlmProposer:
     uses_prompt = True
 
     def __init__(self, model: ChatModel, settings: Settings, objective: Objective,
-                 periods: dict[str, dict[str, Any]], market: str, constraint: str = "off"):
+                 periods: dict[str, dict[str, Any]], market: str, constraint: str = "off", portfolio: bool = False):
         self.model = model
         self.settings = settings
         self.objective = objective
-        self.system = system_prompt(settings, objective, periods, market)
+        self.portfolio = portfolio  # a portfolio run: only portfolio strategies check (autostrat.search.steps)
+        self.system = system_prompt(settings, objective, periods, market, portfolio)
         if constraint != "off":  # the grammar refuses the fenced format: ask for the bare file
             self.system += "\n\n" + constrained_format(constraint)
 
@@ -499,7 +500,7 @@ class LlmProposer:
             else:
                 try:
                     program = parse(answer.strategy, "candidate.strat")
-                    check(program)
+                    check_for_run(program, self.portfolio)
                 except StrategyError as exc:
                     error = exc.format()
                 else:

@@ -14,7 +14,10 @@ evaluates it on train and validation, and ranks it by the objective:
   exactly what an uninterrupted one would;
 - a candidate whose signals on train and validation are those of an evaluated one (same rules,
   warm-up and exits: the simulator gets the same input) is a `duplicate` too (`search.dedupe`
-  behaviour; `text` keeps only the canonical-text check); it is evaluated but not a new trial;
+  behaviour; `text` keeps only the canonical-text check); it is evaluated but not a new trial.
+  In a portfolio run (the evaluator's `portfolio`) the same rule reads the portfolio's signature
+  (autostrat.sim.portfolio_evaluator), the record's duplicate_kind is `portfolio`, and a
+  candidate of the other kind (single-market there, portfolio elsewhere) is `invalid`;
 - a candidate that breaks `search.min_trades` or `search.max_drawdown` in train or validation is
   a `discard` whatever its objective; the record's `constraint` says which.
 
@@ -45,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from autostrat.lang import nodes as N
-from autostrat.lang.check import check
 from autostrat.errors import AutostratError, StrategyError
 from autostrat.lang.fmt import canonical_hash
 from autostrat.search.learnings import for_prompt, render
@@ -58,7 +60,7 @@ from autostrat.sim.objective import beats, Objective
 from autostrat.lang.parse import parse
 from autostrat.search.prompting import header_hypothesis
 from autostrat.search.runs import RunFolder, as_float, fmt_number
-from autostrat.search.steps import broken_constraint, call, unfinished_step, unwrap
+from autostrat.search.steps import broken_constraint, call, check_for_run, unfinished_step, unwrap
 from autostrat.search.tune import Tuned, tune
 
 # Proposal, Context and MutateProposer live in autostrat.search.proposal; callers may import them from here
@@ -88,6 +90,7 @@ class Search:
         self.prior = str((run.config.get("learnings_from") or {}).get("text") or "")  # --learnings-from
         self.niches = Niches() if getattr(settings.search, "niches", False) else None
         self.evaluate, self.proposer = evaluator, proposer
+        self.portfolio = bool(getattr(evaluator, "portfolio", False))  # a portfolio run takes only portfolio programs
         self.baseline_text, self.baseline_path = baseline_text, baseline_path
         self.out, self.should_stop = out, should_stop
         self.records: list[dict[str, Any]] = []
@@ -243,7 +246,7 @@ class Search:
             if proposal.program is None or proposal.status != "ok":
                 continue
             try:
-                typed = check(proposal.program)
+                typed = check_for_run(proposal.program, self.portfolio)
             except StrategyError:
                 continue
             h = canonical_hash(proposal.program)
@@ -283,7 +286,7 @@ class Search:
         text = self.baseline_text
         try:
             program = parse(text, self.baseline_path)
-            typed = check(program)
+            typed = check_for_run(program, self.portfolio)
         except StrategyError as exc:
             raise AutostratError(f"the baseline strategy does not check:\n{exc.format()}") from None
         record = {"iteration": 0, "parent": None, "proposer": "baseline", "_text": text,
@@ -381,7 +384,7 @@ class Search:
                           error=proposal.error)
             return
         try:
-            typed = check(proposal.program)
+            typed = check_for_run(proposal.program, self.portfolio)
         except StrategyError as exc:
             record.update(status="invalid", error=exc.format())
             return
@@ -407,7 +410,7 @@ class Search:
             record.update(hash=h, behaviour=evaluation.behaviour)
             if evaluation.behaviour in self.behaviours:
                 record.update(status="duplicate", duplicate_of=self.behaviours[evaluation.behaviour],
-                              duplicate_kind="behaviour")
+                              duplicate_kind="portfolio" if self.portfolio else "behaviour")
                 return
         value = self.objective.value(evaluation.metrics)
         broken = broken_constraint(evaluation.metrics, s.min_trades, s.max_drawdown)

@@ -60,7 +60,7 @@ def checked_text(path: Path | str, what: str = "strategy") -> str:
     """A strategy file's text, parsed and checked; AutostratError naming the file, line and column."""
     text = read_text(path, what)
     try:
-        check(parse(text, str(path)))
+        check(parse(text, str(path)), portfolio=True)  # the run's kind is judged by the loop
     except StrategyError as exc:
         raise AutostratError(f"the {what} does not check:\n{exc.format()}") from None
     return text

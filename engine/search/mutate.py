@@ -19,6 +19,11 @@ Operators (the first word of the description names the kind; see `operator_of`):
   crossover  the buy, sell, short/cover rule or the exits of another parent, with the params and
              bindings they need (renamed when a name is taken by a different definition)
 
+A portfolio strategy (one with `hold` statements) is mutated with PORTFOLIO_OPERATORS instead: the
+value operators above on its score expressions, and hold, rebalance and weight on its portfolio
+statements (autostrat.search.mutate_portfolio); every result is checked with check(...,
+portfolio=True).
+
 Bindings and params that a change leaves unused are removed. The header comments are kept, with
 the first line replaced (or preceded) by `# hypothesis: <description>`.
 """
@@ -34,6 +39,7 @@ from autostrat.lang import nodes as N
 from autostrat.lang.check import check
 from autostrat.lang.fmt import canonical_hash
 from autostrat.lang.registry import is_reserved
+from autostrat.search import mutate_portfolio
 from autostrat.search.mutate_ops import (Draft, chain, conditions, exit_, flatten, flip, move, reachable, rename, short,
                                          swap)
 
@@ -42,6 +48,10 @@ MAX_CONDITIONS = 12  # `add` leaves a rule with this many top-level conditions a
 # Relative weights of the operator kinds; crossover needs a second parent.
 OPERATORS: dict[str, float] = {
     "move": 30, "swap": 10, "flip": 8, "add": 12, "drop": 8, "exit": 12, "crossover": 20,
+}
+# A portfolio strategy has no rules or exits to add, drop or cross over: its own statements instead.
+PORTFOLIO_OPERATORS: dict[str, float] = {
+    "move": 30, "swap": 10, "flip": 4, "drop": 4, "hold": 16, "rebalance": 12, "weight": 10,
 }
 
 
@@ -62,7 +72,9 @@ def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
     if not parent.statements:
         raise AutostratError("mutate: the parent program has no statements; start from a strategy "
                              "with buy and sell rules, e.g. grammar/examples/sma_cross.strat")
-    table = {k: w for k, w in (OPERATORS if weights is None else weights).items() if w > 0}
+    portfolio = parent.is_portfolio
+    default = PORTFOLIO_OPERATORS if portfolio else OPERATORS
+    table = {k: w for k, w in (default if weights is None else weights).items() if w > 0}
     unknown = sorted(set(table) - set(_OPS))
     if unknown:
         raise AutostratError(f"mutate: unknown operator {unknown[0]!r}; the operators are {', '.join(_OPS)}")
@@ -70,7 +82,7 @@ def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
     body = [replace(parent.statements[0], comments=()), *parent.statements[1:]]
     labels = donor_labels or [f"parent {j}" for j in range(2, len(parents) + 1)]
     draft = Draft(body, [(label + (f" '{p.name}'" if p.name else ""), p) for label, p in zip(labels, parents[1:])])
-    if not draft.donors:
+    if not draft.donors or portfolio:
         table.pop("crossover", None)
     base = canonical_hash(parent)
     rejected: list[str] = []
@@ -82,7 +94,7 @@ def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
         statements = _uncomment_changed(body, prune(body, statements))
         program = N.Program(tuple(_with_header(statements, header, desc)), end_comments=parent.end_comments)
         try:
-            check(program)
+            check(program, portfolio=portfolio)
         except StrategyError as exc:
             rejected.append(f"{desc}: {exc.first.message}")
             continue
@@ -115,7 +127,7 @@ def operator_of(description: str) -> str:
     if description.startswith("crossover:"):
         return "crossover"
     first, _, rest = description.partition(" ")
-    if first in ("swap", "flip"):
+    if first in ("swap", "flip", *mutate_portfolio.KINDS):
         return first
     if description.startswith("add condition"):
         return "add"
@@ -386,4 +398,4 @@ def _fresh(name: str, taken: set[str]) -> str:
 
 
 _OPS = {"move": move, "swap": swap, "flip": flip, "add": add, "drop": drop, "exit": exit_,
-        "crossover": crossover}
+        "crossover": crossover, **mutate_portfolio.OPS}

@@ -144,7 +144,7 @@ def references(e: N.Expr) -> list[str]:
 
 
 def reachable(statements) -> set[str]:
-    """Names of params and bindings that a rule or an exit depends on, directly or not."""
+    """Names of params and bindings that a rule, an exit or a portfolio statement depends on, directly or not."""
     defs = {}
     for s in statements:
         if isinstance(s, (N.Assign, N.Param)):
@@ -155,6 +155,10 @@ def reachable(statements) -> set[str]:
             stack += references(s.expr)
         elif isinstance(s, N.Exit) and isinstance(s.value, N.Name):
             stack.append(s.value.id)
+        elif isinstance(s, (N.Hold, N.Weight)) and s.by is not None:  # a portfolio's rankings are its roots
+            stack.append(s.by.id)
+        elif isinstance(s, N.Rebalance) and isinstance(s.every, N.Name):
+            stack.append(s.every.id)
     seen: set[str] = set()
     while stack:
         name = stack.pop()

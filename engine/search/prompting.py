@@ -1,6 +1,7 @@
 """The model's prompts, filled from the resolved settings, and the reading of its answers.
 
-Templates are markdown files in prompts/ (program.md, iteration.md, repair.md, compact.md) with
+Templates are markdown files in prompts/ (program.md, iteration.md, repair.md, compact.md, and
+portfolio.md, added to the system prompt of a portfolio run) with
 `{{name}}` placeholders. Every number and metric name a template shows comes from the settings or
 the run: the templates hard-code no limit and no metric. Filling is strict: an unknown or a
 missing placeholder is an error, so a template and this module cannot drift apart silently.
@@ -9,7 +10,7 @@ Only train and validation numbers ever reach a prompt: the records hold no other
 
 `[search] prompts_dir` names a folder whose files replace the shipped templates of the same name
 (any of them; the others stay). `check_prompts_dir` reads them before a run starts: each must be
-one of the four templates, use only the placeholders the shipped one knows, and keep the ones
+one of the templates, use only the placeholders the shipped one knows, and keep the ones
 the search cannot work without (REQUIRED).
 """
 
@@ -26,22 +27,17 @@ from autostrat.errors import ConfigError
 from autostrat.lang.reference import reference_text
 from autostrat.resources import prompts_dir, read_text
 from autostrat.search.population import Member
+from autostrat.search.prompt_metrics import metrics_table, shown_metrics
 from autostrat.search.runs import fmt_number
-from autostrat.sim.metrics import COUNT, METRIC
 from autostrat.sim.objective import Objective
-from autostrat.sim.walkforward import fold_names
 
-# The metrics a prompt shows per period, the objective's own metric first when it is not here.
-PROMPT_METRICS = ("total_return", "cagr", "sharpe", "max_drawdown", "num_trades", "win_rate",
-                  "exposure", "buy_hold_return", "excess_return")
-MAX_ASSET_ROWS = 12  # markets listed per table on a universe: the worst and the best halves
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
 
 
-TEMPLATES = ("program", "iteration", "repair", "compact")
+TEMPLATES = ("program", "iteration", "repair", "compact", "portfolio")
 # What a replacement template must keep: without these the model could not do its job.
 REQUIRED = {"program": {"language_reference", "objective"}, "iteration": {"parent_text", "last_result"},
-            "repair": {"error"}, "compact": {"learnings"}}
+            "repair": {"error"}, "compact": {"learnings"}, "portfolio": set()}
 
 
 def template(name: str, folder: str = "") -> str:
@@ -94,59 +90,13 @@ def fill(text: str, values: dict[str, Any], name: str = "template") -> str:
     return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), text)
 
 
-def shown_metrics(objective: Objective) -> tuple[str, ...]:
-    """The metrics the prompt's tables show, the objective's first."""
-    return (objective.metric, *[m for m in PROMPT_METRICS if m != objective.metric])
-
-
-def metrics_table(metrics: dict[str, dict[str, float]] | None, objective: Objective) -> str:
-    """A markdown table: one row per shown metric, a column per search period and walk-forward fold."""
-    if not metrics:
-        return "(not evaluated)"
-    periods = [p for p in ("train", "validation") if p in metrics]
-    periods += [f for f in fold_names(objective.folds) if f in metrics]
-    rows = ["| metric | " + " | ".join(periods) + " |", "|---|" + "---|" * len(periods)]
-    for m in shown_metrics(objective):
-        digits = 0 if METRIC[m].unit == COUNT else 4  # the model reads fractions as fractions
-        rows.append(f"| {m} | " + " | ".join(fmt_number(metrics[p].get(m), digits) for p in periods) + " |")
-    if metrics.get("assets"):
-        rows.append("\n" + asset_spread(metrics["assets"], objective))
-    return "\n".join(rows)
-
-
-def asset_spread(by_asset: dict[str, dict[str, dict[str, float]]], objective: Objective,
-                 limit: int = MAX_ASSET_ROWS) -> str:
-    """Per market: the objective's metric on train and validation and the validation return against
-    buy and hold, worst first, so a model sees where a rule fails. Long lists keep the worst and best."""
-    key = objective.metric
-
-    def value(item) -> float:
-        v = (item[1].get(objective.period) or {}).get(key)
-        return float("inf") if v is None or v != v else float(v)
-
-    items = sorted(by_asset.items(), key=value)
-    hidden = max(len(items) - limit, 0)
-    if hidden:
-        items = items[: limit // 2] + items[-(limit - limit // 2):]
-    title = f"Across {len(by_asset)} markets, {objective.across or 'mean'} shown above; per market, worst first"
-    rows = [f"{title}:", f"| market | train.{key} | validation.{key} | validation.total_return | "
-            "validation.buy_hold_return |", "|---|---|---|---|---|"]
-    for i, (name, m) in enumerate(items):
-        if hidden and i == limit // 2:
-            rows.append(f"| ({hidden} markets in between) | | | | |")
-        t, v = m.get("train") or {}, m.get("validation") or {}
-        rows.append(f"| {name} | {fmt_number(t.get(key))} | {fmt_number(v.get(key))} | "
-                    f"{fmt_number(v.get('total_return'))} | {fmt_number(v.get('buy_hold_return'))} |")
-    return "\n".join(rows)
-
-
 def strat_block(text: str) -> str:
     """Strategy text inside a ```strat fence."""
     return "```strat\n" + text.rstrip("\n") + "\n```"
 
 
 def system_values(settings: Settings, objective: Objective, periods: dict[str, dict[str, Any]],
-                  market: str) -> dict[str, Any]:
+                  market: str, portfolio: bool = False) -> dict[str, Any]:
     """The placeholders of program.md."""
     s, bt = settings.search, settings.backtest
     fill_text = ("at the next bar's open" if bt.fill == "next_open" else "at the same bar's close")
@@ -154,7 +104,7 @@ def system_values(settings: Settings, objective: Objective, periods: dict[str, d
         "objective": str(objective), "objective_description": objective_description(objective),
         "walk_forward": walk_forward_text(objective, periods.get("folds")), "population_size": s.population,
         "max_fails": s.max_fails, "iterations": s.iterations, "repair_attempts": s.repair_attempts,
-        "metric_names": ", ".join(shown_metrics(objective)), "market": market,
+        "metric_names": ", ".join(shown_metrics(objective, portfolio)), "market": market,
         "train_dates": _dates(periods.get("train")), "validation_dates": _dates(periods.get("validation")),
         "fill": fill_text, "commission_bps": f"{bt.commission_bps:g}", "slippage_bps": f"{bt.slippage_bps:g}",
         "initial_capital": f"{bt.initial_capital:g}", "language_reference": reference_text().rstrip(),
@@ -220,10 +170,28 @@ def _dates(p: dict[str, Any] | None) -> str:
     return f"{p['first']} to {p['last']}, {p['bars']} bars"
 
 
-def system_prompt(settings: Settings, objective: Objective, periods: dict[str, dict[str, Any]], market: str) -> str:
-    """program.md, filled."""
-    return fill(template("program", settings.search.prompts_dir), system_values(settings, objective, periods, market),
+def system_prompt(settings: Settings, objective: Objective, periods: dict[str, dict[str, Any]], market: str,
+                  portfolio: bool = False) -> str:
+    """program.md, filled; in a portfolio run followed by portfolio.md."""
+    folder = settings.search.prompts_dir
+    text = fill(template("program", folder), system_values(settings, objective, periods, market, portfolio),
                 "program.md")
+    if not portfolio:
+        return text
+    meanings = "; ".join(f"{name} ({what})" for name, what in SCORE_MEANINGS.items())
+    assets = (periods.get("train") or {}).get("assets", "many")
+    return text + "\n\n" + fill(template("portfolio", folder), {"assets": assets, "score_metrics": meanings},
+                                 "portfolio.md")
+
+
+# What the score's metrics mean, for a portfolio run's system prompt (autostrat.sim.portfolio_metrics).
+SCORE_MEANINGS = {
+    "ic_mean": "the mean over rebalances of the correlation between the score and the next period's returns",
+    "ic_tstat": "its t-statistic: above 2 is unlikely to be luck",
+    "rank_ic_mean": "the same on ranks, robust to outliers", "rank_ic_tstat": "its t-statistic",
+    "long_short_spread": "the mean next-period return of the top assets by score minus that of the bottom ones",
+    "turnover": "the traded amount a year over the mean equity", "holdings": "the mean number of assets held",
+}
 
 
 def constrained_format(mode: str) -> str:
@@ -278,7 +246,10 @@ def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[
     lines = [f"{head}: {result_text(record, objective)}"]
     if record.get("hypothesis"):
         lines.append(f"Its hypothesis: {record['hypothesis']}")
-    if record["status"] == "duplicate" and record.get("duplicate_kind") == "behaviour":
+    if record["status"] == "duplicate" and record.get("duplicate_kind") == "portfolio":
+        lines.append("It holds exactly the portfolio of an earlier strategy on train and validation (the same "
+                     "holdings and trades), so it counted as a failure. Try a score that holds other assets.")
+    elif record["status"] == "duplicate" and record.get("duplicate_kind") == "behaviour":
         lines.append("Its rules give exactly the signals of an earlier strategy on train and validation (a "
                      "dead branch or a renamed value changes nothing), so it counted as a failure. Try "
                      "rules that trade differently.")

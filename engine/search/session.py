@@ -3,7 +3,7 @@
 `autostrat evolve` is a thin layer over these functions; a notebook calls them the same way:
 
     run, market = start_run(Path("runs/spy1"), "spy1", settings)          # or resume_run(...)
-    search = Search(run, settings, objective, make_evaluator(market, settings), make_proposer(...),
+    search = Search(run, settings, objective, run_evaluator(market, settings), make_proposer(...),
                     run.config["baseline"]["text"], run.config["baseline"]["path"])
     outcome = search.run()
 
@@ -14,6 +14,7 @@ config.json (written once by `start_run`, updated by `resume_run` and `run_null`
      "periods": {period: {first, last, bars}}, "returns_layout", "returns_series" (on a universe: what
      the returns files hold), "folds" (with walk-forward folds),
      "grammar_sha256", "baseline": {"path", "text"}, "model" (llm proposer: model and base_url),
+     "portfolio": true on a portfolio run (its baseline has `hold` statements; data a Panel),
      the pass bar in settings.search.bar (checked by `start_run`, fixed from then on),
      "resumed": [UTC times], "null_run": NAME-null, or in a null run "null_of": what it matches,
      "sealed_openings": how often the sealed test was opened (autostrat.honest.sealed)}
@@ -34,8 +35,11 @@ from typing import Any, Callable
 from autostrat import __version__
 from autostrat.config import Settings
 from autostrat.data.load import load_data
+from autostrat.data.panel import Panel
+from autostrat.data.panel_spec import load_panel
 from autostrat.data.universe import Universe
 from autostrat.errors import ConfigError
+from autostrat.lang.parse import parse
 from autostrat.resources import example_path, grammar_path
 from autostrat.search.bar import parse_bar
 from autostrat.search.constrain import constraint_for
@@ -51,6 +55,7 @@ from autostrat.search.runs import RunFolder
 from autostrat.search.tune import MAX_TUNE, PICKS
 from autostrat.sim.evaluator import Evaluator, make_evaluator
 from autostrat.sim.objective import Objective
+from autostrat.sim.portfolio_evaluator import PortfolioEvaluator
 
 # Settings a resumed run must keep: changing them would change what the records mean.
 IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "search.seed", "search.folds",
@@ -58,6 +63,8 @@ IDENTITY = ("split.", "backtest.", "search.objective", "search.population", "sea
 SPA_REPS = (100, 20_000)  # the range of search.spa_reps: a test worth reading, at a bounded cost
 NULL_ON_UNIVERSE = ("--null runs on one market's matched noise; on a universe, run the null search per "
                     "market (--data ONE_MARKET --null)")
+NULL_ON_PORTFOLIO = ("--null runs on one market's matched noise; for a portfolio run, search the null universe "
+                     "instead: --data synthetic-universe:premium=0 (same seed and size)")
 
 Out = Callable[[str], None]
 MAX_PARALLEL = 64  # candidates per step: each is a thread and an open request to the model
@@ -82,9 +89,17 @@ def new_run_name(runs_dir: Path, prefix: str) -> str:
     return name
 
 
-def check_numbers(settings: Settings) -> None:
-    """ConfigError when a search budget setting is below its minimum (or spa_reps outside its range)."""
+def check_numbers(settings: Settings, portfolio: bool = False) -> None:
+    """ConfigError when a search budget setting is below its minimum (or spa_reps outside its range),
+    or a setting a portfolio run cannot honour is on in one."""
     s = settings.search
+    if portfolio and s.tune:
+        raise ConfigError(f"search.tune {s.tune}: tuning params in bulk works on single-market strategies only; "
+                          "a portfolio run needs search.tune 0 (leave --tune out)")
+    if portfolio and (s.min_trades or s.niches):  # both count round trips, which a portfolio does not make
+        what = f"search.min_trades {s.min_trades}" if s.min_trades else "search.niches"
+        raise ConfigError(f"{what}: a portfolio has no round trips to count; leave --min-trades and --niches out "
+                          "of a portfolio run")
     for key, low in (("iterations", 1), ("population", 1), ("max_fails", 1), ("repair_attempts", 0),
                      ("max_total_tokens", 0), ("learnings_budget_chars", 200), ("parallel", 1), ("min_trades", 0)):
         if getattr(s, key) < low:
@@ -104,10 +119,10 @@ def check_numbers(settings: Settings) -> None:
         raise ConfigError(f"search.spa_reps must be from {SPA_REPS[0]} to {SPA_REPS[1]}, got {s.spa_reps}")
 
 
-def check_bar_change(path: Path, registered: str, given: str) -> None:
+def check_bar_change(path: Path, registered: str, given: str, portfolio: bool = False) -> None:
     """ConfigError unless `given` is the bar the run registered (spacing aside): a bar never changes."""
     def canonical(text: str) -> str:
-        return str(parse_bar(text)) if text.strip() else ""
+        return str(parse_bar(text, portfolio)) if text.strip() else ""
     if canonical(given) != canonical(registered):
         before = f"the bar {registered!r}" if registered.strip() else "no bar"
         raise ConfigError(f"{path}: cannot resume with --bar {given!r}: the run registered {before} before its "
@@ -130,6 +145,10 @@ def choose_proposer(settings: Settings, out: Out = print) -> None:
 
 def data_info(spec: str, data) -> dict:
     """config.json's `data`: what the run searched, with the hash a resume checks."""
+    if isinstance(data, Panel):
+        return {"spec": spec, "name": data.spec or "universe", "source": "panel", "sha256": data.sha256,
+                "assets": data.n_assets, "bars": len(data), "first": str(data.dates[0]),
+                "last": str(data.dates[-1])}
     if isinstance(data, Universe):
         return {"spec": spec, "name": data.name, "source": "universe", "sha256": data.sha256,
                 "markets": [{"name": m.name, "source": m.source, "sha256": m.sha256, "bars": len(m),
@@ -147,9 +166,12 @@ def load_run_data(run: RunFolder, settings: Settings, consequence: str, *, requi
     check: ConfigError ending with `consequence` (what using other data would do). With
     `required=False` a config.json without a hash is accepted.
     """
-    market = load_data(settings.data.spec, settings.data)
-    if not isinstance(market, Universe):
-        market = rebuild_market(run.config, market)
+    if run.config.get("portfolio"):
+        market = load_panel(settings.data.spec, settings.data)
+    else:
+        market = load_data(settings.data.spec, settings.data)
+        if not isinstance(market, Universe):
+            market = rebuild_market(run.config, market)
     want = (run.config.get("data") or {}).get("sha256")
     if (want or required) and market.sha256 != want:
         raise ConfigError(f"{run.path}: the data changed since this run started: {settings.data.spec} now has "
@@ -165,19 +187,25 @@ def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | 
     the first strategy being iteration 0 (default: the sma_cross example). `learnings_from`: a
     run whose learnings this one starts from. `null`: the run will also be searched on matched
     noise, which needs a single market.
+    A portfolio baseline makes a portfolio run (`"portfolio": true` in config.json): the data
+    is loaded as a Panel and only portfolio strategies are candidates.
     """
-    Objective.from_settings(settings.search)
-    check_numbers(settings)
-    if settings.search.bar.strip():
-        parse_bar(settings.search.bar)
     runs_dir = Path(settings.search.runs_dir)
     starts = resolve_from(baseline, runs_dir) if split_specs(baseline) else [_default_baseline()]
+    portfolio = parse(starts[0].text, starts[0].path).is_portfolio
+    Objective.from_settings(settings.search, portfolio=portfolio)
+    check_numbers(settings, portfolio)
+    if settings.search.bar.strip():
+        parse_bar(settings.search.bar, portfolio)
     prior = inherited_learnings(learnings_from, runs_dir) if learnings_from else None
     check_model(settings)
-    market = load_data(settings.data.spec, settings.data)
+    if portfolio and null:
+        raise ConfigError(NULL_ON_PORTFOLIO)
+    market = load_panel(settings.data.spec, settings.data) if portfolio else load_data(settings.data.spec,
+                                                                                       settings.data)
     if isinstance(market, Universe) and null:
         raise ConfigError(NULL_ON_UNIVERSE)
-    evaluator = make_evaluator(market, settings)  # fails early when a period is empty
+    evaluator = run_evaluator(market, settings)  # fails early when a period is empty
     config = {
         "autostrat_version": __version__, "run": name, "created": _now(),
         "settings": settings.to_dict(), "data": data_info(settings.data.spec, market),
@@ -185,6 +213,7 @@ def start_run(path: Path, name: str, settings: Settings, baseline: str | Path | 
         **({"returns_series": evaluator.returns_series} if evaluator.returns_series else {}),
         **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {}),
         "grammar_sha256": grammar_sha(),
+        **({"portfolio": True} if portfolio else {}),
         **starts_config(starts),
         **({"learnings_from": {"run": prior[0], "text": prior[1]}} if prior else {}),
     }
@@ -222,7 +251,7 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     mismatches = []
     for dotted, value, source in overrides:
         if dotted == "search.bar":
-            check_bar_change(path, settings.search.bar, str(value))
+            check_bar_change(path, settings.search.bar, str(value), bool(run.config.get("portfolio")))
             continue
         section, key = dotted.split(".")
         before = getattr(getattr(settings, section), key)
@@ -236,7 +265,7 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     if split_specs(baseline) and not same_starts(run.config, resolve_from(baseline, Path(fresh.search.runs_dir))):
         raise ConfigError(f"{path}: the run started from another baseline ({run.config['baseline']['path']}) or "
                           "other starting strategies; leave --from out to resume it")
-    check_numbers(settings)
+    check_numbers(settings, bool(run.config.get("portfolio")))
     market = load_run_data(run, settings, " Resuming would mix results from different data; start a new run "
                                           "with another --run NAME")
     if isinstance(market, Universe) and not run.config.get("returns_series"):
@@ -250,6 +279,11 @@ def _resume(run: RunFolder, path: Path, fresh: Settings, overrides, baseline, wa
     config.setdefault("resumed", []).append(_now())
     run.write_config(config)
     return run, settings, market
+
+
+def run_evaluator(data, settings: Settings):
+    """The evaluator of a run's data: PortfolioEvaluator on a Panel (a portfolio run), else make_evaluator's."""
+    return PortfolioEvaluator(data, settings) if isinstance(data, Panel) else make_evaluator(data, settings)
 
 
 def check_model(settings: Settings, out: Out | None = None) -> None:
@@ -274,11 +308,17 @@ def make_proposer(settings: Settings, objective: Objective, evaluator, market: s
         return MutateProposer()
     check_model(settings, out)
     config = ModelConfig.resolve(settings.llm)
-    constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
+    portfolio = bool(getattr(evaluator, "portfolio", False))
+    mode = settings.llm.constrain
+    if portfolio and mode not in ("", "auto", "off"):
+        raise ConfigError(f"llm.constrain {mode}: the exported grammars write single-market strategies, so a "
+                          "portfolio run cannot constrain the model's answers; use --constrain off")
+    # A portfolio run's answers are checked and repaired, never constrained (see the error above).
+    constraint = constraint_for("off" if portfolio else mode, config.base_url, config.api_key)
     out(constraint.describe())
     model = ChatModel(config, extra_body=constraint.extra_body)
     periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
-    return LlmProposer(model, settings, objective, periods, market, constraint.mode)
+    return LlmProposer(model, settings, objective, periods, market, constraint.mode, portfolio)
 
 
 def run_null(run: RunFolder, settings: Settings, market, objective: Objective,

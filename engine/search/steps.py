@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from autostrat.errors import Diagnostic, StrategyError
+from autostrat.lang import nodes as N
+from autostrat.lang.check import TypedProgram, check
+
 
 def call(fn: Callable, arg: Any) -> Any:
     """fn(arg), or the exception it raised (a step judges its candidates one by one, in order)."""
@@ -41,3 +45,17 @@ def broken_constraint(metrics: dict[str, dict[str, float]], min_trades: int, max
             return (f"{period}: a drawdown of {-dd:.1%}, deeper than the {max_drawdown:.1%} allowed "
                     "(max_drawdown)")
     return ""
+
+
+def check_for_run(program: N.Program, portfolio: bool) -> TypedProgram:
+    """check(program) as the run's kind allows: a portfolio run takes only portfolio strategies, any
+    other run only single-market ones; StrategyError (an `invalid` candidate) saying which is wanted."""
+    typed = check(program, portfolio=portfolio)
+    if portfolio and typed.portfolio is None:
+        line = next((s.span.line for s in program.statements if isinstance(s, N.Rule)), 0)
+        raise StrategyError(Diagnostic(
+            "this is a single-market strategy (buy and sell rules); this run searches portfolio strategies",
+            line=line, path=program.path or "<strategy>",
+            hint="write a portfolio strategy: score = roc(close, 126), hold long top 10% by score, "
+                 "rebalance every 21 bars (grammar/examples/portfolio/)"))
+    return typed

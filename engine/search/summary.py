@@ -28,7 +28,10 @@ def summary_table(population: list[Member], objective: Objective) -> str:
             ("train.return", "train", "total_return"), ("val.return", "validation", "total_return"),
             ("train.sharpe", "train", "sharpe"), ("val.sharpe", "validation", "sharpe"),
             ("val.max_dd", "validation", "max_drawdown"), ("val.trades", "validation", "num_trades")]
-    if objective.metric not in ("total_return", "sharpe", "max_drawdown", "num_trades"):
+    if any("rank_ic_tstat" in (m.metrics.get("validation") or {}) for m in population):
+        # a portfolio has no round trips: how well its score ranks instead
+        cols[-1:] = [("val.rank_ic", "validation", "rank_ic_mean"), ("val.rank_ic_t", "validation", "rank_ic_tstat")]
+    if objective.metric not in [c[2] for c in cols]:
         cols.insert(2, (f"train.{objective.metric}", "train", objective.metric))
         cols.insert(3, (f"val.{objective.metric}", "validation", objective.metric))
     rows = [[c[0] for c in cols]]

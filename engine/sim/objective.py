@@ -5,7 +5,9 @@ autostrat.sim.metrics.METRIC_NAMES; the search maximises it and ranks NaN below 
 walk-forward folds (`search.folds`, autostrat.sim.walkforward) it is the mean or the minimum of METRIC
 over the folds instead. On a universe (`UniverseEvaluator`) every metric is first aggregated over
 the markets (`search.across`: mean, median or min), so the objective reads the aggregate; the
-per-market numbers ride along under `metrics["assets"]` for the prompt. The test period is sealed:
+per-market numbers ride along under `metrics["assets"]` for the prompt. A portfolio run's METRIC
+is one of autostrat.sim.portfolio_metrics.PORTFOLIO_METRIC_NAMES (the equity metrics of the
+portfolio, and how well its score ranks: ic_mean, rank_ic_tstat, ...). The test period is sealed:
 an objective cannot name it. The evaluators that compute its metrics are in autostrat.sim.evaluator.
 """
 
@@ -19,6 +21,7 @@ from autostrat.data.universe import ACROSS
 from autostrat.errors import ConfigError
 from autostrat.sim.backtest import SEARCH_PERIODS
 from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.portfolio_metrics import PORTFOLIO_METRIC_NAMES
 from autostrat.sim.walkforward import aggregate, check_fold_settings, describe, fold_names
 
 
@@ -33,8 +36,11 @@ class Objective:
     fold_agg: str = "mean"
 
     @classmethod
-    def parse(cls, text: str) -> "Objective":
-        """`validation.total_return` -> Objective; a clear ConfigError for anything else."""
+    def parse(cls, text: str, portfolio: bool = False) -> "Objective":
+        """`validation.total_return` -> Objective; a clear ConfigError for anything else.
+
+        `portfolio`: the metric is one of a portfolio's (PORTFOLIO_METRIC_NAMES)."""
+        names = PORTFOLIO_METRIC_NAMES if portfolio else METRIC_NAMES
         period, dot, metric = str(text).strip().partition(".")
         if period == "test":
             raise ConfigError(
@@ -44,18 +50,19 @@ class Objective:
         if not dot or period not in SEARCH_PERIODS:
             raise ConfigError(f"objective {text!r}: write PERIOD.METRIC with PERIOD train or validation, "
                               "e.g. validation.total_return")
-        if metric not in METRIC_NAMES:
-            near = difflib.get_close_matches(metric, METRIC_NAMES, n=1)
+        if metric not in names:
+            near = difflib.get_close_matches(metric, names, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ConfigError(f"objective {text!r}: unknown metric {metric!r}{hint}; metrics are "
-                              f"{', '.join(METRIC_NAMES)}")
+            kind = "a portfolio's metrics" if portfolio else "metrics"
+            raise ConfigError(f"objective {text!r}: unknown metric {metric!r}{hint}; {kind} are "
+                              f"{', '.join(names)}")
         return cls(period, metric)
 
     @classmethod
-    def from_settings(cls, search, universe: bool = False) -> "Objective":
+    def from_settings(cls, search, universe: bool = False, portfolio: bool = False) -> "Objective":
         """The objective that SearchSettings describe: `objective`, and `folds`, `fold_mode`, `fold_agg`;
-        on a universe also `across`."""
-        base = cls.parse(search.objective)
+        on a universe also `across`; in a portfolio run a portfolio metric."""
+        base = cls.parse(search.objective, portfolio)
         check_fold_settings(search.folds, search.fold_mode, search.fold_agg)
         if search.across not in ACROSS:
             raise ConfigError(f"search.across {search.across!r}: use {', '.join(ACROSS)}")
