@@ -7,6 +7,10 @@ the best validation objective, the sealed test return of the best strategy, buy 
 the test, the DSR and the number of trials. Run by hand:
 
     python benchmarks/bench_tuning.py [--seeds 1 2 3 4 5] [--tune 200] [--iterations 50] [--max-fails N] [--configs NAME ...]
+    python benchmarks/bench_tuning.py --data GOOG.csv --split 2009-12-31 2010-01-01 2011-06-30 2011-07-01
+
+`--data` replaces the synthetic seeds with data specs (a CSV of daily bars, for one), and
+`--split` gives their train end, validation start and end, and test start.
 
 The configurations: mutate, tune (--tune N), robust (--tune N --tune-pick robust), niches
 (--niches) and tune+niches (--tune N --niches).
@@ -30,6 +34,7 @@ KEYS = ("best_objective", "test_total_return", "test_buy_hold_return", "dsr", "t
 def run(data: str, extra: list[str], iterations: int, folder: str, name: str) -> dict[str, float]:
     cmd = [sys.executable, "-m", "autostrat", "evolve", "--data", data, "--proposer", "mutate", "--iterations",
            str(iterations), "--run", name, "--runs-dir", folder, *extra]
+    print(" ".join(cmd[1:]), file=sys.stderr, flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     values = {}
     for key in KEYS:
@@ -45,19 +50,27 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--max-fails", type=int, default=0, help="stop after N failures in a row (default: evolve's)")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--data", nargs="+", help="data specs to run instead of the synthetic seeds")
+    ap.add_argument("--split", nargs=4, metavar=("TRAIN_END", "VAL_START", "VAL_END", "TEST_START"),
+                    help="the periods of --data (default: autostrat's split)")
     args = ap.parse_args()
+    markets = args.data or [f"synthetic:seed={seed}" for seed in args.seeds]
+    split = []
+    if args.split:
+        split = [f"--{k}={v}" for k, v in zip(("train-end", "validation-start", "validation-end", "test-start"),
+                                              args.split)]
     tune = ["--tune", str(args.tune)]
     flags = {"mutate": [], "tune": tune, "robust": [*tune, "--tune-pick", "robust"], "niches": ["--niches"],
              "tune+niches": [*tune, "--niches"]}
     fails = ["--max-fails", str(args.max_fails)] if args.max_fails else []
-    configs = {CONFIGS[c].format(n=args.tune): [*flags[c], *fails] for c in args.configs}
+    configs = {CONFIGS[c].format(n=args.tune): [*flags[c], *fails, *split] for c in args.configs}
     results: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
+        for i, data in enumerate(markets):
             for n, (config, extra) in enumerate(configs.items()):
-                v = run(f"synthetic:seed={seed}", extra, args.iterations, folder, f"s{seed}-{n}")
+                v = run(data, extra, args.iterations, folder, f"m{i}-{n}")
                 results[config].append(v)
-                print(f"seed: {seed} config: {config} " + " ".join(f"{k}: {v[k]:.4f}" for k in KEYS), flush=True)
+                print(f"data: {data} config: {config} " + " ".join(f"{k}: {v[k]:.4f}" for k in KEYS), flush=True)
     for config, rows in results.items():
         means = {k: statistics.fmean(r[k] for r in rows) for k in KEYS}
         beat = sum(r["test_total_return"] > r["test_buy_hold_return"] for r in rows)
