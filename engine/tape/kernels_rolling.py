@@ -26,128 +26,71 @@ def _rolling_sum_nb(x, n, out, div=1.0):
     """Sum of x[t-n+1..t], divided by `div`; NaN when the window holds a NaN; exactly 0.0 when it
     holds only zeros. (Dividing here saves the mean a second pass; a sum divides by 1.0, exactly.)
 
-    Fast path, for a series without NaN after its leading ones (prices, most indicators): a
-    compensated prefix sum (TwoSum: each add's rounding is kept in a second float, so hi + lo is
-    the prefix to within about bars * eps**2 * the sum of magnitudes), and each window the
-    difference of two prefixes: one dependent add per bar, then passes without any. It is kept
-    only when that bound is below RECOMPUTE_AT of every window's sum, the accuracy the sliding sum
-    guarantees; otherwise (a zero window, one far smaller than the history before it, a NaN
-    inside) the series takes the sliding sum `_rolling_sum_slide_nb`. An infinite
-    value or a sum that overflows cannot be subtracted back out of any running sum: then every
-    window is summed directly (`_rolling_sum_direct_nb`).
+    Each run of valid values keeps a compensated prefix sum (TwoSum: each add's rounding is kept
+    in a second float, so hi + lo is the prefix to within about run * eps**2 * the run's sum of
+    magnitudes), and a window is the difference of two prefixes: one dependent add per bar, no
+    resums. A window where that bound is not below RECOMPUTE_AT of its sum (a window of zeros, one
+    far smaller than the history before it, an infinite value or an overflow) is summed directly
+    instead (`_direct_windows_nb`). Every choice reads only bars up to the window's end, so the
+    result on a series' first k bars is bit for bit the result on those k bars alone.
     """
     m = x.shape[0]
-    a = 0
-    while a < m and np.isnan(x[a]):
-        a += 1
-    hi = np.empty(m - a + 1)  # hi[k] + lo[k] = x[a] + ... + x[a+k-1]
-    lo = np.empty(m - a + 1)
-    hi[0] = 0.0
-    lo[0] = 0.0
+    hi = np.empty(m)
+    lo = np.empty(m)
+    run = 0
     s, c, mag = 0.0, 0.0, 0.0
-    for t in range(a, m):
+    bad = False
+    for t in range(m):
         v = x[t]
+        if np.isnan(v):
+            run, s, c, mag = 0, 0.0, 0.0, 0.0
+            out[t] = np.nan
+            continue
+        run += 1
         u = s + v
         w = u - s
         c += (s - (u - w)) + (v - w)
         s = u
         mag += abs(v)
-        hi[t - a + 1] = s
-        lo[t - a + 1] = c
-    if np.isinf(s) or np.isnan(s):  # a NaN inside, an infinite value, or a sum beyond float64
-        if np.isnan(mag) and not _has_inf_nb(x):
-            _rolling_sum_slide_nb(x, n, out, div)
-        else:
-            _rolling_sum_direct_nb(x, n, out, div)
-        return
-    for t in range(min(a + n - 1, m)):
-        out[t] = np.nan
-    for t in range(a + n - 1, m):
-        k = t - a + 1
-        out[t] = ((hi[k] - hi[k - n]) + (lo[k] - lo[k - n])) / div
-    bound = 4.0 * (m - a) * EPS * EPS * mag
-    scale = div * RECOMPUTE_AT
-    ok = True
-    for t in range(a + n - 1, m):
-        ok &= abs(out[t]) * scale > bound
-    if not ok:
-        _rolling_sum_slide_nb(x, n, out, div)
-
-
-@njit(cache=True)
-def _rolling_sum_slide_nb(x, n, out, div=1.0):
-    """`_rolling_sum_nb` for a series with NaN after its first valid value.
-
-    The running sum slides in O(1), but removing a large value leaves its rounding behind. A bound
-    on that rounding, against the window's sum of magnitudes, triggers an exact resum (as does
-    every n-th slide), so the result is as accurate as summing the window directly.
-    """
-    run = 0  # consecutive valid values ending at t
-    nonzero = 0  # nonzero values among the last min(run, n)
-    since = 0  # slides since the last exact resum
-    s = 0.0
-    mag = 0.0  # sum of |x| over the window
-    err = 0.0  # rounding bound accumulated since the last resum
-    for t in range(x.shape[0]):
-        v = x[t]
-        if np.isnan(v):
-            run, nonzero, since, s, mag, err = 0, 0, 0, 0.0, 0.0, 0.0
-            out[t] = np.nan
-            continue
-        run += 1
-        if run > n:
-            old = x[t - n]
-            s -= old
-            mag -= abs(old)
-            err += EPS * (abs(s) + abs(old) + mag)
-            if old != 0.0:
-                nonzero -= 1
-        s += v
-        mag += abs(v)
-        err += EPS * (abs(s) + mag)
-        if v != 0.0:
-            nonzero += 1
+        hi[t] = s
+        lo[t] = c
         if run < n:
             out[t] = np.nan
             continue
-        since += 1
-        if since > n or err > RECOMPUTE_AT * mag:
-            s = 0.0
-            mag = 0.0
-            for j in range(t - n + 1, t + 1):
-                s += x[j]
-                mag += abs(x[j])
-            since = 0
-            err = 0.0
-        out[t] = (s if nonzero > 0 else 0.0) / div
+        r = (s - hi[t - n]) + (c - lo[t - n]) if run > n else s + c
+        out[t] = r / div
+        bad |= not _prefix_ok(r, run, mag)
+    if bad:
+        _direct_windows_nb(x, n, out, div, hi, lo)
+
+
+@njit(cache=True, inline="always")
+def _prefix_ok(r, run, mag):
+    """Whether a window's sum r from prefixes is within RECOMPUTE_AT of the exact one (False for
+    NaN or inf): the prefixes' error is below 4 * run * eps**2 * mag."""
+    return abs(r) * RECOMPUTE_AT > 4.0 * run * EPS * EPS * mag
 
 
 @njit(cache=True)
-def _has_inf_nb(x):
-    for v in x:
-        if np.isinf(v):
-            return True
-    return False
-
-
-@njit(cache=True)
-def _rolling_sum_direct_nb(x, n, out, div=1.0):
-    """`_rolling_sum_nb` by summing every window in order: for series with infinite values (or
-    sums beyond float64), where a prefix cannot be subtracted back out. O(n) per bar; rare."""
+def _direct_windows_nb(x, n, out, div, hi, lo):
+    """Sum directly, in order, each window of `_rolling_sum_nb` whose prefix difference fails
+    `_prefix_ok` (the same r, run and mag, recomputed from its prefixes)."""
     run = 0
+    mag = 0.0
     for t in range(x.shape[0]):
         if np.isnan(x[t]):
-            run = 0
-            out[t] = np.nan
+            run, mag = 0, 0.0
             continue
         run += 1
+        mag += abs(x[t])
         if run < n:
-            out[t] = np.nan
             continue
-        s = 0.0
-        for j in range(t - n + 1, t + 1):
-            s += x[j]
-        out[t] = s / div
+        r = (hi[t] - hi[t - n]) + (lo[t] - lo[t - n]) if run > n else hi[t] + lo[t]
+        if not _prefix_ok(r, run, mag):
+            r = 0.0
+            for j in range(t - n + 1, t + 1):
+                r += x[j]
+            out[t] = r / div
 
 
 @njit(cache=True)
