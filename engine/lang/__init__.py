@@ -1,7 +1,7 @@
 """lang: the strategy language, from text to a typed program.
 
 Owns the AST (`nodes`), the one table of built-in functions (`registry`), the parser (`parse`, on
-grammar/strategy.lark), the checker (`check`), the canonical formatter (`fmt`), the language
+grammar/strategy.lark, with its limits and error explanations in `parse_errors`), the checker (`check`), the canonical formatter (`fmt`), the language
 reference generated from the registry (`reference`) and the grammar's exports for constrained
 decoding (`grammar_export`, `grammar_tree`, and `grammar_typed`, whose every text checks).
 
