@@ -20,7 +20,8 @@ from autostrat.cli import main
 from autostrat.config import LlmSettings, Settings
 from autostrat.search.constrain import constraint_for, probe_server
 from autostrat.errors import AutostratError
-from autostrat.search.llm import TOKEN_CAP, ChatModel, EnvFileError, ModelConfig, ModelError, load_env, read_answer_notes
+from autostrat.search.llm import ChatModel, EnvFileError, ModelConfig, ModelError, load_env, read_answer_notes
+from autostrat.search.llm_reply import TOKEN_CAP
 from autostrat.search.prompting import read_answer
 from autostrat.search.runs import RunFolder
 

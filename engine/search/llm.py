@@ -21,10 +21,7 @@ something. An answer longer than `max_answer_chars` is cut to that length (Reply
 
 from __future__ import annotations
 
-import email.utils
 import io
-import json
-import math
 import os
 import re
 import sys
@@ -37,6 +34,8 @@ from typing import Any, Callable
 from autostrat.config import LlmSettings, Settings
 from autostrat.errors import EXIT_USAGE, AutostratError, StrategyError
 from autostrat.lang.parse import parse
+from autostrat.search.llm_reply import (Malformed, NotOpenAI, cause, read_completion, refused, retry_after,
+                                        unreadable)
 from autostrat.search.proposal import Context, Proposal
 from autostrat.search.steps import check_for_run
 from autostrat.search.prompting import (compact_prompt, constrained_format, iteration_prompt, read_answer,
@@ -46,7 +45,6 @@ from autostrat.sim.objective import Objective
 DEFAULT_MODEL = "gpt-4o-mini"
 _RETRY_STATUS = {408, 409, 429}
 MAX_BODY_BYTES = 64 * 2**20  # an answer's HTTP body is not read past this (a broken or hostile server)
-TOKEN_CAP = 10_000_000  # the most tokens one count of one call may say; a larger number is clamped
 
 
 class ModelError(AutostratError):
@@ -184,18 +182,18 @@ class ChatModel:
                 text, usage, finish = read_completion(body, content_type, messages)
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRY_STATUS and exc.status_code < 500:
-                    raise ModelError(_refused(cfg, exc)) from None
-                problem, wait = f"HTTP {exc.status_code}", _retry_after(exc.response)
+                    raise ModelError(refused(cfg, exc)) from None
+                problem, wait = f"HTTP {exc.status_code}", retry_after(exc.response)
             except (openai.APITimeoutError, _Deadline):
                 problem, wait = f"no answer within {cfg.timeout:g}s", None
             except openai.APIConnectionError as exc:
-                problem, wait = f"connection failed ({_cause(exc)})", None
+                problem, wait = f"connection failed ({cause(exc)})", None
             except Malformed as exc:
                 problem, wait = f"malformed answer ({exc})", None
             except NotOpenAI as exc:  # e.g. an HTML page: not a server to retry
-                raise ModelError(_unreadable(cfg, exc)) from None
+                raise ModelError(unreadable(cfg, exc)) from None
             except openai.APIError as exc:
-                raise ModelError(_unreadable(cfg, exc)) from None
+                raise ModelError(unreadable(cfg, exc)) from None
             else:
                 full = len(text)
                 if full > cfg.max_answer_chars:
@@ -277,160 +275,6 @@ class ChatModel:
 
 class _Deadline(Exception):
     """The whole request took longer than [llm] timeout."""
-
-
-class Malformed(Exception):
-    """An answer of the wrong shape: one failed attempt, retried like a server error."""
-
-
-class NotOpenAI(Exception):
-    """A body that is not JSON at all (an HTML page, say): the endpoint is not an OpenAI-style API."""
-
-
-def read_completion(body: bytes, content_type: str,
-                    messages: list[dict[str, str]]) -> tuple[str, dict[str, int], str]:
-    """The text, token usage and finish reason of a chat completion body, whatever its shape.
-
-    Raises Malformed (retried) for JSON of the wrong shape or cut off, NotOpenAI for a body that
-    is no JSON at all. `content` may be text, null (an empty answer) or a list of content parts
-    (their text parts are joined); a custom tool call's input takes its place.
-    """
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
-        if body.lstrip()[:1] not in (b"{", b"[") and "json" not in content_type.lower():
-            raise NotOpenAI(f"{content_type or 'no content type'}: {_snippet(body)}") from None
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise Malformed(f"the body is not valid JSON, perhaps cut off: {reason}") from None
-    if not isinstance(data, dict):
-        raise Malformed(f"the body is {_kind(data)}, not a JSON object")
-    if "choices" not in data and data.get("error"):
-        raise Malformed(f"the server answered with an error: {_snippet(json.dumps(data['error']).encode())}")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise Malformed("`choices` is empty" if isinstance(choices, list) else f"`choices` is {_kind(choices)}, "
-                        "not a list")
-    first = choices[0]
-    if not isinstance(first, dict):
-        raise Malformed(f"`choices[0]` is {_kind(first)}, not an object")
-    message = first.get("message")
-    if not isinstance(message, dict):
-        raise Malformed(f"`choices[0].message` is {_kind(message)}, not an object")
-    text = _text(message.get("content"))
-    tool = _tool_input(message.get("tool_calls"))
-    if tool is not None:  # the `openai` constraint: the strategy is the custom tool's input
-        text = tool
-    reason = first.get("finish_reason")
-    finish = reason.strip()[:40] if isinstance(reason, str) else ""
-    return text, _usage(data.get("usage"), messages, text), finish
-
-
-def _tool_input(calls: Any) -> str | None:
-    """The input of the first custom tool call (`{"type": "custom", "custom": {"input": ...}}`), or None."""
-    for call in calls if isinstance(calls, list) else []:
-        custom = call.get("custom") if isinstance(call, dict) and call.get("type") == "custom" else None
-        if isinstance(custom, dict) and isinstance(custom.get("input"), str):
-            return custom["input"]
-    return None
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""  # the model said nothing: read_answer reports an empty answer
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts: [{"type": "text", "text": "..."}, ...]
-        parts = [p if isinstance(p, str) else p["text"] for p in content
-                 if isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("text"), str)
-                                           and p.get("type", "text") in ("text", "output_text"))]
-        if content and not parts:
-            raise Malformed("`choices[0].message.content` is a list with no text parts")
-        return "".join(parts)
-    raise Malformed(f"`choices[0].message.content` is {_kind(content)}, not text")
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null or missing"
-    if isinstance(value, bool):
-        return "true or false"
-    return {str: "a string", int: "a number", float: "a number", list: "a list",
-            dict: "an object"}.get(type(value), type(value).__name__)
-
-
-def _snippet(body: bytes) -> str:
-    return body[:200].decode("utf-8", errors="replace").strip() or "an empty body"
-
-
-def _unreadable(cfg: ModelConfig, what) -> str:
-    return (f"model {cfg.model} at {cfg.base_url or 'api.openai.com'}: unreadable answer ({what}); is "
-            "OPENAI_BASE_URL an OpenAI-compatible endpoint (it usually ends in /v1)?")
-
-
-def _count(value: Any) -> int | None:
-    """A token count as an int in 0..TOKEN_CAP; None when it is not a count (negative, NaN, text)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)) or value < 0:
-        return None
-    return int(min(value, TOKEN_CAP))
-
-
-def _usage(raw: Any, messages: list[dict[str, str]], text: str) -> dict[str, int]:
-    """Token usage from the server's `usage`, estimated (4 characters a token) where it is no count."""
-    u = raw if isinstance(raw, dict) else {}
-    p, c, t = (_count(u.get(k)) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
-    usage = {"prompt": p, "completion": c}
-    if p is None:
-        usage["prompt"] = math.ceil(sum(len(str(m.get("content") or "")) for m in messages) / 4)
-    if c is None:
-        usage["completion"] = math.ceil(len(text) / 4)
-    # never less than its parts: a server's small or garbled total cannot make a call cost nothing
-    usage["total"] = max(t or 0, usage["prompt"] + usage["completion"])
-    usage["calls"] = 1
-    if p is None or c is None:
-        usage["estimated"] = 1  # calls whose counts were estimated
-    return usage
-
-
-def _retry_after(response) -> float | None:
-    headers = getattr(response, "headers", None) or {}
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(when.timestamp() - time.time(), 0.0)
-
-
-def _cause(exc: BaseException) -> str:
-    inner = exc.__cause__ or exc.__context__
-    return f"{type(inner).__name__}: {inner}" if inner else str(exc)
-
-
-def _refused(cfg: ModelConfig, exc) -> str:
-    hint = {401: "check OPENAI_API_KEY", 403: "check the key's permissions",
-            404: f"check the model name ({cfg.model}) and OPENAI_BASE_URL"}.get(exc.status_code,
-                                                                              "see the message above")
-    detail = str(exc.message or exc)[:300]
-    return f"model {cfg.model} at {cfg.base_url or 'api.openai.com'} refused the request: " \
-           f"HTTP {exc.status_code}: {detail}; {hint}"
 
 
 class LlmProposer:
