@@ -125,7 +125,7 @@ def test_the_largest_expressions_stay_within_the_checkers_limits():
     tops = [n for n in b.size if n.startswith(("cond0-", "num0-"))]
     assert max(b.size[n] for n in tops) <= MAX_NODES and max(b.depth[n] for n in tops) <= MAX_DEPTH
     with pytest.raises(ValueError, match="lower the bounds"):
-        gt.gbnf(gt.TypedBounds(ands=6, ors=4))
+        gt.gbnf(gt.TypedBounds(levels=6))
     with pytest.raises(ValueError, match="levels"):
         gt.gbnf(gt.TypedBounds(levels=1))
 
