@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from autostrat.errors import ConfigError
 from autostrat.lang import grammar_ranges as gr
 from autostrat.lang.grammar_tree import (Alt, Chars, Lit, Ref, Rep, Seq, alt, gbnf_text, longest, quantifier,
                                          regex_text, seq)
@@ -57,6 +58,7 @@ class TypedBounds:
     factors: int = 6  # operands in a condition: `rsi(close, 14) < 30 and c1` has 3
     name_chars: int = 40  # the strategy's name
     hypothesis_chars: int = 120  # the `# hypothesis:` line's text
+    shorts: bool = True  # `short when` and `cover when` allowed
 
     @property
     def ands(self) -> int:  # TRANSITIONAL: read by a running benchmark's prompt; removed after it
@@ -319,7 +321,8 @@ class _Builder:
             out.append(seq(Lit(f"c{s.c + 1} = "), self.cond_expr(s, 0), nl, Ref(f"{at}x{s.x}c{s.c + 1}")))
         cond = self.cond_expr(s, 0)
         rules = [seq(Lit(f"{k} when "), cond, nl) for k in RULE_KINDS]
-        out.append(seq(rules[0], rules[1], Rep(seq(rules[2], rules[3]), 0, 1), self.exits(s.p, mask)))
+        shorts = [Rep(seq(rules[2], rules[3]), 0, 1)] if b.shorts else []
+        out.append(seq(rules[0], rules[1], *shorts, self.exits(s.p, mask)))
         self.rules[f"{at}x{s.x}c{s.c}"] = alt(out)
 
     def exits(self, p: int, mask: int) -> Ref:
@@ -399,3 +402,33 @@ def longest_text(bounds: TypedBounds = TypedBounds()) -> int:
     """The most characters (= bytes: the grammar is ASCII) a text of the grammar can have."""
     tree = _built(bounds)[0]
     return longest(tree["root"], tree)
+
+
+# The bounds a constrained run may use, largest first. An answer under the grammar is at most
+# longest_text(bounds) characters, and a token the grammar admits adds at least one (llama.cpp's
+# grammar sampler refuses tokens whose text is empty), so no answer is cut off at a max_tokens
+# at least that large; bounds_for picks the first that fits. The first takes every covered
+# example; the last is the smallest grammar worth searching with.
+LADDER = (
+    TypedBounds(),
+    TypedBounds(factors=4),
+    TypedBounds(factors=4, values=3, numbers=2, conditions=1),
+    TypedBounds(factors=3, values=3, numbers=2, conditions=1),
+    TypedBounds(factors=3, values=2, numbers=2, conditions=1, hypothesis_chars=80),
+    TypedBounds(params=2, factors=2, values=2, numbers=1, conditions=1, name_chars=20, hypothesis_chars=60),
+    TypedBounds(params=2, factors=2, values=2, numbers=1, conditions=1, name_chars=20, hypothesis_chars=60,
+                shorts=False),
+)
+
+
+def bounds_for(max_tokens: int) -> TypedBounds:
+    """The largest bounds of LADDER whose every answer fits `max_tokens` tokens; a ConfigError
+    naming the max_tokens needed when even the smallest does not fit."""
+    for bounds in LADDER:
+        if longest_text(bounds) <= max_tokens:
+            return bounds
+    need = longest_text(LADDER[-1])
+    raise ConfigError(f"llm.max_tokens {max_tokens}: too small for the typed grammar, whose shortest useful form "
+                      f"allows answers of {need} characters (up to {need} tokens) that would be cut off; set "
+                      f"[llm] max_tokens to at least {need} (at least {longest_text(LADDER[0])} for the full "
+                      f"bounds), or constrain = \"gbnf\" or \"off\"")
