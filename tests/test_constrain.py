@@ -199,11 +199,14 @@ def test_the_repair_loop_still_works_when_a_server_ignores_the_grammar(env, warm
     with FakeLLM(answer) as llm:
         env.joinpath(".env").write_text(f"OPENAI_BASE_URL={llm.base_url}\n")
         assert evolve("--run", "t", "--proposer", "llm", "--constrain", "typed", "--iterations", "2") == 0
-    assert "constrain: typed (typed GBNF in the request's `grammar` field)" in capsys.readouterr().out
-    assert all(r["grammar"] == grammar_typed.gbnf() for r in llm.requests)
-    system = llm.requests[0]["messages"][0]["content"]
+    bounds = grammar_typed.bounds_for(LlmSettings().max_tokens)  # the bounds that fit the default max_tokens
+    longest = grammar_typed.longest_text(bounds)
+    assert (f"constrain: typed (typed GBNF in the request's `grammar` field; answers of at most {longest} "
+            f"characters, within max_tokens {LlmSettings().max_tokens})") in capsys.readouterr().out
+    assert all(r["grammar"] == grammar_typed.gbnf(bounds) and r["max_tokens"] >= longest for r in llm.requests)
+    system = " ".join(llm.requests[0]["messages"][0]["content"].split())
     assert "Answer format under the typed grammar" in system and "no ```strat fence" in system
-    assert "up to 3 params, named p1" in system
+    assert f"up to {bounds.params} params, named p1" in system and f"has at most {longest} characters" in system
     assert any("rsi takes 2 arguments" in str(r["messages"]) for r in llm.requests)  # the error went back
 
 

@@ -20,6 +20,7 @@ from lark.exceptions import LarkError
 from test_grammar_export import EXAMPLES, GOLDEN_OK, Gbnf, LlamaGrammarCheck
 
 from autostrat.cli import main
+from autostrat.config import LlmSettings
 from autostrat.errors import ConfigError
 from autostrat.lang import grammar_tree as tree
 from autostrat.lang import grammar_typed as gt
@@ -233,6 +234,15 @@ def test_bounds_for_picks_the_largest_that_fits_max_tokens():
         gt.bounds_for(300)
     with pytest.raises(ConfigError, match=f"at least {sizes[-1]}"):
         gt.bounds_for(sizes[-1] - 1)
+
+
+def test_the_bounds_for_the_default_max_tokens_take_the_shipped_long_only_examples():
+    bounds = gt.bounds_for(LlmSettings().max_tokens)
+    assert bounds.factors >= 4  # `a > b and c < d`
+    g = Gbnf(gt.gbnf(bounds))
+    for path in EXAMPLES:
+        if path.name in COVERED and path.name not in ("long_short.strat", "volatility_filter.strat"):
+            assert g.accepts(canonical(path)), path.name  # short rules and 4 values need a larger max_tokens
 
 
 def test_llama_cpp_loads_every_bounded_grammar_and_takes_the_longest_text():

@@ -411,11 +411,10 @@ def longest_text(bounds: TypedBounds = TypedBounds()) -> int:
 # example; the last is the smallest grammar worth searching with.
 LADDER = (
     TypedBounds(),
-    TypedBounds(factors=4),
-    TypedBounds(factors=4, values=3, numbers=2, conditions=1),
-    TypedBounds(factors=3, values=3, numbers=2, conditions=1),
-    TypedBounds(factors=3, values=2, numbers=2, conditions=1, hypothesis_chars=80),
-    TypedBounds(params=2, factors=2, values=2, numbers=1, conditions=1, name_chars=20, hypothesis_chars=60),
+    TypedBounds(factors=4),  # a condition of two comparisons still fits
+    TypedBounds(factors=4, values=4, numbers=3, conditions=1, shorts=False),  # fits [llm] max_tokens' default
+    TypedBounds(factors=4, values=3, numbers=2, conditions=1, shorts=False),
+    TypedBounds(factors=4, values=2, numbers=2, conditions=1, shorts=False, hypothesis_chars=60),
     TypedBounds(params=2, factors=2, values=2, numbers=1, conditions=1, name_chars=20, hypothesis_chars=60,
                 shorts=False),
 )
