@@ -16,12 +16,16 @@ from the built-in registry and the checker's rules, so every text it matches pas
 - a param may declare its search range, `param p1 = 20 in 10..60`, in a form whose range always
   holds its value (grammar_ranges);
 - expressions nest at most `levels` deep (call arguments and parentheses go one level down, and
-  the deepest level holds no call that takes a series), so their depth and size stay within the
-  checker's MAX_DEPTH and MAX_NODES; generation refuses bounds that could exceed them;
+  the deepest level holds no call), so their depth and size stay within the checker's MAX_DEPTH
+  and MAX_NODES; generation refuses bounds that could exceed them;
+- a condition has at most `factors` operands in all, its tests joined by `and` and `or` in any
+  mix, so its length grows with that count rather than with the product of and/or counts;
 - the program has one shape and an end: an optional `# hypothesis:` line, the `strategy` line, the
   params, the named values, `buy` and `sell` (then `short` and `cover`, both or neither), each exit
   at most once with a value in its range, and nothing after the last line's newline;
-- spacing is the one `autostrat fmt` writes, so a model has no spaces to choose.
+- spacing is the one `autostrat fmt` writes, so a model has no spaces to choose;
+- it is printable ASCII and has a longest text (longest_text), which bounds_for fits to a token
+  limit: no answer under it can be cut off.
 
 GBNF and Lark are two printings of the same expression trees; the Lark form writes the tokens
 (numbers, the strategy's name) as terminals and every space explicitly (no %ignore).
