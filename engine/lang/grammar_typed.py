@@ -64,14 +64,6 @@ class TypedBounds:
     hypothesis_chars: int = 120  # the `# hypothesis:` line's text
     shorts: bool = True  # `short when` and `cover when` allowed
 
-    @property
-    def ands(self) -> int:  # TRANSITIONAL: read by a running benchmark's prompt; removed after it
-        return self.factors // 2
-
-    @property
-    def ors(self) -> int:  # TRANSITIONAL
-        return 2
-
 
 def _digits(lo: int, hi: int):
     """A whole number from `lo` (1..9) to `hi`, no leading zero, as an expression tree."""

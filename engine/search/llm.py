@@ -446,7 +446,7 @@ class LlmProposer:
         self.objective = objective
         self.system = system_prompt(settings, objective, periods, market)
         if constraint != "off":  # the grammar refuses the fenced format: ask for the bare file
-            self.system += "\n\n" + constrained_format(constraint)
+            self.system += "\n\n" + constrained_format(constraint, model.config.max_tokens)  # the bounds sent
 
     def summarise(self, learnings: str) -> tuple[str, dict[str, int]]:
         """The model's summary of a learnings log that outgrew its budget (one call)."""

@@ -274,7 +274,7 @@ def make_proposer(settings: Settings, objective: Objective, evaluator, market: s
         return MutateProposer()
     check_model(settings, out)
     config = ModelConfig.resolve(settings.llm)
-    constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key)
+    constraint = constraint_for(settings.llm.constrain, config.base_url, config.api_key, max_tokens=config.max_tokens)
     out(constraint.describe())
     model = ChatModel(config, extra_body=constraint.extra_body)
     periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
