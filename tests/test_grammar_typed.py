@@ -373,8 +373,8 @@ def llg():
                                                           "grammar with OpenAI's grammar engine")
     tok = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Bytes()))
 
-    def accepts(text: str) -> bool:
-        m = llguidance.LLMatcher(tok, gt.lark_grammar(), log_level=0)
+    def accepts(text: str, bounds: gt.TypedBounds = gt.TypedBounds()) -> bool:
+        m = llguidance.LLMatcher(tok, gt.lark_grammar(bounds), log_level=0)
         assert not m.is_error(), m.get_error()
         return m.consume_tokens(list(text.encode())) and m.consume_token(256) and not m.is_error()
 
@@ -386,6 +386,21 @@ def llg():
 @given(st.data())
 def test_llguidance_matches_every_sample(llg, data):
     assert llg(typed().generate(data.draw))
+
+
+@lru_cache(maxsize=2)
+def bounded(index: int) -> Gbnf:
+    return Gbnf(gt.gbnf(gt.LADDER[index]))
+
+
+@pytest.mark.parametrize("index", [2, len(gt.LADDER) - 1])  # the default max_tokens' bounds; the smallest
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_samples_of_the_smaller_bounds_check_fit_and_match_llguidance(llg, index, data):
+    text = bounded(index).generate(data.draw)
+    assert bounded(index).accepts(text) and len(text) <= gt.longest_text(gt.LADDER[index])
+    checks(text)
+    assert llg(text, gt.LADDER[index])
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
