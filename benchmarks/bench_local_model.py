@@ -2,15 +2,17 @@
 
 Run by hand (it needs the `local` extra and takes a while on 2 cores):
 
-    python benchmarks/bench_local_model.py [--prompts 20] [--max-tokens 300] [--seed 7] [--threads N]
-                                           [--modes off,gbnf,typed] [--evolve 10]
+    python benchmarks/bench_local_model.py [--prompts 20] [--max-tokens 300] [--typed-max-tokens 2048]
+                                           [--seed 7] [--threads N] [--modes off,gbnf,typed] [--evolve 10]
 
 It starts SmolLM2-135M-Instruct with `autostrat.search.local.LocalServer`, builds `--prompts` real search
 prompts (program.md and an iteration prompt whose parent is one of the example strategies, with
 varied iteration numbers and learnings), and asks each once unconstrained (`off`), once with the
 syntax-only GBNF grammar (`gbnf`) and once with the typed grammar (`typed`), as the llm proposer
 would (its temperature, its token limit, and under a constraint the system prompt's constrained
-answer format); `--modes` picks the conditions and their order. For each condition it prints
+answer format); `--modes` picks the conditions and their order. `off` and `gbnf` answers stop at
+`--max-tokens`; `typed` ones at `--typed-max-tokens` (by default [llm] max_tokens), which also
+picks the typed grammar's bounds, as a run does, so that none can be cut off. For each condition it prints
 the share of answers that contain a strategy, parse and check, how many were cut off at the
 token limit; completion tokens per second; and seconds per answer (one iteration's model time
 without repairs). With `--evolve N` it then runs
@@ -86,14 +88,16 @@ def run(args) -> dict:
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", timeout=1800, max_retries=0)
         for mode in args.modes if args.prompts else ():  # --prompts 0: the evolve run alone
             rows = []
+            limit = args.typed_max_tokens if mode == "typed" else args.max_tokens
+            body = request_body(mode, max_tokens=limit if mode == "typed" else None)
             for n, messages in enumerate(convs):
                 if mode != "off":  # what LlmProposer sends under a constraint
                     messages = [{"role": "system", "content": messages[0]["content"] + "\n\n"
-                                 + constrained_format(mode)}, *messages[1:]]
+                                 + constrained_format(mode, limit if mode == "typed" else None)}, *messages[1:]]
                 start = time.monotonic()
                 r = client.chat.completions.create(model=MODEL_ALIAS, messages=messages,
-                                                   temperature=settings.llm.temperature, max_tokens=args.max_tokens,
-                                                   extra_body=request_body(mode) or None)
+                                                   temperature=settings.llm.temperature, max_tokens=limit,
+                                                   extra_body=body or None)
                 seconds = time.monotonic() - start
                 text = r.choices[0].message.content or ""
                 row = {"seconds": seconds, "completion": r.usage.completion_tokens, "prompt": r.usage.prompt_tokens,
@@ -104,7 +108,7 @@ def run(args) -> dict:
                       f"checks={row['checks']}", flush=True)
             summary[mode] = summarise(rows)
         if args.evolve:
-            summary["evolve_typed"] = evolve(server, args.evolve, args.max_tokens)
+            summary["evolve_typed"] = evolve(server, args.evolve, args.typed_max_tokens)
     return summary
 
 
@@ -179,7 +183,10 @@ def main() -> None:
     """Parse the flags, run, print the table and the JSON line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=20, help="prompts per condition (0: only the --evolve run)")
-    p.add_argument("--max-tokens", type=int, default=300)
+    p.add_argument("--max-tokens", type=int, default=300, help="the token limit of the off and gbnf answers")
+    p.add_argument("--typed-max-tokens", type=int, default=Settings().llm.max_tokens,
+                   help="the token limit of the typed answers and the evolve run; it picks the typed grammar's "
+                        "bounds (default: [llm] max_tokens, %(default)s)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--threads", type=int, default=None, help="server threads (default: llama-cpp-python's)")
     p.add_argument("--modes", type=modes, default=MODES, help="conditions to run, in order (default: off,gbnf,typed)")

@@ -116,6 +116,32 @@ def test_the_grammar_sent_is_the_exported_gbnf():
     assert request_body("off") == {}
 
 
+def test_the_typed_grammar_fits_max_tokens_and_the_prompt_says_its_bounds():
+    from autostrat.search.prompting import constrained_format
+
+    for max_tokens in (10**6, 2048, 1000):
+        bounds = grammar_typed.bounds_for(max_tokens)
+        longest = grammar_typed.longest_text(bounds)
+        assert longest <= max_tokens
+        assert request_body("typed", max_tokens=max_tokens) == {"grammar": grammar_typed.gbnf(bounds)}
+        lark = request_body("openai", max_tokens=max_tokens)["tools"][0]["custom"]["format"]["grammar"]["definition"]
+        assert lark == grammar_typed.lark_grammar(bounds)
+        vllm = request_body("vllm", "0.12.1", max_tokens)
+        assert vllm == {"structured_outputs": {"grammar": grammar_typed.gbnf(bounds)}}
+        c = constraint_for("typed", None, max_tokens=max_tokens)
+        assert c.extra_body == {"grammar": grammar_typed.gbnf(bounds)}
+        assert f"answers of at most {longest} characters, within max_tokens {max_tokens}" in c.describe()
+        prompt = " ".join(constrained_format("typed", max_tokens).split())  # the prompt's lines joined
+        assert f"has at most {longest} characters" in prompt and f"at most {bounds.factors} operands" in prompt
+        assert f"up to {bounds.values} named values" in prompt and f"up to {bounds.params} params" in prompt
+    assert grammar_typed.bounds_for(2048) != grammar_typed.TypedBounds()  # 2048 is below the full bounds' longest
+    need = grammar_typed.longest_text(grammar_typed.LADDER[-1])
+    for mode in ("typed", "openai", "vllm", "auto"):
+        with pytest.raises(ConfigError, match=f"llm.max_tokens 300: .*at least {need}"):
+            constraint_for(mode, "http://127.0.0.1:9/v1", probe=lambda *a: Server("llama.cpp"), max_tokens=300)
+    assert constraint_for("gbnf", None, max_tokens=300).mode == "gbnf"  # the syntax grammar has no such bound
+
+
 def test_explicit_modes_need_no_server_and_bad_modes_are_refused():
     def no_probe(*a, **k):
         raise AssertionError("gbnf and off must not probe")
@@ -173,11 +199,14 @@ def test_the_repair_loop_still_works_when_a_server_ignores_the_grammar(env, warm
     with FakeLLM(answer) as llm:
         env.joinpath(".env").write_text(f"OPENAI_BASE_URL={llm.base_url}\n")
         assert evolve("--run", "t", "--proposer", "llm", "--constrain", "typed", "--iterations", "2") == 0
-    assert "constrain: typed (typed GBNF in the request's `grammar` field)" in capsys.readouterr().out
-    assert all(r["grammar"] == grammar_typed.gbnf() for r in llm.requests)
-    system = llm.requests[0]["messages"][0]["content"]
+    bounds = grammar_typed.bounds_for(LlmSettings().max_tokens)  # the bounds that fit the default max_tokens
+    longest = grammar_typed.longest_text(bounds)
+    assert (f"constrain: typed (typed GBNF in the request's `grammar` field; answers of at most {longest} "
+            f"characters, within max_tokens {LlmSettings().max_tokens})") in capsys.readouterr().out
+    assert all(r["grammar"] == grammar_typed.gbnf(bounds) and r["max_tokens"] >= longest for r in llm.requests)
+    system = " ".join(llm.requests[0]["messages"][0]["content"].split())
     assert "Answer format under the typed grammar" in system and "no ```strat fence" in system
-    assert "up to 3 params, named p1" in system
+    assert f"up to {bounds.params} params, named p1" in system and f"has at most {longest} characters" in system
     assert any("rsi takes 2 arguments" in str(r["messages"]) for r in llm.requests)  # the error went back
 
 

@@ -17,9 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lark import Lark
 from lark.exceptions import LarkError
-from test_grammar_export import EXAMPLES, GOLDEN_OK, Gbnf
+from test_grammar_export import EXAMPLES, GOLDEN_OK, Gbnf, LlamaGrammarCheck
 
 from autostrat.cli import main
+from autostrat.config import LlmSettings
+from autostrat.errors import ConfigError
+from autostrat.lang import grammar_tree as tree
 from autostrat.lang import grammar_typed as gt
 from autostrat.lang import nodes as N
 from autostrat.lang.check import check
@@ -94,8 +97,8 @@ def canonical(path: Path) -> str:
 # Files the typed grammar covers once renamed. The others are outside it: a negative param, two
 # params that are not whole numbers, or one in take_profit, or an exit written as a fraction
 # (ok_exit_params, ok_statements, keltner_params), more than 4 named values
-# (ok_keyword_like_names, ok_operators), 5 `and`s (ok_math_events), 3 `or` groups
-# (stochastic_pullback).
+# (ok_keyword_like_names, ok_operators), 10 operands in a condition (ok_math_events), a call
+# inside a call (stochastic_pullback).
 COVERED = {"ok_averages.strat", "ok_change_oscillators.strat", "ok_lag_of_call.strat", "ok_layout.strat",
            "ok_nested_warmup.strat", "ok_statistics.strat", "ok_volatility_volume_trend.strat",
            "bollinger_reversion.strat", "donchian_atr.strat", "long_short.strat", "macd_trend.strat",
@@ -111,6 +114,7 @@ def test_every_program_sampled_from_the_typed_grammar_checks(data):
     text = typed().generate(data.draw)
     assert typed().accepts(text)
     checks(text)  # raises StrategyError if a typed-constrained answer could fail the checker
+    assert len(text.encode()) <= gt.longest_text()
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -124,10 +128,136 @@ def test_the_largest_expressions_stay_within_the_checkers_limits():
     b.program()
     tops = [n for n in b.size if n.startswith(("cond0-", "num0-"))]
     assert max(b.size[n] for n in tops) <= MAX_NODES and max(b.depth[n] for n in tops) <= MAX_DEPTH
+    assert gt.longest_text() <= MAX_NODES * 8  # the checker's size limit is far above what the bounds allow
     with pytest.raises(ValueError, match="lower the bounds"):
-        gt.gbnf(gt.TypedBounds(ands=6, ors=4))
+        gt.gbnf(gt.TypedBounds(levels=6))
     with pytest.raises(ValueError, match="levels"):
         gt.gbnf(gt.TypedBounds(levels=1))
+
+
+# --- the longest text: a cut-off is impossible at max_tokens >= longest_text ----------------------
+
+
+def longest_witness(g: Gbnf, node=("ref", "root"), memo=None) -> str:
+    """The longest text of a GBNF grammar as the test's own reader reads it, built choice by choice:
+    the longest alternative, the most repetitions, a class's highest character."""
+    memo = {} if memo is None else memo
+    kind = node[0]
+    if kind == "lit":
+        return node[1]
+    if kind == "cls":
+        assert not node[2], "a negated class: the typed grammar is printable ASCII"
+        return max(hi for _, hi in node[1])
+    if kind == "ref":
+        if node[1] not in memo:
+            memo[node[1]] = longest_witness(g, g.rules[node[1]], memo)
+        return memo[node[1]]
+    if kind == "seq":
+        return "".join(longest_witness(g, n, memo) for n in node[1])
+    if kind == "alt":
+        return max((longest_witness(g, n, memo) for n in node[1]), key=len)
+    _, item, lo, hi = node
+    assert hi is not None, "an unbounded repetition"
+    return longest_witness(g, item, memo) * hi
+
+
+@pytest.mark.parametrize("index", [0, len(gt.LADDER) - 1])
+def test_the_longest_text_is_reached_accepted_and_checks(index):
+    bounds = gt.LADDER[index]
+    g = typed() if index == 0 else Gbnf(gt.gbnf(bounds))
+    witness = longest_witness(g)
+    assert witness.isascii() and len(witness) == gt.longest_text(bounds)
+    assert g.accepts(witness) and not g.accepts(witness + "\n")
+    checks(witness)
+    assert f"at most {len(witness)} characters" in gt.gbnf(bounds)
+
+
+def _strings(node, rules, depth=0) -> set[str]:
+    """Every string a small tree matches, by brute force (Refs followed; refuses deep recursion)."""
+    assert depth < 12
+    if isinstance(node, tree.Lit):
+        return {node.text}
+    if isinstance(node, tree.Chars):
+        return {chr(c) for lo, hi in node.ranges for c in range(lo, hi + 1)}
+    if isinstance(node, tree.Ref):
+        return _strings(rules[node.name], rules, depth + 1)
+    if isinstance(node, tree.Alt):
+        return set().union(*(_strings(i, rules, depth) for i in node.items))
+    if isinstance(node, tree.Seq):
+        out = {""}
+        for i in node.items:
+            out = {a + b for a in out for b in _strings(i, rules, depth)}
+        return out
+    one, out, current = _strings(node.item, rules, depth), set(), {""}
+    for count in range(node.hi + 1):
+        if count >= node.lo:
+            out |= current
+        current = {a + b for a in current for b in one}
+    return out
+
+
+def _trees(depth: int):
+    leaf = st.one_of(st.text("ab\u00e9\u20ac", max_size=3).map(tree.Lit),
+                     st.sampled_from([tree.Chars(((97, 99),)), tree.Chars(((48, 49), (233, 233))), tree.Ref("r")]))
+    if depth == 0:
+        return leaf
+    sub = _trees(depth - 1)
+    return st.one_of(leaf, st.lists(sub, min_size=1, max_size=3).map(lambda xs: tree.Seq(tuple(xs))),
+                     st.lists(sub, min_size=1, max_size=3).map(lambda xs: tree.Alt(tuple(xs))),
+                     st.tuples(sub, st.integers(0, 2), st.integers(0, 2)).map(
+                         lambda t: tree.Rep(t[0], min(t[1], t[2]), max(t[1], t[2]))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_trees(3), _trees(1))
+def test_longest_agrees_with_brute_force_enumeration(node, rule):
+    rules = {"r": rule if "Ref" not in repr(rule) else tree.Lit("z")}
+    strings = _strings(node, rules)
+    assert tree.longest(node, rules) == max(len(t.encode()) for t in strings)
+
+
+def test_an_unbounded_grammar_has_no_longest_text():
+    assert tree.longest(tree.Rep(tree.Lit("a"), 0, None), {}) is None
+    assert tree.longest(tree.Rep(tree.Lit(""), 1, None), {}) == 0  # nothing repeated is still nothing
+    loop = {"r": tree.Alt((tree.Lit("y"), tree.Ref("r")))}  # r ::= "y" | r: a rule that refers to itself
+    assert tree.longest(tree.Seq((tree.Lit("x"), tree.Ref("r"))), loop) is None
+    assert tree.longest(tree.Chars(((10, 10),), True), {}) == 4  # any code point: up to 4 bytes
+
+
+def test_bounds_for_picks_the_largest_that_fits_max_tokens():
+    sizes = [gt.longest_text(b) for b in gt.LADDER]
+    assert gt.LADDER[0] == gt.TypedBounds() and sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    assert gt.bounds_for(sizes[0]) == gt.LADDER[0] and gt.bounds_for(10**6) == gt.LADDER[0]
+    for k in range(1, len(sizes)):
+        assert gt.bounds_for(sizes[k - 1] - 1) == gt.LADDER[k] and gt.bounds_for(sizes[k]) == gt.LADDER[k]
+    with pytest.raises(ConfigError, match=rf"max_tokens 300: .* set \[llm\] max_tokens to at least {sizes[-1]}"):
+        gt.bounds_for(300)
+    with pytest.raises(ConfigError, match=f"at least {sizes[-1]}"):
+        gt.bounds_for(sizes[-1] - 1)
+
+
+def test_the_bounds_for_the_default_max_tokens_take_the_shipped_long_only_examples():
+    bounds = gt.bounds_for(LlmSettings().max_tokens)
+    assert bounds.factors >= 4  # `a > b and c < d`
+    g = Gbnf(gt.gbnf(bounds))
+    for path in EXAMPLES:
+        if path.name in COVERED and path.name not in ("long_short.strat", "volatility_filter.strat"):
+            assert g.accepts(canonical(path)), path.name  # short rules and 4 values need a larger max_tokens
+
+
+def test_llama_cpp_loads_every_bounded_grammar_and_takes_the_longest_text():
+    llama = LlamaGrammarCheck()  # skips without the local extra
+    try:
+        for bounds in gt.LADDER:
+            sampler = llama.sampler(gt.gbnf(bounds))
+            assert sampler, bounds
+            llama.ll.llama_sampler_free(sampler)
+        small = gt.LADDER[-1]
+        witness = longest_witness(Gbnf(gt.gbnf(small)))
+        assert llama.accepts(gt.gbnf(small), witness)
+        assert not llama.accepts(gt.gbnf(small), witness + "\n")
+    finally:
+        llama.llm.close()
 
 
 # --- the covered examples and golden files ----------------------------------------------------------
@@ -243,8 +373,8 @@ def llg():
                                                           "grammar with OpenAI's grammar engine")
     tok = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Bytes()))
 
-    def accepts(text: str) -> bool:
-        m = llguidance.LLMatcher(tok, gt.lark_grammar(), log_level=0)
+    def accepts(text: str, bounds: gt.TypedBounds = gt.TypedBounds()) -> bool:
+        m = llguidance.LLMatcher(tok, gt.lark_grammar(bounds), log_level=0)
         assert not m.is_error(), m.get_error()
         return m.consume_tokens(list(text.encode())) and m.consume_token(256) and not m.is_error()
 
@@ -256,6 +386,21 @@ def llg():
 @given(st.data())
 def test_llguidance_matches_every_sample(llg, data):
     assert llg(typed().generate(data.draw))
+
+
+@lru_cache(maxsize=2)
+def bounded(index: int) -> Gbnf:
+    return Gbnf(gt.gbnf(gt.LADDER[index]))
+
+
+@pytest.mark.parametrize("index", [2, len(gt.LADDER) - 1])  # the default max_tokens' bounds; the smallest
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_samples_of_the_smaller_bounds_check_fit_and_match_llguidance(llg, index, data):
+    text = bounded(index).generate(data.draw)
+    assert bounded(index).accepts(text) and len(text) <= gt.longest_text(gt.LADDER[index])
+    checks(text)
+    assert llg(text, gt.LADDER[index])
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))

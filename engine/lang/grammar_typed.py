@@ -16,12 +16,16 @@ from the built-in registry and the checker's rules, so every text it matches pas
 - a param may declare its search range, `param p1 = 20 in 10..60`, in a form whose range always
   holds its value (grammar_ranges);
 - expressions nest at most `levels` deep (call arguments and parentheses go one level down, and
-  the deepest level holds no call that takes a series), so their depth and size stay within the
-  checker's MAX_DEPTH and MAX_NODES; generation refuses bounds that could exceed them;
+  the deepest level holds no call), so their depth and size stay within the checker's MAX_DEPTH
+  and MAX_NODES; generation refuses bounds that could exceed them;
+- a condition has at most `factors` operands in all, its tests joined by `and` and `or` in any
+  mix, so its length grows with that count rather than with the product of and/or counts;
 - the program has one shape and an end: an optional `# hypothesis:` line, the `strategy` line, the
   params, the named values, `buy` and `sell` (then `short` and `cover`, both or neither), each exit
   at most once with a value in its range, and nothing after the last line's newline;
-- spacing is the one `autostrat fmt` writes, so a model has no spaces to choose.
+- spacing is the one `autostrat fmt` writes, so a model has no spaces to choose;
+- it is printable ASCII and has a longest text (longest_text), which bounds_for fits to a token
+  limit: no answer under it can be cut off.
 
 GBNF and Lark are two printings of the same expression trees; the Lark form writes the tokens
 (numbers, the strategy's name) as terminals and every space explicitly (no %ignore).
@@ -32,8 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from autostrat.errors import ConfigError
 from autostrat.lang import grammar_ranges as gr
-from autostrat.lang.grammar_tree import Alt, Chars, Lit, Ref, Rep, Seq, alt, gbnf_text, quantifier, regex_text, seq
+from autostrat.lang.grammar_tree import (Alt, Chars, Lit, Ref, Rep, Seq, alt, gbnf_text, longest, quantifier,
+                                         regex_text, seq)
 from autostrat.lang.parse import MAX_DEPTH, MAX_NODES
 from autostrat.lang.registry import BOOL, BUILTINS, MAX_LOOKBACK, SERIES
 
@@ -52,11 +58,11 @@ class TypedBounds:
     numbers: int = 4  # number values x1..
     conditions: int = 2  # condition values c1..
     values: int = 4  # named values in all (numbers and conditions)
-    levels: int = 3  # expression levels: call arguments and parentheses go one down
-    ands: int = 3  # conditions joined by `and` at the top level
-    ors: int = 2  # `and` groups joined by `or` at the top level
-    name_chars: int = 60  # the strategy's name
-    hypothesis_chars: int = 200  # the `# hypothesis:` line's text
+    levels: int = 2  # expression levels: call arguments and parentheses go one down; the deepest holds no call
+    factors: int = 6  # operands in a condition: `rsi(close, 14) < 30 and c1` has 3
+    name_chars: int = 40  # the strategy's name
+    hypothesis_chars: int = 120  # the `# hypothesis:` line's text
+    shorts: bool = True  # `short when` and `cover when` allowed
 
 
 def _digits(lo: int, hi: int):
@@ -131,7 +137,7 @@ class _Builder:
     def build_tokens(self):
         b = self.b
         d = Chars(((48, 57),))
-        self.num = self.token("number", seq(Rep(d, 1, 5), Rep(seq(Lit("."), Rep(d, 1, 4)), 0, 1),
+        self.num = self.token("number", seq(Rep(d, 1, 5), Rep(seq(Lit("."), Rep(d, 1, 3)), 0, 1),
                                             Rep(Lit("%"), 0, 1)))
         self.win = self.token("window", _digits(1, MAX_LOOKBACK))
         self.lagn = self.token("lag", _digits(1, 999))
@@ -139,8 +145,9 @@ class _Builder:
         one = seq(Chars(((49, 57),)), Rep(d, 0, 1), Rep(seq(Lit("."), d), 0, 1), Lit("%"))  # 1% .. 99.9%
         ten = seq(Chars(((49, 57),)), Rep(d, 0, 2), Rep(seq(Lit("."), d), 0, 1), Lit("%"))  # 1% .. 999.9%
         self.pct1, self.pct10 = self.token("percent", one), self.token("percent-large", ten)
-        self.sname = self.token("name-text", Rep(Chars(((10, 10), (34, 34)), True), 1, b.name_chars))
-        self.htext = self.token("hypothesis-text", Rep(Chars(((10, 10),), True), 1, b.hypothesis_chars))
+        # printable ASCII: one character is one byte, so the longest text in bytes bounds the tokens
+        self.sname = self.token("name-text", Rep(Chars(((32, 33), (35, 126))), 1, b.name_chars))
+        self.htext = self.token("hypothesis-text", Rep(Chars(((32, 126),)), 1, b.hypothesis_chars))
         top = gr.TENTHS_MAX
         self.whole_param = self.token("param-whole", gr.declarations(gr.whole, gr.whole_classes(MAX_LOOKBACK),
                                                                      MAX_LOOKBACK))
@@ -169,7 +176,7 @@ class _Builder:
                 continue
             if (f.result == BOOL) != (result == "c"):
                 continue
-            if deepest and "x" in f.kinds or level > 0 and "c" in f.kinds:  # if_else, bars_since: top level
+            if deepest or level > 0 and "c" in f.kinds:  # if_else, bars_since: top level
                 continue
             groups.setdefault(f.kinds, []).append(f.name)
         out, plain = [], []  # plain: the calls without a series argument, shared by every state with these params
@@ -218,8 +225,9 @@ class _Builder:
         if level > 0:
             return self.rule(name, [(factor, *self.sd(factor))])
         sz, dp = self.sd(factor)
-        term = self.rule(f"term{level}-{s.tag}", [
-            (seq(factor, Rep(seq(Alt((Lit(" * "), Lit(" / "))), factor), 0, 1)), 2 * sz + 1, dp + 1)])
+        product = self.rule(f"product{level}-{s.tag}", [
+            (seq(factor, Alt((Lit(" * "), Lit(" / "))), factor), 2 * sz + 1, dp + 1)])
+        term = self.rule(f"term{level}-{s.tag}", [(factor, sz, dp), (product, *self.sd(product))])
         sz, dp = self.sd(term)
         return self.rule(name, [(seq(term, Rep(seq(Alt((Lit(" + "), Lit(" - "))), term), 0, 1)), 2 * sz + 1, dp + 1)])
 
@@ -227,29 +235,42 @@ class _Builder:
         name = f"cond{level}-{s.tag}"
         if name in self.rules:
             return Ref(name)
-        num = self.num_expr(s, level)
-        if level == 0:  # a side of a top-level comparison is a product; a sum goes in parentheses
-            num = Ref(f"term0-{s.tag}")
-        nz, nd = self.sd(num)
         cmp = alt([Lit(f" {op} ") for op in COMPARE])
-        base = [(seq(num, cmp, num), 2 * nz + 1, nd + 1), (alt([Lit("true"), Lit("false")]), 1, 1)]
-        base += self.names(s, "c") + self.calls(s, level, "c")
-        if level == 0:  # parentheses: `or` one level down
-            inner = self.cond_expr(s, 1)
-            sz, dp = self.sd(inner)
-            base.append((seq(Lit("("), inner, Lit(" or "), inner, Lit(")")), 2 * sz + 1, dp + 1))
+        boolean = [(alt([Lit("true"), Lit("false")]), 1, 1)] + self.names(s, "c") + self.calls(s, level, "c")
         if level > 0:
-            return self.rule(name, base)
-        basis = self.rule(f"basis{level}-{s.tag}", base)
-        sz, dp = self.sd(basis)
-        term = self.rule(f"test{level}-{s.tag}", [(seq(Rep(Lit("not "), 0, 1), basis), sz + 1, dp + 1)])
-        sz, dp = self.sd(term)
-        b = self.b
-        both = self.rule(f"all{level}-{s.tag}", [
-            (seq(term, Rep(seq(Lit(" and "), term), 0, b.ands - 1)), b.ands * sz + b.ands - 1, dp + b.ands - 1)])
-        sz, dp = self.sd(both)
-        return self.rule(name, [(seq(both, Rep(seq(Lit(" or "), both), 0, b.ors - 1)), b.ors * sz + b.ors - 1,
-                                 dp + b.ors - 1)])
+            num = self.num_expr(s, level)
+            nz, nd = self.sd(num)
+            return self.rule(name, [(seq(num, cmp, num), 2 * nz + 1, nd + 1)] + boolean)
+        # The top level: tests joined by `and` and `or`, `factors` operands in all, each test
+        # costing its operands: a side of a comparison is a factor (1) or a product of two (2);
+        # a sum goes in parentheses. So a condition's length grows with `factors`, not with the
+        # product of the and/or counts. conds{f}: a condition of at most f operands.
+        self.num_expr(s, 0)
+        sides = {1: Ref(f"factor0-{s.tag}"), 2: Ref(f"product0-{s.tag}")}
+        inner = self.cond_expr(s, 1)
+        sz, dp = self.sd(inner)
+        boolean.append((seq(Lit("("), inner, Lit(" or "), inner, Lit(")")), 2 * sz + 1, dp + 1))
+        tests = {1: boolean}
+        for a in (1, 2):
+            for c in (1, 2):
+                (az, ad), (cz, cd) = self.sd(sides[a]), self.sd(sides[c])
+                tests.setdefault(a + c, []).append((seq(sides[a], cmp, sides[c]), az + cz + 1, max(ad, cd) + 1))
+        for k, options in tests.items():
+            basis = self.rule(f"basis{k}-{s.tag}", options)
+            sz, dp = self.sd(basis)
+            tests[k] = self.rule(f"test{k}-{s.tag}", [(seq(Rep(Lit("not "), 0, 1), basis), sz + 1, dp + 1)])
+        join = Alt((Lit(" and "), Lit(" or ")))
+        for f in range(1, self.b.factors + 1):
+            options = []
+            for k in range(1, min(f, 4) + 1):
+                (tz, td), rest = self.sd(tests[k]), f"conds{f - k}-{s.tag}"
+                if f == k:
+                    options.append((tests[k], tz, td))
+                else:
+                    rz, rd = self.sd(Ref(rest))
+                    options.append((seq(tests[k], Rep(seq(join, Ref(rest)), 0, 1)), tz + rz + 1, max(td, rd) + 1))
+            self.rule(name if f == self.b.factors else f"conds{f}-{s.tag}", options)
+        return Ref(name)
 
     # --- the program --------------------------------------------------------------------------
     def program(self):
@@ -296,7 +317,8 @@ class _Builder:
             out.append(seq(Lit(f"c{s.c + 1} = "), self.cond_expr(s, 0), nl, Ref(f"{at}x{s.x}c{s.c + 1}")))
         cond = self.cond_expr(s, 0)
         rules = [seq(Lit(f"{k} when "), cond, nl) for k in RULE_KINDS]
-        out.append(seq(rules[0], rules[1], Rep(seq(rules[2], rules[3]), 0, 1), self.exits(s.p, mask)))
+        shorts = [Rep(seq(rules[2], rules[3]), 0, 1)] if b.shorts else []
+        out.append(seq(rules[0], rules[1], *shorts, self.exits(s.p, mask)))
         self.rules[f"{at}x{s.x}c{s.c}"] = alt(out)
 
     def exits(self, p: int, mask: int) -> Ref:
@@ -326,7 +348,7 @@ def _header(fmt: str, b: TypedBounds, mark: str) -> str:
             f"{mark} Generated from the built-in registry by `autostrat grammar --typed --format {fmt}`. Bounds: "
             f"{b.params} params p1.., {b.fractions} params f1..,\n{mark} {b.numbers} number values x1.., "
             f"{b.conditions} condition values c1.., {b.values} values in all,\n{mark} {b.levels} expression levels, "
-            f"{b.ands} `and` terms, {b.ors} `or` groups.\n")
+            f"{b.factors} operands in a condition; at most {longest_text(b)} characters.\n")
 
 
 def gbnf(bounds: TypedBounds = TypedBounds()) -> str:
@@ -370,3 +392,38 @@ def export(fmt: str, bounds: TypedBounds = TypedBounds()) -> str:
     if fmt == "lark":
         return lark_grammar(bounds)
     raise ValueError(f"unknown grammar format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def longest_text(bounds: TypedBounds = TypedBounds()) -> int:
+    """The most characters (= bytes: the grammar is ASCII) a text of the grammar can have."""
+    tree = _built(bounds)[0]
+    return longest(tree["root"], tree)
+
+
+# The bounds a constrained run may use, largest first. An answer under the grammar is at most
+# longest_text(bounds) characters, and a token the grammar admits adds at least one (llama.cpp's
+# grammar sampler refuses tokens whose text is empty), so no answer is cut off at a max_tokens
+# at least that large; bounds_for picks the first that fits. The first takes every covered
+# example; the last is the smallest grammar worth searching with.
+LADDER = (
+    TypedBounds(),
+    TypedBounds(factors=4),  # a condition of two comparisons still fits
+    TypedBounds(factors=4, values=4, numbers=3, conditions=1, shorts=False),  # fits [llm] max_tokens' default
+    TypedBounds(factors=4, values=3, numbers=2, conditions=1, shorts=False),
+    TypedBounds(factors=4, values=2, numbers=2, conditions=1, shorts=False, hypothesis_chars=60),
+    TypedBounds(params=2, factors=2, values=2, numbers=1, conditions=1, name_chars=20, hypothesis_chars=60,
+                shorts=False),
+)
+
+
+def bounds_for(max_tokens: int) -> TypedBounds:
+    """The largest bounds of LADDER whose every answer fits `max_tokens` tokens; a ConfigError
+    naming the max_tokens needed when even the smallest does not fit."""
+    for bounds in LADDER:
+        if longest_text(bounds) <= max_tokens:
+            return bounds
+    need = longest_text(LADDER[-1])
+    raise ConfigError(f"llm.max_tokens {max_tokens}: too small for the typed grammar, whose shortest useful form "
+                      f"allows answers of {need} characters (up to {need} tokens) that would be cut off; set "
+                      f"[llm] max_tokens to at least {need} (at least {longest_text(LADDER[0])} for the full "
+                      f"bounds), or constrain = \"gbnf\" or \"off\"")

@@ -61,27 +61,42 @@ class Constraint:
         return f"constrain: {self.mode}" + (f" ({self.reason})" if self.reason else "")
 
 
-def request_body(mode: str, version: str = "") -> dict[str, Any]:
-    """The extra request fields of a mode ("typed", "gbnf", "vllm", "openai" or "off")."""
+def request_body(mode: str, version: str = "", max_tokens: int | None = None) -> dict[str, Any]:
+    """The extra request fields of a mode ("typed", "gbnf", "vllm", "openai" or "off").
+
+    The typed grammar's bounds are the largest whose longest answer fits `max_tokens` (None: the
+    full bounds), so no answer it allows is cut off; a ConfigError when none fits.
+    """
     if mode == "off":
         return {}
     from autostrat.lang import grammar_export, grammar_typed
 
     if mode == "gbnf":
         return {"grammar": grammar_export.gbnf()}
+    bounds = grammar_typed.TypedBounds() if max_tokens is None else grammar_typed.bounds_for(max_tokens)
     if mode == "typed":
-        return {"grammar": grammar_typed.gbnf()}
+        return {"grammar": grammar_typed.gbnf(bounds)}
     if mode == "vllm":
         if version and _version_tuple(version) < _STRUCTURED_OUTPUTS_SINCE:
-            return {"guided_grammar": grammar_typed.gbnf()}
-        return {"structured_outputs": {"grammar": grammar_typed.gbnf()}}
+            return {"guided_grammar": grammar_typed.gbnf(bounds)}
+        return {"structured_outputs": {"grammar": grammar_typed.gbnf(bounds)}}
     if mode == "openai":
         tool = {"name": TOOL_NAME, "description": "Write the strategy file: the whole program, in the typed "
                 "strategy language.", "format": {"type": "grammar", "grammar": {
-                    "syntax": "lark", "definition": grammar_typed.lark_grammar()}}}
+                    "syntax": "lark", "definition": grammar_typed.lark_grammar(bounds)}}}
         return {"tools": [{"type": "custom", "custom": tool}],
                 "tool_choice": {"type": "custom", "custom": {"name": TOOL_NAME}}}
     raise ConfigError(f"llm.constrain {mode!r}: use one of {', '.join(MODES)}")
+
+
+def _fits(max_tokens: int | None) -> str:
+    """What the typed grammar's bounds promise, for the run's one-line report."""
+    if max_tokens is None:
+        return ""
+    from autostrat.lang import grammar_typed
+
+    longest = grammar_typed.longest_text(grammar_typed.bounds_for(max_tokens))
+    return f"; answers of at most {longest} characters, within max_tokens {max_tokens}"
 
 
 def is_local(base_url: str | None) -> bool:
@@ -91,11 +106,12 @@ def is_local(base_url: str | None) -> bool:
 
 
 def constraint_for(mode: str, base_url: str | None, api_key: str | None = None,
-                   probe: Callable[..., Server] | None = None) -> Constraint:
+                   probe: Callable[..., Server] | None = None, max_tokens: int | None = None) -> Constraint:
     """The constraint for `mode` ([llm] constrain) against the server at `base_url` (None: OpenAI).
 
     `auto` probes the server once; `vllm` probes it only for its version. An empty mode is `auto`
-    for a server on this machine and `off` for any other.
+    for a server on this machine and `off` for any other. The typed grammar's bounds fit
+    `max_tokens` ([llm] max_tokens; see request_body).
     """
     mode = (mode or "").strip().lower()
     if not mode:
@@ -111,22 +127,26 @@ def constraint_for(mode: str, base_url: str | None, api_key: str | None = None,
     if mode == "gbnf":
         return Constraint("gbnf", request_body("gbnf"), "GBNF in the request's `grammar` field")
     if mode == "typed":
-        return Constraint("typed", request_body("typed"), "typed GBNF in the request's `grammar` field")
+        return Constraint("typed", request_body("typed", max_tokens=max_tokens),
+                          "typed GBNF in the request's `grammar` field" + _fits(max_tokens))
     if mode == "openai":
-        return Constraint("openai", request_body("openai"), f"typed Lark grammar as the custom tool {TOOL_NAME}")
+        return Constraint("openai", request_body("openai", max_tokens=max_tokens),
+                          f"typed Lark grammar as the custom tool {TOOL_NAME}" + _fits(max_tokens))
     if mode == "vllm":
         server = probe(base_url, api_key) if base_url else Server("unknown")
         version = server.version if server.kind == "vllm" else ""
-        field_name = next(iter(request_body("vllm", version)))
-        return Constraint("vllm", request_body("vllm", version),
-                          f"vLLM {version or '(version unknown)'}, field {field_name}, typed grammar")
+        field_name = next(iter(request_body("vllm", version, max_tokens)))
+        return Constraint("vllm", request_body("vllm", version, max_tokens),
+                          f"vLLM {version or '(version unknown)'}, field {field_name}, typed grammar"
+                          + _fits(max_tokens))
     server = probe(base_url, api_key) if base_url else Server("openai", detail="no OPENAI_BASE_URL")
     if server.kind in ("llama.cpp", "llama-cpp-python"):
-        return Constraint("typed", request_body("typed"), f"auto: {server.kind} server ({server.detail})")
+        return Constraint("typed", request_body("typed", max_tokens=max_tokens),
+                          f"auto: {server.kind} server ({server.detail})" + _fits(max_tokens))
     if server.kind == "vllm":
-        body = request_body("vllm", server.version)
+        body = request_body("vllm", server.version, max_tokens)
         return Constraint("vllm", body, f"auto: vLLM {server.version or '(version unknown)'} ({server.detail}), "
-                                        f"field {next(iter(body))}, typed grammar")
+                                        f"field {next(iter(body))}, typed grammar" + _fits(max_tokens))
     why = server.detail or "it named no grammar support"
     return Constraint("off", {}, f"auto: {server.kind} server takes no grammar ({why}); the repair loop fixes "
                                  "syntax errors" + ("; `openai` sends a grammar tool to models that take one"

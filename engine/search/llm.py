@@ -291,7 +291,7 @@ class LlmProposer:
         self.portfolio = portfolio  # a portfolio run: only portfolio strategies check (autostrat.search.steps)
         self.system = system_prompt(settings, objective, periods, market, portfolio)
         if constraint != "off":  # the grammar refuses the fenced format: ask for the bare file
-            self.system += "\n\n" + constrained_format(constraint)
+            self.system += "\n\n" + constrained_format(constraint, model.config.max_tokens)  # the bounds sent
 
     def summarise(self, learnings: str) -> tuple[str, dict[str, int]]:
         """The model's summary of a learnings log that outgrew its budget (one call)."""

@@ -194,9 +194,10 @@ SCORE_MEANINGS = {
 }
 
 
-def constrained_format(mode: str) -> str:
+def constrained_format(mode: str, max_tokens: int | None = None) -> str:
     """The answer format when a grammar constrains the answer (mode: typed, vllm, openai or gbnf):
-    appended to the system prompt, it replaces the fenced format, which the grammar would refuse."""
+    appended to the system prompt, it replaces the fenced format, which the grammar would refuse.
+    The typed grammar's bounds are those the constraint sends for `max_tokens` (grammar_typed.bounds_for)."""
     if mode == "gbnf":
         from autostrat.lang.grammar_export import Bounds
 
@@ -204,17 +205,18 @@ def constrained_format(mode: str) -> str:
                 "Your answer is decoded under the language's grammar: write the bare strategy file, no "
                 "```strat fence and no other text, starting with the `# hypothesis:` and `# learned:` "
                 f"comment lines; at most {Bounds().statements} statements, one per line.")
-    from autostrat.lang.grammar_typed import TypedBounds
+    from autostrat.lang.grammar_typed import TypedBounds, bounds_for, longest_text
 
-    b = TypedBounds()
+    b = TypedBounds() if max_tokens is None else bounds_for(max_tokens)
     where = "as the input of the write_strategy tool" if mode == "openai" else "as the whole answer"
+    shorts = ", then optionally both `short when` and `cover when`" if b.shorts else " (no short side)"
     return f"""## Answer format under the typed grammar (it replaces the one above)
 
 Your answer is decoded under a grammar that admits only strategies that check. Write the bare
 strategy file {where}: no ```strat fence, no other text. In this order, one statement per line:
 
-1. optionally `# hypothesis: <one line>`;
-2. `strategy "<a short name>"`;
+1. optionally `# hypothesis: <one line of at most {b.hypothesis_chars} characters>`;
+2. `strategy "<a name of at most {b.name_chars} characters>"`;
 3. up to {b.params} params, named p1, p2, ... in order, each a whole number of bars: `param p1 = 20`,
    or with the range a search may tune it in: `param p1 = 20 in 10..60`; then up to {b.fractions} more
    param(s) named f1, ..., each a number with at most one decimal or a percentage: `param f1 = 2.5 in 1..4`
@@ -222,15 +224,17 @@ strategy file {where}: no ```strat fence, no other text. In this order, one stat
 4. up to {b.values} named values: numbers named x1, x2, ... (up to {b.numbers}) and conditions named c1,
    c2, ... (up to {b.conditions}), each in order and used only after its line: `x1 = sma(close, p1)`,
    `c1 = close > x1`;
-5. `buy when <condition>`, `sell when <condition>`, then optionally both `short when` and `cover when`;
+5. `buy when <condition>`, `sell when <condition>`{shorts};
 6. optionally, in this order: `stop_loss 8%`, `take_profit 20%`, `trailing_stop 10%`, `max_hold 20`
    (a percentage param may stand for the percentage, a p param for the bars).
 
-Spacing is as shown (one space around operators, `, ` between arguments). A condition joins at
-most {b.ands} tests with `and` and {b.ors} such groups with `or`; a side of a comparison is a product,
-so put a sum in parentheses: `(high - low) / close > 2%`. Windows are whole numbers from 1 to 2520
-or params. Rename the names of the strategies shown to you the same way. The answer ends after
-the last line."""
+Spacing is as shown (one space around operators, `, ` between arguments). A condition has at
+most {b.factors} operands in all, joined by `and` and `or` (`rsi(close, 14) < 30 and c1` has three); a side
+of a comparison is a product, so put a sum in parentheses: `(high - low) / close > 2%`. A call's
+arguments are prices, numbers, params or named values, not other calls: name the inner call first
+(`x1 = rsi(close, 14)`, then `sma(x1, 5)`). Windows are whole numbers from 1 to 2520 or params.
+Rename the names of the strategies shown to you the same way. The answer ends after the last line
+and has at most {longest_text(b)} characters."""
 
 
 def last_result(record: dict[str, Any] | None, objective: Objective, shown: set[int] = frozenset()) -> str:

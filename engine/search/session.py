@@ -314,7 +314,8 @@ def make_proposer(settings: Settings, objective: Objective, evaluator, market: s
         raise ConfigError(f"llm.constrain {mode}: the exported grammars write single-market strategies, so a "
                           "portfolio run cannot constrain the model's answers; use --constrain off")
     # A portfolio run's answers are checked and repaired, never constrained (see the error above).
-    constraint = constraint_for("off" if portfolio else mode, config.base_url, config.api_key)
+    constraint = constraint_for("off" if portfolio else mode, config.base_url, config.api_key,
+                                max_tokens=config.max_tokens)
     out(constraint.describe())
     model = ChatModel(config, extra_body=constraint.extra_body)
     periods = {**evaluator.period_dates(), **({"folds": evaluator.fold_dates()} if evaluator.fold_spans else {})}
