@@ -12,8 +12,8 @@ paths `--constrain auto` probes (/props, /openapi.json, /version), so a client s
 llama-cpp-python server. Answers are relayed as they arrive (a streamed answer stays streamed).
 
 Limits, each answered with an OpenAI-style JSON error: a request body over MAX_BODY_BYTES gets
-413; more than MAX_WAITING requests waiting for a backend get 503; more than MAX_CONNECTIONS open
-connections are refused with 503. A backend that cannot be reached or drops the connection is
+413; more than MAX_WAITING requests waiting for a backend get 503; past MAX_CONNECTIONS open
+connections the proxy accepts no more until one closes (they wait in the kernel's queue). A backend that cannot be reached or drops the connection is
 taken out of service with a 502 and the others go on; when none is left, every request gets 502.
 """
 
@@ -127,8 +127,10 @@ class ProxyServer(ThreadingHTTPServer):
     def __init__(self, pool: Pool, port: int = 0, max_body: int = MAX_BODY_BYTES,
                  backend_timeout: float = BACKEND_TIMEOUT, max_connections: int = MAX_CONNECTIONS):
         self.pool, self.max_body, self.backend_timeout = pool, max_body, backend_timeout
+        self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
+        self._closing = False
         super().__init__((HOST, port), _Handler)
 
     @property
@@ -141,19 +143,18 @@ class ProxyServer(ThreadingHTTPServer):
         return self
 
     def close(self) -> None:
+        self._closing = True
         if self._thread is not None:
             self.shutdown()
             self._thread = None
         self.server_close()
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):  # too many connections: answer at once, hold no thread
-            try:
-                request.sendall(_error_bytes(503, f"more than {MAX_CONNECTIONS} connections are open; retry later"))
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
+        # Past the limit, stop accepting: new connections wait in the kernel's queue, not in threads.
+        while not self._slots.acquire(timeout=0.5):
+            if self._closing:
+                self.shutdown_request(request)
+                return
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address):
@@ -166,13 +167,6 @@ class ProxyServer(ThreadingHTTPServer):
 def _error_json(status: int, message: str) -> bytes:
     return json.dumps({"error": {"message": f"{_WHO}: error: {message}", "type": "proxy_error",
                                  "code": status}}).encode()
-
-
-def _error_bytes(status: int, message: str) -> bytes:
-    body = _error_json(status, message)
-    reason = http.client.responses.get(status, "Error")
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode() + body
 
 
 class _BackendFailed(Exception):
