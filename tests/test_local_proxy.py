@@ -18,7 +18,7 @@ from autostrat.cli import main
 from autostrat.search.constrain import constraint_for, request_body
 from autostrat.search.local import LocalServer
 from autostrat.search.local_proxy import Backend, NoBackend, Pool, start_proxy
-from fake_llm_server import Answer, Cut, FakeLLM, ServerError
+from fake_llm_server import Answer, Cut, Drop, FakeLLM, ServerError
 from processes import wait_until
 
 HANG_GUARD = 60.0  # seconds a held request waits at most: only reached when the test fails
@@ -127,24 +127,35 @@ def test_a_request_waits_while_every_backend_is_busy_then_completes():
             f.stop()
 
 
-def test_a_dead_backend_gives_502_and_the_others_go_on():
-    fakes = [FakeLLM(lambda body, i: Answer("ok")).start() for _ in range(2)]
+def test_a_backend_that_dies_with_a_request_gives_502_and_the_others_go_on():
+    fakes = [FakeLLM([Drop()]).start(), FakeLLM(lambda body, i: Answer("ok")).start()]
     proxy = _proxy(fakes)
     try:
-        fakes[0].stop()  # its port refuses connections now
-        status, body = _post(proxy.port, _chat("a"))
+        status, body = _post(proxy.port, _chat("a"))  # the first idle backend takes it and drops it
         assert status == 502
         message = body["error"]["message"]
         assert message.startswith("autostrat serve-local: error: ") and "out of service, 1 left" in message
         for _ in range(3):
             status, body = _post(proxy.port, _chat("b"))
             assert status == 200 and body["choices"][0]["message"]["content"] == "ok"
-        assert len(fakes[1].requests) == 3
+        assert len(fakes[0].requests) == 1 and len(fakes[1].requests) == 3
         assert [b.port for b in proxy.pool.live()] == [fakes[1].server.server_address[1]]
+    finally:
+        proxy.close()
+        for f in fakes:
+            f.stop()
 
+
+def test_a_backend_that_refuses_the_connection_is_skipped_and_none_left_gives_502():
+    fakes = [FakeLLM(lambda body, i: Answer(f"from {i}")).start() for _ in range(2)]
+    proxy = _proxy(fakes)
+    try:
+        fakes[0].stop()  # its port refuses connections now: the request goes on to the other
+        status, body = _post(proxy.port, _chat("a"))
+        assert status == 200 and len(fakes[1].requests) == 1
+        assert proxy.pool.backends[0].dead == "it refused the connection"
         fakes[1].stop()
-        assert _post(proxy.port, _chat("c"))[0] == 502
-        status, body = _post(proxy.port, _chat("d"))
+        status, body = _post(proxy.port, _chat("b"))
         assert status == 502 and "every model server has stopped" in body["error"]["message"]
     finally:
         proxy.close()

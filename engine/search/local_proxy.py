@@ -11,10 +11,14 @@ Everything is forwarded as it is, whatever the path: chat completions, GET /v1/m
 paths `--constrain auto` probes (/props, /openapi.json, /version), so a client sees one
 llama-cpp-python server. Answers are relayed as they arrive (a streamed answer stays streamed).
 
-Limits, each answered with an OpenAI-style JSON error: a request body over MAX_BODY_BYTES gets
-413; more than MAX_WAITING requests waiting for a backend get 503; past MAX_CONNECTIONS open
-connections the proxy accepts no more until one closes (they wait in the kernel's queue). A backend that cannot be reached or drops the connection is
-taken out of service with a 502 and the others go on; when none is left, every request gets 502.
+Limits: a request body over MAX_BODY_BYTES gets 413 and more than MAX_WAITING requests waiting
+for a backend get 503 (OpenAI-style JSON errors); past MAX_CONNECTIONS open connections the proxy
+accepts no more until one closes (they wait in the kernel's queue).
+
+A backend that refuses the connection is taken out of service and the request goes to another
+(nothing was sent). One that fails while it holds a request (the connection drops, or the
+answer stops short) is taken out of service with a 502, or a cut-off answer, for that request;
+the others go on. With none left, every request gets 502.
 """
 
 from __future__ import annotations
@@ -219,30 +223,40 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _forward(self, body: bytes | None) -> None:
-        try:
-            backend = self.server.pool.acquire()
-        except NoBackend as exc:
-            return self._error(exc.status, str(exc))
-        try:
-            self._relay(backend, body)
-        finally:
-            self.server.pool.release(backend)
+        while True:  # a backend that refuses the connection has seen nothing: the next one gets the request
+            try:
+                backend = self.server.pool.acquire()
+            except NoBackend as exc:
+                return self._error(exc.status, str(exc))
+            try:
+                if self._relay(backend, body):
+                    return
+            finally:
+                self.server.pool.release(backend)
 
-    def _relay(self, backend: Backend, body: bytes | None) -> None:
+    def _relay(self, backend: Backend, body: bytes | None) -> bool:
+        """Send the request to `backend` and its answer to the client; False if it refused the connection."""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         conn = http.client.HTTPConnection(HOST, backend.port, timeout=self.server.backend_timeout)
         try:
             try:
+                conn.connect()
+            except ConnectionRefusedError:  # its process is gone (or going): nothing was sent
+                self.server.pool.mark_dead(backend, "it refused the connection")
+                return False
+            try:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
             except socket.timeout:
-                return self._error(504, f"{backend.label()} did not answer within {self.server.backend_timeout:g}s")
-            except (OSError, http.client.HTTPException) as exc:
+                self._error(504, f"{backend.label()} did not answer within {self.server.backend_timeout:g}s")
+                return True
+            except (OSError, http.client.HTTPException) as exc:  # it died while it had the request
                 why = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
                 self.server.pool.mark_dead(backend, f"the connection failed ({why})")
                 left = len(self.server.pool.live())
-                return self._error(502, f"{backend.label()} failed ({why}); it is out of service, "
-                                        f"{left} left; retry the request")
+                self._error(502, f"{backend.label()} failed ({why}); it is out of service, {left} left; "
+                                 "retry the request")
+                return True
             try:
                 self._send_answer(response)
             except _BackendFailed as exc:  # headers are out: all that is left is to cut the answer short
@@ -250,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
             except OSError:  # the client went away; the backend finishes its answer for nobody
                 self.close_connection = True
+            return True
         finally:
             conn.close()
 
