@@ -53,7 +53,9 @@ def register(sub) -> None:
                        description=_SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=0, metavar="N", help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--ctx", type=int, default=8192, metavar="N", help="context length in tokens (default 8192)")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads (default: llama-cpp-python's, half the cores; with --parallel, "
+                        "all cores split between the servers)")
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="sampling seed; with --parallel, server i uses seed + i (default: random)")
     p.add_argument("--parallel", type=int, default=1, metavar="N",
