@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,7 +17,8 @@ import pytest
 
 from autostrat.cli import main
 from autostrat.search.constrain import constraint_for, request_body
-from autostrat.search.local import LocalServer
+from autostrat.errors import ConfigError
+from autostrat.search.local import LocalServer, server_available
 from autostrat.search.local_proxy import Backend, NoBackend, Pool, start_proxy
 from fake_llm_server import Answer, Cut, Drop, FakeLLM, ServerError
 from processes import wait_until
@@ -316,3 +318,17 @@ def test_past_its_connection_limit_the_proxy_accepts_no_more_until_one_closes():
     finally:
         proxy.close()
         fake.stop()
+
+
+@pytest.mark.skipif(not server_available(), reason="the local extra is not installed: pip install -e '.[local]'")
+def test_a_busy_port_is_refused_before_any_model_server_starts(tmp_path):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        s = LocalServer(port=port, parallel=2, model=model)
+        with pytest.raises(ConfigError, match=f"serve-local --port {port}: cannot listen on 127.0.0.1:{port}"):
+            s.start()
+    assert s.pids == [] and s.proxy is None

@@ -175,12 +175,14 @@ class LocalServer:
             raise ConfigError(f"llama-cpp-python's server is not installed; {_EXTRA}")
         deadline = time.monotonic() + timeout
         try:
+            if self.backends:  # the port first: a busy one fails before N models are loaded
+                self._bind_proxy()
             for server in self.backends or [self]:  # all load their model at once
                 server._spawn()
             for server in self.backends or [self]:
                 server._await_ready(deadline, timeout)
-            if self.backends:
-                self._start_proxy()
+            if self.proxy is not None:
+                self.proxy.serve()
         except BaseException:  # a signal or a failure while starting: stop the ones already running
             self.stop()
             raise
@@ -207,13 +209,13 @@ class LocalServer:
             time.sleep(0.25)
         raise ConfigError(f"the local model server did not answer within {timeout:g}s at {self.base_url}")
 
-    def _start_proxy(self) -> None:
-        from autostrat.search.local_proxy import Backend, start_proxy
+    def _bind_proxy(self) -> None:
+        from autostrat.search.local_proxy import Backend, Pool, ProxyServer
 
-        backends = [Backend(s.port, (lambda p=s.process: p.poll() is None), f"model server {i} (port {s.port})")
-                    for i, s in enumerate(self.backends, 1)]
+        backends = [Backend(s.port, (lambda s=s: s.process is not None and s.process.poll() is None),
+                            f"model server {i} (port {s.port})") for i, s in enumerate(self.backends, 1)]
         try:
-            self.proxy = start_proxy(backends, self.port)
+            self.proxy = ProxyServer(Pool(backends), self.port)
         except OSError as exc:
             raise ConfigError(f"serve-local --port {self.port}: cannot listen on {HOST}:{self.port} ({exc}); "
                               "pick another port, or leave --port out for a free one") from None
