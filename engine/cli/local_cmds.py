@@ -37,8 +37,8 @@ llama-cpp-python's server answers one request at a time. With --parallel N, N se
 its own copy of the model (N times the memory, about 0.5 GB each at the default context) with
 --threads split between them, behind one proxy on the printed port that hands each request to an
 idle server, so `autostrat evolve --parallel N` gets N answers at once (whether that is faster
-depends on the cores: each server reads the prompt itself; see docs/models.md). If a server dies the others
-go on; when all have died this command exits with code 1.
+depends on the cores: each server reads the prompt itself; see docs/models.md). If a server
+dies the others go on; when all have died this command exits with code 1.
 """
 
 
