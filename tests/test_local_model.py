@@ -19,7 +19,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -34,7 +36,7 @@ from autostrat.search.local import MODEL_ALIAS, LocalServer, model_path  # noqa:
 from autostrat.lang.check import check  # noqa: E402
 from autostrat.lang.parse import parse  # noqa: E402
 from autostrat.search.runs import read_results_tsv  # noqa: E402
-from processes import alive, port_free, wait_until  # noqa: E402
+from processes import alive, descendants, port_free, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +64,14 @@ def server(tmp_path_factory):
         yield s
 
 
+@pytest.fixture(scope="module")
+def parallel_server(tmp_path_factory):
+    """Two servers behind the proxy, as `serve-local --parallel 2` runs them."""
+    log = tmp_path_factory.mktemp("local-parallel") / "server.log"
+    with LocalServer(seed=1234, log_path=log, parallel=2) as s:
+        yield s
+
+
 def test_the_model_file_ships_inside_the_package():
     path = model_path()
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
@@ -81,6 +91,51 @@ def test_auto_recognises_the_local_server(server):
     c = constraint_for("auto", server.base_url)
     assert c.mode == "typed" and c.extra_body == request_body("typed")
     assert "llama-cpp-python" in c.reason
+
+
+def test_parallel_servers_answer_at_one_address(parallel_server):
+    s = parallel_server
+    assert len(s.pids) == 2 and all(alive(pid) for pid in s.pids)
+    with urllib.request.urlopen(f"{s.base_url}/models", timeout=60) as r:
+        assert json.loads(r.read())["data"][0]["id"] == MODEL_ALIAS
+    c = constraint_for("auto", s.base_url)
+    assert c.mode == "typed" and "llama-cpp-python" in c.reason
+
+    def chat(i):
+        body = json.dumps({"model": MODEL_ALIAS, "max_tokens": 12, "temperature": 0.2,
+                           "messages": [{"role": "user", "content": f"Name a colour. ({i})"}]}).encode()
+        request = urllib.request.Request(f"{s.base_url}/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as r:
+            return json.loads(r.read())
+
+    answers = [None, None]
+    threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, chat(i))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(900)
+    for answer in answers:  # both complete; the text is the model's and the CPU's, so it is not asserted
+        assert answer is not None and answer["choices"][0]["finish_reason"] in ("stop", "length"), answers
+        assert answer["usage"]["completion_tokens"] >= 1
+
+
+def test_evolve_parallel_2_against_the_proxied_servers(parallel_server, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "autostrat.toml").write_text(TOML.replace("max_tokens = 400", "max_tokens = 200"))
+    for key, value in parallel_server.environment().items():
+        monkeypatch.setenv(key, value)
+    code = main(["evolve", "--run", "par", "--data", "synthetic:bars=2000", *SPLIT, "--runs-dir", "runs",
+                 "--proposer", "llm", "--constrain", "typed", "--iterations", "3", "--parallel", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "constrain: typed" in out
+    run = tmp_path / "runs" / "par"
+    records = [json.loads((run / f"iter_{i:04d}.json").read_text()) for i in range(3)]
+    assert [r["iteration"] for r in records] == [0, 1, 2]
+    assert len(read_results_tsv(run / "results.tsv")) == 3
+    for record in records[1:]:  # one step of two candidates, each its own request to the model
+        assert record["proposer"] == "llm" and record["tokens"]["calls"] >= 1, record
+        assert (run / "responses" / f"iter_{record['iteration']:04d}.md").is_file()
 
 
 def test_evolve_with_the_local_model_under_the_grammar(server, tmp_path, monkeypatch, capsys):
@@ -179,37 +234,70 @@ def test_serve_local_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
 
 # --- serve-local never leaves its server behind -------------------------------------------------
 
-def _start_serve_local(cwd):
-    """serve-local as a real process; (process, server pid, port) once it prints its endpoint."""
-    proc = subprocess.Popen([sys.executable, "-m", "autostrat", "serve-local", "--seed", "1"], cwd=cwd,
+def _start_serve_local(cwd, parallel=1):
+    """serve-local as a real process; (process, model server pids, port) once it prints its endpoint."""
+    proc = subprocess.Popen([sys.executable, "-m", "autostrat", "serve-local", "--seed", "1",
+                             "--parallel", str(parallel)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, deadline = [], time.monotonic() + 120
+    lines, deadline = [], time.monotonic() + 240
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
-        m = re.search(r"at http://127\.0\.0\.1:(\d+)/v1 \(pid (\d+)\)", line)
+        m = (re.search(r"at http://127\.0\.0\.1:(\d+)/v1 \(pid (\d+)\)", line) if parallel == 1 else
+             re.search(r"at http://127\.0\.0\.1:(\d+)/v1 \(\d+ servers, pids ([\d ]+),", line))
         if m:
-            return proc, int(m.group(2)), int(m.group(1))
+            return proc, [int(p) for p in m.group(2).split()], int(m.group(1))
     proc.kill()
     raise AssertionError("serve-local did not print its endpoint:\n" + "".join(lines))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+@pytest.mark.parametrize("parallel", [1, 2], ids=lambda n: f"parallel{n}")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
-def test_serve_local_leaves_no_server_behind(tmp_path, sig):
-    proc, pid, port = _start_serve_local(tmp_path)
+def test_serve_local_leaves_no_server_behind(tmp_path, sig, parallel):
+    proc, pids, port = _start_serve_local(tmp_path, parallel)
+    tree = descendants(proc.pid)
     try:
-        assert alive(pid)
+        assert len(pids) == parallel and set(pids) <= tree and all(alive(pid) for pid in pids)
         proc.send_signal(sig)
-        code = proc.wait(timeout=30)
+        code = proc.wait(timeout=60)
         assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), proc.stdout.read()
-        assert wait_until(lambda: not alive(pid) and port_free(port), 10), \
-            f"the llama.cpp server (pid {pid}) outlived serve-local after {sig.name}"
+        assert wait_until(lambda: not any(alive(pid) for pid in tree) and port_free(port), 20), \
+            f"a process of serve-local ({sorted(p for p in tree if alive(p))}) outlived it after {sig.name}"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in tree:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_serve_local_parallel_exits_nonzero_when_every_server_died(tmp_path):
+    proc, pids, port = _start_serve_local(tmp_path, 2)
+    try:
+        os.kill(pids[0], signal.SIGKILL)
+        # Once serve-local has reaped it, all its threads are gone and so is its listening socket
+        # (a killed process is a zombie in /proc while its other threads still hold it open).
+        said = f"model server 1 exited with code {-signal.SIGKILL}"
+        lines = []
+        while not any(said in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=60) as r:  # the other serves
+                assert json.loads(r.read())["data"][0]["id"] == MODEL_ALIAS
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(exc.read().decode()) from None
+        os.kill(pids[1], signal.SIGKILL)
+        assert proc.wait(timeout=60) == 1
+        out = proc.stdout.read()
+        assert "serve-local: error: every model server has exited" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

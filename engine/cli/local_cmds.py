@@ -6,7 +6,8 @@ import argparse
 import signal
 import sys
 
-from autostrat.errors import EXIT_OK
+from autostrat.errors import EXIT_FINDINGS, EXIT_OK
+from autostrat.search.local import MAX_PARALLEL
 
 _GRAMMAR_HELP = """\
 Print the strategy grammar for constrained decoding, generated from grammar/strategy.lark:
@@ -31,6 +32,13 @@ search runs with no account and no GPU. Needs the optional extra: pip install 'a
 Then, in another terminal, run `autostrat evolve --proposer llm --constrain typed` with the
 variables it prints. Ctrl-C, SIGTERM or SIGHUP stops the server and exits with code 0; on Linux
 the server also dies if this command is killed outright (SIGKILL).
+
+llama-cpp-python's server answers one request at a time. With --parallel N, N servers start, each
+its own copy of the model (N times the memory, about 0.5 GB each at the default context) with
+--threads split between them, behind one proxy on the printed port that hands each request to an
+idle server, so `autostrat evolve --parallel N` gets N answers at once (whether that is faster
+depends on the cores: each server reads the prompt itself; see docs/models.md). If a server
+dies the others go on; when all have died this command exits with code 1.
 """
 
 
@@ -46,8 +54,14 @@ def register(sub) -> None:
                        description=_SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, default=0, metavar="N", help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--ctx", type=int, default=8192, metavar="N", help="context length in tokens (default 8192)")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: all cores)")
-    p.add_argument("--seed", type=int, default=None, metavar="N", help="sampling seed (default: random)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads (default: llama-cpp-python's, half the cores; with --parallel, "
+                        "all cores split between the servers)")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="sampling seed; with --parallel, server i uses seed + i (default: random)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="model servers, each a copy of the model in memory, answering N requests at once "
+                        f"(default 1, at most {MAX_PARALLEL})")
     p.set_defaults(handler=cmd_serve_local)
 
 
@@ -80,15 +94,26 @@ def cmd_serve_local(args) -> int:
 
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     server = LocalServer(port=args.port or None, n_ctx=args.ctx, threads=args.threads or None, seed=args.seed,
-                         quiet=False)
+                         quiet=False, parallel=args.parallel)
     try:
         server.start()
-        print(f"serving {server.model_path.name} at {server.base_url} (pid {server.process.pid})", flush=True)
+        if args.parallel == 1:
+            print(f"serving {server.model_path.name} at {server.base_url} (pid {server.process.pid})", flush=True)
+        else:
+            print(f"serving {server.model_path.name} at {server.base_url} ({args.parallel} servers, pids "
+                  f"{' '.join(map(str, server.pids))}, threads {server.backends[0].threads} each)", flush=True)
         print("use it from another terminal with:", flush=True)
         for key, value in server.environment().items():
             print(f"  export {key}={value}", flush=True)
-        print("  autostrat evolve --proposer llm --constrain typed", flush=True)
-        return server.wait()
+        print("  autostrat evolve --proposer llm --constrain typed"
+              + (f" --parallel {args.parallel}" if args.parallel > 1 else ""), flush=True)
+        if args.parallel == 1:
+            return server.wait()
+        server.wait(on_exit=lambda i, c: print(f"serve-local: model server {i} exited with code {c}",
+                                               file=sys.stderr, flush=True))
+        print("serve-local: error: every model server has exited (see their output above); restart serve-local",
+              file=sys.stderr, flush=True)
+        return EXIT_FINDINGS
     except (KeyboardInterrupt, _Stop) as exc:
         why = f"{exc}" if isinstance(exc, _Stop) else "Ctrl-C"
         print(f"stopping the server ({why})", file=sys.stderr, flush=True)

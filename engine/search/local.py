@@ -11,6 +11,12 @@ on a normal exit, and on Linux the kernel kills it when its parent dies for any 
 included (prctl PR_SET_PDEATHSIG, set in the child before it runs the server). Other platforms have
 no such call: there the server is stopped on every exit Python sees (Ctrl-C, SIGTERM and SIGHUP in
 `autostrat serve-local`), but not after a SIGKILL of its parent.
+
+llama-cpp-python's server answers one request at a time, so `LocalServer(parallel=N)` starts N of
+them, each its own copy of the model on an internal port, behind one address: the proxy of
+autostrat.search.local_proxy. The CPU threads are split between them (`threads // N`, at least 1);
+with a seed, server i samples with seed + i, so that the same prompt sent twice at once does not
+get the same answer twice (which server answers which request depends on timing in any case).
 """
 
 from __future__ import annotations
@@ -98,26 +104,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MAX_PARALLEL = 16  # model servers one LocalServer starts (each holds a copy of the model in memory)
+
+
 class LocalServer:
     """llama-cpp-python's OpenAI-compatible server with the SmolLM2 model, as a child process.
 
-    Use as a context manager, or start() / stop(). `base_url` is the OPENAI_BASE_URL to use.
+    Use as a context manager, or start() / stop(). `base_url` is the OPENAI_BASE_URL to use. With
+    `parallel` > 1, `parallel` such servers behind one proxy on `port` (see the module's doc);
+    each logs to `log_path` with its number before the suffix (server.1.log, server.2.log...).
     """
 
     def __init__(self, port: int | None = None, n_ctx: int = 8192, threads: int | None = None,
                  seed: int | None = None, model: Path | None = None, quiet: bool = True,
-                 log_path: Path | None = None, verbose: bool = False):
+                 log_path: Path | None = None, verbose: bool = False, parallel: int = 1):
+        if not 1 <= parallel <= MAX_PARALLEL:
+            raise ConfigError(f"serve-local --parallel {parallel}: use 1 to {MAX_PARALLEL} (each is a copy of "
+                              "the model in memory)")
+        self.parallel = parallel
         self.port = port or free_port()
         self.n_ctx, self.threads, self.seed = n_ctx, threads, seed
         self.model_path = Path(model) if model else model_path()
         self.quiet, self.log_path, self.verbose = quiet, log_path, verbose
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # the one server's process (parallel 1)
+        self.backends: list[LocalServer] = []  # the servers behind the proxy (parallel > 1)
+        self.proxy = None
         self._log = None
+        self._batch_threads = 0  # prompt threads; llama-cpp-python's default is all cores
+        if parallel > 1:
+            each = max(1, (threads or os.cpu_count() or 1) // parallel)
+            ports = {self.port}
+            while len(ports) < parallel + 1:  # free_port may name a port twice: it holds none of them
+                ports.add(free_port())
+            self.backends = [LocalServer(port, n_ctx, each, None if seed is None else seed + i, self.model_path,
+                                         quiet, _numbered(log_path, i + 1), verbose)
+                             for i, port in enumerate(sorted(ports - {self.port}))]
+            for server in self.backends:  # N servers reading prompts on all cores each would crowd each other
+                server._batch_threads = each
 
     @property
     def base_url(self) -> str:
         """The OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1."""
         return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def pids(self) -> list[int]:
+        """The model servers' process ids."""
+        return [s.process.pid for s in (self.backends or [self]) if s.process is not None]
 
     def environment(self) -> dict[str, str]:
         """The variables that point autostrat (or any OpenAI client) at this server."""
@@ -130,14 +163,32 @@ class LocalServer:
                "--n_ctx", str(self.n_ctx), "--n_gpu_layers", "0", "--verbose", str(self.verbose)]
         if self.threads:
             cmd += ["--n_threads", str(self.threads)]
+        if self._batch_threads:
+            cmd += ["--n_threads_batch", str(self._batch_threads)]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
         return cmd
 
     def start(self, timeout: float = 120.0) -> "LocalServer":
-        """Start the server and wait until it answers; ConfigError if it cannot."""
+        """Start the server(s) and wait until they answer; ConfigError if they cannot."""
         if not server_available():
             raise ConfigError(f"llama-cpp-python's server is not installed; {_EXTRA}")
+        deadline = time.monotonic() + timeout
+        try:
+            if self.backends:  # the port first: a busy one fails before N models are loaded
+                self._bind_proxy()
+            for server in self.backends or [self]:  # all load their model at once
+                server._spawn()
+            for server in self.backends or [self]:
+                server._await_ready(deadline, timeout)
+            if self.proxy is not None:
+                self.proxy.serve()
+        except BaseException:  # a signal or a failure while starting: stop the ones already running
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self) -> None:
         if self.log_path:
             self._log = open(self.log_path, "ab")
             out = self._log
@@ -146,18 +197,28 @@ class LocalServer:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT if out else None,
                                         stdin=subprocess.DEVNULL, env=env, preexec_fn=die_with_parent())
-        deadline = time.monotonic() + timeout
+
+    def _await_ready(self, deadline: float, timeout: float) -> None:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
-                self.stop()
                 where = f"; see {self.log_path}" if self.log_path else ""
                 raise ConfigError(f"the local model server exited with code {code} before it was ready{where}")
             if self.ready():
-                return self
+                return
             time.sleep(0.25)
-        self.stop()
         raise ConfigError(f"the local model server did not answer within {timeout:g}s at {self.base_url}")
+
+    def _bind_proxy(self) -> None:
+        from autostrat.search.local_proxy import Backend, Pool, ProxyServer
+
+        backends = [Backend(s.port, (lambda s=s: s.process is not None and s.process.poll() is None),
+                            f"model server {i} (port {s.port})") for i, s in enumerate(self.backends, 1)]
+        try:
+            self.proxy = ProxyServer(Pool(backends), self.port)
+        except OSError as exc:
+            raise ConfigError(f"serve-local --port {self.port}: cannot listen on {HOST}:{self.port} ({exc}); "
+                              "pick another port, or leave --port out for a free one") from None
 
     def ready(self) -> bool:
         """Whether GET /v1/models answers with the model."""
@@ -167,15 +228,41 @@ class LocalServer:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
-    def wait(self) -> int:
-        """Block until the server exits; its exit code."""
-        return self.process.wait() if self.process else 0
+    def wait(self, on_exit: Callable[[int, int], None] | None = None, poll: float = 0.5) -> int:
+        """Block until the server exits; its exit code.
+
+        With `parallel` > 1: until every server has exited (the proxy serves with the ones left;
+        `on_exit(number, code)` hears of each as it goes); the first nonzero code, else 1.
+        """
+        if not self.backends:
+            return self.process.wait() if self.process else 0
+        codes: dict[int, int] = {}
+        while len(codes) < len(self.backends):
+            for i, server in enumerate(self.backends, 1):
+                code = server.process.poll() if server.process else 0
+                if code is not None and i not in codes:
+                    codes[i] = code
+                    if on_exit:
+                        on_exit(i, code)
+            if len(codes) < len(self.backends):
+                time.sleep(poll)
+        return next((c for c in codes.values() if c), 1)
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s) and close its log."""
+        """Stop the server(s) (SIGTERM, then SIGKILL after 10 s) and close the logs; the proxy first."""
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
+        servers = self.backends or [self]
+        for server in servers:  # all at once, then wait: N servers stop in the time of one
+            if server.process is not None and server.process.poll() is None:
+                server.process.terminate()
+        for server in servers:
+            server._reap()
+
+    def _reap(self) -> None:
         p, self.process = self.process, None
         if p is not None and p.poll() is None:
-            p.terminate()
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -186,7 +273,13 @@ class LocalServer:
             self._log = None
 
     def __enter__(self) -> "LocalServer":
-        return self.start() if self.process is None else self
+        started = self.process is not None or self.proxy is not None
+        return self if started else self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _numbered(path: Path | None, number: int) -> Path | None:
+    """server.log -> server.1.log: one log per server behind the proxy."""
+    return path.with_name(f"{path.stem}.{number}{path.suffix}") if path else None
