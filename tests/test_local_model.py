@@ -224,10 +224,13 @@ def test_serve_local_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
             m = re.search(r"export OPENAI_BASE_URL=(http://127\.0\.0\.1:\d+/v1)", line)
             url = m.group(1) if m else None
         assert url, "".join(lines)
+        # Keep reading what serve-local and its server print: a pipe nobody reads fills up, and a
+        # process blocked writing to it cannot stop.
+        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
         with urllib.request.urlopen(f"{url}/models", timeout=10) as r:
             assert json.loads(r.read())["data"][0]["id"] == MODEL_ALIAS
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=60) == 0, "".join(lines[-40:])
     finally:
         if proc.poll() is None:
             proc.kill()
