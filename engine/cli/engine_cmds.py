@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import sys
@@ -17,6 +18,7 @@ from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_an
 from autostrat.resources import read_text
 from autostrat.sim.grid import MAX_SWEEP_POINTS, grid_size, outside_ranges, parse_grid
 from autostrat.sim.metrics import METRIC_NAMES, format_metric
+from autostrat.sim.portfolio_metrics import PORTFOLIO_METRIC_NAMES
 
 MAX_FILE_LIST_BYTES = 256 << 20  # --files-from: millions of paths; a larger list is not a list of strategies
 
@@ -151,12 +153,12 @@ def _plot(result, path: str) -> None:
     print(f"plot: {path}", file=sys.stderr)
 
 
-def _objective(args, s) -> str:
+def _objective(args, s, names=METRIC_NAMES) -> str:
     obj = args.objective or s.search.objective
     period, _, metric = obj.partition(".")
-    if period not in ("train", "validation") or metric not in METRIC_NAMES:
+    if period not in ("train", "validation") or metric not in names:
         raise AutostratError(f"objective {obj!r}: write PERIOD.METRIC with PERIOD train or validation and "
-                             f"METRIC one of {', '.join(METRIC_NAMES)}")
+                             f"METRIC one of {', '.join(names)}")
     return obj
 
 
@@ -165,7 +167,9 @@ def _print_ranked(best, objective: str, first_cols: list[str]) -> None:
     metric = objective.split(".")[1]
     cols = list(dict.fromkeys(first_cols + [
         f"train.{metric}", f"validation.{metric}", "train.total_return", "validation.total_return",
-        "validation.sharpe", "validation.max_drawdown", "validation.num_trades", "validation.buy_hold_return"]))
+        "validation.sharpe", "validation.max_drawdown", "validation.num_trades", "validation.rank_ic_tstat",
+        "validation.buy_hold_return"]))
+    cols = [c for c in cols if c in best.columns]  # portfolio rows have no trade count, others no IC
     if "validation.beats_buy_hold" in best.columns:
         cols.append("validation.beats_buy_hold")
 
@@ -262,16 +266,17 @@ def cmd_bulk(args) -> int:
     from autostrat.sim.stream import file_batches
 
     s = _settings(args)
-    objective = _objective(args, s)
     files = _strategy_files(args)
     skipped = 0
+    kind: list[bool] = []  # the first checked file's: a portfolio strategy or not
 
     def checked():
         """Each file read and checked as its chunk is reached; a bad one stops the run or is listed."""
         nonlocal skipped
         for i, f in enumerate(files, 1):
             try:
-                typed = load_strategy(Path(f))
+                typed = load_strategy(Path(f), portfolio=True)
+                _same_kind(f, typed.portfolio is not None, kind)
             except AutostratError as exc:
                 if not args.skip_invalid:
                     raise
@@ -281,13 +286,69 @@ def cmd_bulk(args) -> int:
                 continue
             yield i, typed, f
 
-    result, label = _stream(args, s, objective, lambda data: file_batches(checked(), _universe(data), args.chunk_size),
-                            keys=["file", "name"], named=True, total=len(files), unit="files")
+    items = checked()
+    first = next(items, None)  # its kind decides the run's
+    items = itertools.chain([first] if first else [], items)
+    if kind and kind[0]:
+        objective = _objective(args, s, PORTFOLIO_METRIC_NAMES)
+        result, label = _bulk_portfolios(args, s, objective, items, len(files))
+    else:
+        objective = _objective(args, s)
+        result, label = _stream(args, s, objective, lambda data: file_batches(items, _universe(data), args.chunk_size),
+                                keys=["file", "name"], named=True, total=len(files), unit="files")
     if skipped:
         print(f"skipped {skipped} of {len(files)} files that do not check (listed above)", file=sys.stderr)
     print(f"{result.rows} strategies on {label}; best {len(result.best)} by {objective}:")
     _print_ranked(result.best, objective, ["file"])
     return EXIT_FINDINGS if skipped else EXIT_OK
+
+
+def _same_kind(path: str, portfolio: bool, kind: list[bool]) -> None:
+    """Refuse a file of the other kind than the first one checked (kept in `kind`)."""
+    if not kind:
+        kind.append(portfolio)
+    elif portfolio != kind[0]:
+        this, first = ("portfolio", "single-market") if portfolio else ("single-market", "portfolio")
+        raise AutostratError(f"{path}: error: a {this} strategy in a bulk run of {first} strategies; "
+                             f"evaluate the two kinds in separate runs")
+
+
+def _bulk_portfolios(args, s, objective: str, items, total: int):
+    """Rank portfolio strategies on the universe --data names: one row per strategy, streamed to --out."""
+    from types import SimpleNamespace
+
+    from autostrat.sim.portfolio_backtest import as_panel
+    from autostrat.sim.portfolio_bulk import evaluate_chunks, portfolio_frame
+    from autostrat.sim.stream import TopRows, write_csv
+
+    for flag, given in (("--per-asset", args.per_asset), ("--across", args.across), ("--scheduler", args.scheduler),
+                        ("--fill close", args.fill == "close"), ("--indicators period", args.indicators == "period")):
+        if given:
+            raise AutostratError(f"{flag}: portfolio strategies are ranked on the whole universe, in this process, "
+                                 f"filling at the next open with indicators over the whole history; drop {flag}")
+    output_path(args.out, "--out")
+    panel = as_panel(s.data.spec, s)
+    kept, rows = TopRows(objective, args.top), 0
+    progress = _progress("bulk", "files", total) if total > 10 * args.chunk_size else None
+    with streamed_output(args.out, "--out") as out:
+        for chunk, periods in evaluate_chunks(((t, (i, f)) for i, t, f in items), panel, s, SEARCH_PERIODS,
+                                              args.chunk_size):
+            frame = portfolio_frame(chunk.values, periods, [t.name for t in chunk.typed])
+            frame.insert(0, "file", [f for _, f in chunk.records])
+            if out is not None:
+                write_csv(out, frame, rows == 0)
+            rows += len(frame)
+            kept.add(frame)
+            if progress:
+                progress(SimpleNamespace(done=chunk.records[-1][0], last=False))
+        if not rows:  # raised inside: no output file is left behind
+            raise AutostratError("no strategy file checks; nothing to rank")
+    if args.out:
+        print(f"wrote {rows} rows to {args.out}")
+    elif rows > args.top:
+        print(f"note: only the best {args.top} of {rows:,} rows are kept; add --out CSV to keep every row",
+              file=sys.stderr)
+    return SimpleNamespace(rows=rows, best=kept.best), f"{panel.n_assets} assets, as portfolios"
 
 
 def _universe(data) -> Universe:

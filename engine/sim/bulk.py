@@ -31,7 +31,7 @@ DEFAULT_ASSETS_PER_CHUNK = 8
 REGISTER_BUDGET = 256 * 2**20  # bytes of VM registers one chunk may hold (per asset, at a time)
 
 
-def evaluate_many(programs, data="synthetic", settings: Settings | None = None, *,
+def evaluate_many(programs, data=None, settings: Settings | None = None, *,
                   periods=SEARCH_PERIODS, chunk_size: int = DEFAULT_CHUNK, executor=None,
                   progress=None, **overrides) -> pd.DataFrame:
     """Metrics of many strategies: one row per program, columns `period.metric` plus `name`.
@@ -39,11 +39,17 @@ def evaluate_many(programs, data="synthetic", settings: Settings | None = None, 
     `programs` are anything `load_strategy` takes. Results equal one-by-one `backtest` exactly.
     On a Universe (or a universe spec) there is one row per program and asset, with an `asset`
     column; `autostrat.across_assets_frame` sums them up. `executor` (see autostrat.sim.cluster) runs
-    the chunks elsewhere, e.g. on a Dask cluster; None runs them here.
+    the chunks elsewhere, e.g. on a Dask cluster; None runs them here. `data` defaults to "synthetic".
+
+    Portfolio strategies (all of them, not a mix) are evaluated on the universe `data` names
+    (default "synthetic-universe"), one row per program with the portfolio metrics, equal to
+    one-by-one `backtest_portfolio` (autostrat.sim.portfolio_bulk).
     """
     s = resolve_settings(settings, overrides)
-    typed = [load_strategy(p) for p in programs]
-    data = _data(data, s)
+    typed = [load_strategy(p, portfolio=True) for p in programs]
+    if any(t.portfolio is not None for t in typed):
+        return _portfolios(typed, data, s, periods, chunk_size, executor)
+    data = _data("synthetic" if data is None else data, s)
     if isinstance(data, Universe) or executor is not None:
         universe = data if isinstance(data, Universe) else Universe((data,), data.name)
         values, names = universe_array(typed, universe, s, periods, chunk_size, executor=executor,
@@ -53,6 +59,20 @@ def evaluate_many(programs, data="synthetic", settings: Settings | None = None, 
     spans = period_spans(data, s, periods)
     values = metrics_array(typed, data, spans, s, chunk_size)
     return metrics_frame(values, spans, [t.name for t in typed])
+
+
+def _portfolios(typed: list[TypedProgram], data, settings: Settings, periods, chunk_size: int, executor):
+    from autostrat.sim.portfolio_backtest import as_panel
+    from autostrat.sim.portfolio_bulk import evaluate_portfolios
+
+    single = next((t for t in typed if t.portfolio is None), None)
+    if single is not None:
+        raise AutostratError(f"{single.program.path}: error: a single-market strategy among portfolio strategies; "
+                             "evaluate the two kinds in separate calls")
+    if executor is not None:
+        raise AutostratError("portfolio strategies are evaluated in this process; leave the executor out")
+    panel = as_panel("synthetic-universe" if data is None else data, settings)
+    return evaluate_portfolios(typed, panel, settings, periods, chunk_size)
 
 
 def _data(data, settings: Settings) -> Market | Universe:

@@ -153,7 +153,7 @@ def stream_rows(batch_iter, data, settings, *, objective: str, top: int, named: 
         frame = batch_frame(batch, values, periods_present, universe, named)
         if isinstance(data, Universe):
             if per_asset is not None:
-                _write(per_asset, frame, result.per_asset_rows == 0)
+                write_csv(per_asset, frame, result.per_asset_rows == 0)
             result.per_asset_rows += len(frame)
             # one row per program, even when two programs have the same keys (the same file twice)
             frame.insert(0, "_program", np.repeat(np.arange(start, start + len(batch.typed)), len(universe)))
@@ -162,7 +162,7 @@ def stream_rows(batch_iter, data, settings, *, objective: str, top: int, named: 
             frame = frame.drop(columns="asset")
         start += len(batch.typed)
         if out is not None:
-            _write(out, frame, result.rows == 0)
+            write_csv(out, frame, result.rows == 0)
         result.rows += len(frame)
         kept.add(frame)
         if progress:
@@ -171,6 +171,7 @@ def stream_rows(batch_iter, data, settings, *, objective: str, top: int, named: 
     return result
 
 
-def _write(handle, frame, header: bool) -> None:
+def write_csv(handle, frame, header: bool) -> None:
+    """Append a frame to a binary file as CSV (with the header when `header`), flushed."""
     handle.write(frame.to_csv(index=False, header=header).encode("utf-8"))
     handle.flush()  # a chunk's rows reach the file (under its temporary name) as the chunk finishes

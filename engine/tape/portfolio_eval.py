@@ -33,17 +33,32 @@ from autostrat.tape.xsection import XS_CODE, run_assets_nb, xsection_nb
 _SLOTS = ("open", "high", "low")  # the registers a stage-3 node's operands stand in
 
 
+class _Rows:
+    """Which bars each asset has: asset a's are flat[offsets[a]:offsets[a + 1]] (computed once per panel)."""
+
+    def __init__(self, panel):
+        present = np.isfinite(panel.close)
+        rows = [np.flatnonzero(present[a]) for a in range(panel.n_assets)]
+        self.flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
+
+
 class _Scores:
-    def __init__(self, typed: TypedProgram, panel):
+    def __init__(self, typed: TypedProgram, panel, rows: _Rows | None = None, shared: dict | None = None):
         self.typed = typed
         self.panel = panel
-        self.present = np.isfinite(panel.close)
-        rows = [np.flatnonzero(self.present[a]) for a in range(panel.n_assets)]
-        self.flat_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
+        self._rows = rows
+        self.shared = {} if shared is None else shared  # cross-sectional results, shared by a batch's programs
         self._xs: dict[int, bool] = {}
+        self._names: dict[str, N.Name] = {}
         self._named: dict[str, np.ndarray] = {}
         self._done: dict[int, np.ndarray] = {}
+
+    @property
+    def rows(self) -> _Rows:
+        if self._rows is None:
+            self._rows = _Rows(self.panel)
+        return self._rows
 
     # --- which nodes need the whole universe ----------------------------------------------------
     def has_xs(self, e: N.Expr) -> bool:
@@ -74,15 +89,29 @@ class _Scores:
                     self.pure_roots(k, found)
 
     # --- evaluation -------------------------------------------------------------------------------
+    def name(self, name: str) -> N.Name:
+        """The one node standing for `name` here: nodes are known by id, so each must stay alive."""
+        if name not in self._names:
+            self._names[name] = N.Name(name)
+        return self._names[name]
+
+    def roots(self, names: tuple[str, ...]) -> list:
+        """Stage 1's expressions for `names`, each once."""
+        found: list = []
+        for name in names:
+            self.pure_roots(self.name(name), found)
+        return found
+
+    def finish(self, names: tuple[str, ...], roots: list, values) -> dict[str, np.ndarray]:
+        """The names' values, given stage 1's `values` of `roots` (stages 2 and 3 run here)."""
+        for e, v in zip(roots, values):
+            self._done[id(e)] = v
+        return {name: self.value(self.name(name)) for name in names}
+
     def run(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        exprs = [N.Name(name) for name in names]
-        roots: list = []
-        for e in exprs:
-            self.pure_roots(e, roots)
+        roots = self.roots(names)
         p = self.panel
-        for e, values in zip(roots, self.per_asset(roots, p.open, p.high, p.low, p.close, p.volume)):
-            self._done[id(e)] = values
-        return {name: self.value(e) for name, e in zip(names, exprs)}
+        return self.finish(names, roots, self.per_asset(roots, p.open, p.high, p.low, p.close, p.volume))
 
     def value(self, e: N.Expr) -> np.ndarray:
         if id(e) in self._done:
@@ -92,7 +121,12 @@ class _Scores:
                 self._named[e.id] = self.value(self.typed.bindings[e.id])
             return self._named[e.id]
         if isinstance(e, N.Call) and BUILTINS[e.func].cross_sectional:
-            out = cross_section(e.func, self.value(e.args[0]))
+            x = self.value(e.args[0])
+            key = (e.func, id(x))
+            hit = self.shared.get(key)
+            if hit is None or hit[0] is not x:  # the array itself is kept beside, so its id is not reused
+                hit = self.shared[key] = (x, cross_section(e.func, x))
+            out = hit[1]
         else:
             out = self.node(e)
         self._done[id(e)] = out
@@ -132,7 +166,7 @@ class _Scores:
         tape = compile_many(programs)
         out = np.full((len(exprs), *self.panel.close.shape), np.nan)
         run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), open_, high, low, close, volume,
-                      self.offsets, self.flat_rows, np.ascontiguousarray(tape.outputs[:, 0]), out)
+                      self.rows.offsets, self.rows.flat, np.ascontiguousarray(tape.outputs[:, 0]), out)
         return list(out)
 
 
@@ -168,13 +202,69 @@ def _is_bool(e: N.Expr, typed: TypedProgram) -> bool:
     return False
 
 
+_SERIES = ("open", "high", "low", "close", "volume")
+
+
 def evaluate_scores(typed: TypedProgram, panel, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The assets x bars values of a portfolio program's names (its holds' and weight's by default)."""
     if typed.portfolio is None:
         raise ValueError(f"{typed.name or 'this strategy'} is not a portfolio strategy")
     names = names or typed.portfolio.scores
-    series = [n for n in names if n in ("open", "high", "low", "close", "volume")]
-    out = {n: np.array(getattr(panel, n)) for n in series}
+    out = {n: np.array(getattr(panel, n)) for n in names if n in _SERIES}
     rest = tuple(n for n in names if n not in out)
     out.update(_Scores(typed, panel).run(rest))
     return {n: out[n] for n in names}
+
+
+def arrays_needed(typed: TypedProgram) -> int:
+    """How many assets x bars arrays evaluating the program's scores holds at most (a bound for chunking)."""
+    state = _Scores(typed, None)
+    names = tuple(n for n in typed.portfolio.scores if n not in _SERIES)
+    seen: set[int] = set()
+
+    def above(e: N.Expr) -> int:  # the nodes over stage 1 (cross-sectional calls and stage 3), each once
+        if id(e) in seen or not state.has_xs(e):
+            return 0
+        seen.add(id(e))
+        if isinstance(e, N.Name):
+            return above(typed.bindings[e.id])
+        return 1 + sum(above(k) for k in N.children(e))
+
+    return len(state.roots(names)) + sum(above(state.name(n)) for n in names) + len(typed.portfolio.scores)
+
+
+def evaluate_scores_many(programs: list[TypedProgram], panel) -> list[dict[str, np.ndarray]]:
+    """`evaluate_scores` of each program (its holds' and weight's names), the batch evaluated together.
+
+    Stage 1 of every program is one tape, so a time-series expression that several programs
+    write (`roc(close, 252)` in twenty momentum variants) is computed once and stored once; a
+    cross-sectional call on such a shared expression is computed once too. The values are those
+    of `evaluate_scores` bit for bit: each is computed by the same kernels on the same inputs.
+    Memory: one assets x bars array per distinct stage-1 expression, plus each program's own.
+    """
+    for t in programs:
+        if t.portfolio is None:
+            raise ValueError(f"{t.name or 'a strategy'} is not a portfolio strategy")
+    rows, shared = _Rows(panel), {}
+    states, wanted, roots, exprs = [], [], [], []
+    for t in programs:
+        names = tuple(n for n in t.portfolio.scores if n not in _SERIES)
+        state = _Scores(t, panel, rows, shared)
+        found = state.roots(names)
+        states.append(state), wanted.append(names), roots.append(found)
+        exprs += [dataclasses.replace(t, rules={"buy": e}, exits={}, warmup=0, portfolio=None) for e in found]
+    values: list = []
+    if exprs:
+        tape = compile_many(exprs)
+        regs, which = np.unique(tape.outputs[:, 0], return_inverse=True)  # shared expressions: one register
+        out = np.full((regs.size, *panel.close.shape), np.nan)
+        run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), panel.open, panel.high,
+                      panel.low, panel.close, panel.volume, rows.offsets, rows.flat, regs, out)
+        values = [out[k] for k in which]
+    results, k = [], 0
+    for t, state, names, found in zip(programs, states, wanted, roots):
+        done = state.finish(names, found, values[k:k + len(found)])
+        k += len(found)
+        series = {n: np.array(getattr(panel, n)) for n in t.portfolio.scores if n in _SERIES}
+        results.append({n: series[n] if n in series else done[n] for n in t.portfolio.scores})
+    return results
