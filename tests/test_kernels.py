@@ -322,3 +322,18 @@ def test_cross_above_on_random_arrays(data: st.DataObject, size: int) -> None:
 @given(c=arrays(np.float64, st.integers(1, 40), elements=st.sampled_from([0.0, 1.0])))
 def test_bars_since_on_random_arrays(c: np.ndarray) -> None:
     np.testing.assert_array_equal(run("bars_since", c), ref.bars_since(c))
+
+
+@settings(max_examples=80, deadline=None)
+@given(x=arrays(np.float64, st.integers(1, 300), elements=st.one_of(
+           st.floats(-1e15, 1e15), st.floats(-1e-3, 1e-3), st.sampled_from([0.0, -0.0, 1.0, 1e-300, np.nan]))),
+       n=st.integers(1, 40))
+def test_single_series_moments_are_the_two_series_loop_bit_for_bit(x: np.ndarray, n: int) -> None:
+    """stdev's one-series loop must take every recomputation decision the co-moment loop takes."""
+    from autostrat.tape.kernels_rolling import _rolling_m2_nb, _rolling_moments_nb
+
+    want = np.empty_like(x)
+    _rolling_moments_nb(x, x, n, want, np.empty_like(x), np.empty_like(x))
+    got = np.empty_like(x)
+    _rolling_m2_nb(x, n, got)
+    np.testing.assert_array_equal(got.view(np.int64), want.view(np.int64))  # bits, signed zeros and NaNs too

@@ -17,6 +17,7 @@ from autostrat.data.panel_spec import load_panel
 from autostrat.data.synthetic_universe import momentum_universe
 from autostrat.data.universe import Universe
 from autostrat.lang.check import load as load_checked
+from autostrat.lang.registry import BUILTINS
 
 from autostrat.resources import examples_dir
 from autostrat.sim.portfolio import portfolio_nb
@@ -354,3 +355,36 @@ def test_a_cross_sectional_call_of_a_constant_ties_every_asset():
     # everyone shares the mean rank (m + 1) / 2, and the percentile (m + 1) / 2 / m
     want = np.where(np.isfinite(p.close), (count + 1) / 2 + (count + 1) / 2 / count, np.nan)
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def _implicit_bar_builtins() -> list[str]:
+    from autostrat.tape.kernels import KERNELS, kernel_params
+
+    bars = {"high", "low", "close", "volume"}
+    return [n for n in KERNELS if n in BUILTINS and bars & set(kernel_params(n))]
+
+
+def test_builtins_that_read_the_bars_unnamed_get_every_series_on_each_assets_own_bars():
+    """atr, mfi, obv... read high, low, close or volume without naming them: the staged evaluation,
+    which gathers only the series a tape reads, must hand them the asset's own series."""
+    import dataclasses
+
+    from autostrat.tape.compile import compile_many
+    from autostrat.tape.kernel_table import kernel_table
+    from autostrat.tape.vm import run_tape_nb
+
+    p = random_panel(31, assets=5, bars=120)
+    names = _implicit_bar_builtins()
+    assert {"atr", "mfi", "obv", "stoch_k"} <= set(names)
+    for name in names:
+        args = ", ".join("5" if k == "n" else "2" if k == "k" else "close" for k in BUILTINS[name].kinds)
+        typed = load(f"score = {name}({args})\nhold long top 40% by score\nrebalance every 5 bars\n")
+        got = evaluate_scores(typed, p)["score"]
+        alone = compile_many([dataclasses.replace(typed, rules={"buy": typed.bindings["score"]}, exits={},
+                                                  warmup=0, portfolio=None)])
+        for a in range(p.n_assets):
+            rows = np.flatnonzero(np.isfinite(p.close[a]))
+            series = [np.ascontiguousarray(getattr(p, s)[a, rows]) for s in ("open", "high", "low", "close", "volume")]
+            regs = run_tape_nb(alone.code, alone.consts, alone.n_regs, kernel_table(alone.code), *series)
+            np.testing.assert_array_equal(got[a, rows], regs[alone.outputs[0, 0]], err_msg=f"{name}, asset {a}")
+        assert np.isfinite(got).sum() > 100, name

@@ -202,6 +202,55 @@ def _rolling_moments_nb(x, y, n, sxx, syy, sxy):
 
 
 @njit(cache=True)
+def _rolling_m2_nb(x, n, sxx):
+    """`_rolling_moments_nb(x, x, n, sxx, ...)`'s sxx, bit for bit, without the y and xy sides.
+
+    Every quantity the two-series loop computes for y equals x's here, so only the decisions'
+    expressions are kept as they are written there (the xy rounding bound is the sum of two equal
+    terms); tests/test_kernels.py pins the equality. Half the work for stdev and zscore.
+    """
+    run = 0
+    since = 0
+    same_x = 0
+    mx, cxx = 0.0, 0.0
+    ex, exy = 0.0, 0.0
+    for t in range(x.shape[0]):
+        a = x[t]
+        if np.isnan(a):
+            run = 0
+            sxx[t] = np.nan
+            continue
+        run += 1
+        same_x = same_x + 1 if run > 1 and a == x[t - 1] else 1
+        if run < n:
+            sxx[t] = np.nan
+            continue
+        exact = run == n or since >= n
+        if not exact:
+            xo = x[t - n]
+            dx = a - xo
+            mx_new = mx + dx / n
+            cxx += dx * (a - mx_new + xo - mx)
+            size_x = abs(a) + abs(xo) + abs(mx) + abs(mx_new)
+            ex += EPS * (since + 4) * abs(dx) * size_x
+            exy += EPS * (since + 4) * (abs(dx) * size_x + abs(dx) * size_x)
+            mx = mx_new
+            exact = ex > RECOMPUTE_AT * cxx or exy * exy > RECOMPUTE_AT**2 * cxx * cxx
+        if exact:
+            mx = 0.0
+            for j in range(t + 1 - n, t + 1):
+                mx += x[j]
+            mx /= n
+            cxx = 0.0
+            for j in range(t + 1 - n, t + 1):
+                cxx += (x[j] - mx) * (x[j] - mx)
+            ex, exy = 0.0, 0.0
+            since = 0
+        since += 1
+        sxx[t] = 0.0 if same_x >= n else cxx
+
+
+@njit(cache=True)
 def _seeded_ewm_nb(x, n, alpha, out):
     """out = alpha*x + (1-alpha)*out[t-1], seeded with the mean of the first n consecutive valid
     values; a NaN gives NaN and the recursion reseeds after n valid values."""
@@ -294,7 +343,7 @@ def wma_nb(x, n, out):
 @njit(cache=True)
 def stdev_nb(x, n, out):
     """Population standard deviation (ddof=0) of the last n values; warm-up n-1."""
-    _rolling_moments_nb(x, x, n, out, np.empty(x.shape[0]), np.empty(x.shape[0]))
+    _rolling_m2_nb(x, n, out)
     for t in range(x.shape[0]):
         out[t] = np.sqrt(max(out[t], 0.0) / n) if not np.isnan(out[t]) else np.nan
 

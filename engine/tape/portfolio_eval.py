@@ -20,6 +20,7 @@ so scores are causal as the single-asset VM is.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from autostrat.lang.check import TypedProgram
 from autostrat.lang.registry import BOOL, BUILTINS
 from autostrat.tape.compile import compile_many
 from autostrat.tape.kernel_table import kernel_table
+from autostrat.tape.kernels import KERNELS, kernel_params
+from autostrat.tape.opcodes import NAMES, SERIES_REGS
 from autostrat.tape.xsection import XS_CODE, run_assets_nb, xsection_nb
 
 _SLOTS = ("open", "high", "low")  # the registers a stage-3 node's operands stand in
@@ -165,9 +168,30 @@ class _Scores:
         programs = [dataclasses.replace(typed, rules={"buy": e}, exits={}, warmup=0, portfolio=None) for e in exprs]
         tape = compile_many(programs)
         out = np.full((len(exprs), *self.panel.close.shape), np.nan)
+        regs = np.ascontiguousarray(tape.outputs[:, 0])
         run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), open_, high, low, close, volume,
-                      self.rows.offsets, self.rows.flat, np.ascontiguousarray(tape.outputs[:, 0]), out)
+                      self.rows.offsets, self.rows.flat, regs, out, tape_reads(tape.code, regs))
         return list(out)
+
+
+def tape_reads(code: np.ndarray, out_regs: np.ndarray) -> np.ndarray:
+    """Which of the five input registers (open, high, low, close, volume) a tape may read.
+
+    An instruction reads its source registers; a kernel with a `high`, `low`, `close` or `volume`
+    parameter (atr, mfi, obv, ...) reads that series without naming it; an output may be an
+    input register itself (a name bound to `volume`). An operand slot an instruction does not
+    use may hold any number, so a True may be spare; a False is certain.
+    """
+    reads = np.isin(np.arange(5), code[:, 2:5]) | np.isin(np.arange(5), out_regs)
+    for op in np.unique(code[:, 0]):
+        reads[list(_bar_params(int(op)))] = True
+    return reads
+
+
+@functools.cache
+def _bar_params(op: int) -> tuple[int, ...]:
+    name = NAMES[op]
+    return tuple(SERIES_REGS[p] for p in kernel_params(name) if p in SERIES_REGS) if name in KERNELS else ()
 
 
 def cross_section(func: str, x: np.ndarray) -> np.ndarray:
@@ -259,7 +283,8 @@ def evaluate_scores_many(programs: list[TypedProgram], panel) -> list[dict[str, 
         regs, which = np.unique(tape.outputs[:, 0], return_inverse=True)  # shared expressions: one register
         out = np.full((regs.size, *panel.close.shape), np.nan)
         run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), panel.open, panel.high,
-                      panel.low, panel.close, panel.volume, rows.offsets, rows.flat, regs, out)
+                      panel.low, panel.close, panel.volume, rows.offsets, rows.flat, regs, out,
+                      tape_reads(tape.code, regs))
         values = [out[k] for k in which]
     results, k = [], 0
     for t, state, names, found in zip(programs, states, wanted, roots):

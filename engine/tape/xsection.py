@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from autostrat.tape.vm import run_tape_nb
 
@@ -89,31 +89,45 @@ def xsection_nb(kind, x, out):
 
 
 @njit(cache=True)
-def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, offsets, rows, out_regs, out):
+def _gather_nb(x, a, idx, out):
+    for j in range(idx.shape[0]):
+        out[j] = x[a, idx[j]]
+
+
+@njit(cache=True, parallel=True)
+def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, offsets, rows, out_regs, out,
+                  reads):
     """Run a tape on every asset's own bars: asset a's are rows[offsets[a]:offsets[a + 1]].
 
     The inputs are assets x bars; out[k, a, bar] receives register out_regs[k] (NaN stays where
-    the asset has no bar). One compiled loop: no Python between the assets.
+    the asset has no bar). `reads[i]` says whether the tape may read input i (open, high, low,
+    close, volume; `tape_reads`): an input it never reads is not gathered, and the VM is handed
+    close in its place. The assets run in parallel on all cores: each writes its own rows of
+    `out`, and its values do not depend on which thread computed them.
     """
-    for a in range(offsets.shape[0] - 1):
+    for a in prange(offsets.shape[0] - 1):
         idx = rows[offsets[a]:offsets[a + 1]]
         m = idx.shape[0]
         if m == 0:
             continue
-        o = np.empty(m)
-        h = np.empty(m)
-        lo = np.empty(m)
         c = np.empty(m)
-        v = np.empty(m)
-        for j in range(m):
-            t = idx[j]
-            o[j] = open_[a, t]
-            h[j] = high[a, t]
-            lo[j] = low[a, t]
-            c[j] = close[a, t]
-            v[j] = volume[a, t]
+        _gather_nb(close, a, idx, c)
+        o, h, lo, v = c, c, c, c
+        if reads[0]:
+            o = np.empty(m)
+            _gather_nb(open_, a, idx, o)
+        if reads[1]:
+            h = np.empty(m)
+            _gather_nb(high, a, idx, h)
+        if reads[2]:
+            lo = np.empty(m)
+            _gather_nb(low, a, idx, lo)
+        if reads[4]:
+            v = np.empty(m)
+            _gather_nb(volume, a, idx, v)
         regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v)
         for k in range(out_regs.shape[0]):
             r = out_regs[k]
             for j in range(m):
                 out[k, a, idx[j]] = regs[r, j]
+
