@@ -354,6 +354,18 @@ def test_a_portfolio_run_opens_its_sealed_test_and_reports_on_the_portfolios_ret
     assert 'id="portfolio"' in html and "equal-weight index" in html and "rank IC" in html
     assert report["card"]["rules"][0][0] == "hold long"
 
+    # robustness: the portfolio's own numbers jittered, its costs doubled, all on the universe
+    rob = report["robustness"]
+    assert [row["name"] for row in rob["rows"]] == ["parameters jittered by +-20%", "costs doubled"]
+    assert any(k["kind"] == "portfolio" and k["label"].startswith("rebalance every") for k in rob["knobs"])
+    assert rob["found"]["validation_return"] == backtest_portfolio(text, panel, s).metrics["validation"]["total_return"]
+    doubled = settings()
+    doubled.backtest.commission_bps *= 2
+    doubled.backtest.slippage_bps *= 2
+    want = backtest_portfolio(text, panel, doubled).metrics["validation"]["total_return"]
+    assert rob["rows"][1]["validation_return"] == [want, want, want]
+    assert rob["points"] > 1 and "Robustness of the best strategy" in html
+
     # the ledger lists the opening under the universe's index
     assert main(["sealed", DATA, *SPLIT_FLAGS]) == 0
     assert "run r by report" in capsys.readouterr().out

@@ -14,6 +14,10 @@ A result that holds only at the exact numbers the search found is fitted to nois
 - costs doubled: commission and slippage both twice the run's;
 - fills: every rule filled at the next bar's open and at the same bar's close.
 
+A portfolio strategy (on a Panel) is checked the same way, with its `hold` fractions, its
+`rebalance` period and its weight cap jittered too; it always fills at the next open, so it has
+no fill rows.
+
 Everything is evaluated in bulk (autostrat.sim.bulk) on train and validation (and the walk-forward
 folds of the objective), never on the sealed test period.
 """
@@ -30,6 +34,7 @@ import numpy as np
 
 from autostrat.config import Settings
 from autostrat.data.market import Market
+from autostrat.data.panel import Panel
 from autostrat.data.universe import Universe, aggregate
 from autostrat.errors import StrategyError
 from autostrat.lang import nodes as N
@@ -41,6 +46,7 @@ from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans
 from autostrat.sim.bulk import metrics_array
 from autostrat.sim.evaluate import metrics_dicts
 from autostrat.sim.objective import Objective
+from autostrat.sim.portfolio_bulk import portfolio_metrics_dicts
 from autostrat.sim.walkforward import fold_spans
 
 JITTER = 0.2
@@ -51,7 +57,7 @@ MAX_POINTS = 81  # 3^4: a full grid for up to four numbers
 class Knob:
     """One number the jitter moves: what it is, where, and its value."""
 
-    kind: str  # param | window | constant | threshold | exit
+    kind: str  # param | window | constant | threshold | exit | portfolio
     label: str
     value: float
     integer: bool
@@ -91,6 +97,16 @@ class _Walker:
             return dataclasses.replace(s, value=new, lo=lo, hi=hi)
         if isinstance(s, (N.Assign, N.Rule)):
             return dataclasses.replace(s, expr=self.expr(s.expr))
+        if isinstance(s, N.Hold):
+            knob = Knob("portfolio", f"hold {s.side} {s.edge} {number(s.fraction)}", s.fraction.value, False,
+                        number(s.fraction))
+            return dataclasses.replace(s, fraction=self.visit(knob, s.fraction))
+        if isinstance(s, N.Rebalance) and isinstance(s.every, N.Num):
+            knob = Knob("portfolio", f"rebalance every {number(s.every)} bars", s.every.value, True, number(s.every))
+            return dataclasses.replace(s, every=self.visit(knob, s.every))
+        if isinstance(s, N.Weight) and s.cap is not None:
+            knob = Knob("portfolio", f"weight cap {number(s.cap)}", s.cap.value, False, number(s.cap))
+            return dataclasses.replace(s, cap=self.visit(knob, s.cap))
         if isinstance(s, N.Exit) and isinstance(s.value, N.Num) and s.value.literal != 0:
             knob = Knob("exit", s.kind, s.value.value, s.kind == "max_hold", number(s.value))
             return dataclasses.replace(s, value=self.visit(knob, s.value))
@@ -181,6 +197,9 @@ def _spans(market: Market, settings: Settings) -> dict[str, tuple[int, int]]:
 
 
 def _scores(typed: list[TypedProgram], market, settings: Settings, objective: Objective) -> list[dict]:
+    if isinstance(market, Panel):  # portfolio strategies, on the universe's calendar
+        return [_score(m, objective)
+                for m in portfolio_metrics_dicts(typed, market, settings, _spans(market.benchmark(), settings))]
     if isinstance(market, Universe):  # each market on its own periods, then the `across` aggregate
         per = []
         for m in market:
@@ -190,13 +209,13 @@ def _scores(typed: list[TypedProgram], market, settings: Settings, objective: Ob
     else:
         spans = _spans(market, settings)
         values = metrics_array(typed, market, spans, settings)
-    out = []
-    for row in values:
-        m = metrics_dicts(row, spans)
-        v = m["validation"]
-        out.append({"objective": objective.value(m), "validation_return": v["total_return"],
-                    "validation_sharpe": v["sharpe"], "excess": v["excess_return"]})
-    return out
+    return [_score(metrics_dicts(row, spans), objective) for row in values]
+
+
+def _score(m: dict[str, dict[str, float]], objective: Objective) -> dict[str, float]:
+    v = m["validation"]
+    return {"objective": objective.value(m), "validation_return": v["total_return"],
+            "validation_sharpe": v["sharpe"], "excess": v["excess_return"]}
 
 
 def _across(values: np.ndarray, how: str) -> np.ndarray:
@@ -228,7 +247,8 @@ def robustness(strategy, market: Market, settings: Settings, objective: Objectiv
     median, max], beats_buy_hold: the share with a positive excess return on validation}).
     """
     objective = objective or Objective.from_settings(settings.search)
-    base = load_strategy(strategy)
+    portfolio = isinstance(market, Panel)
+    base = load_strategy(strategy, portfolio=portfolio)
     ks = knobs(base.program)
     typed, seen = [base], {canonical_hash(base.program)}
     for factors in grid(len(ks), factor, max_points)[1:]:
@@ -238,7 +258,7 @@ def robustness(strategy, market: Market, settings: Settings, objective: Objectiv
             continue
         seen.add(h)
         try:
-            typed.append(check(program))
+            typed.append(check(program, portfolio=portfolio))
         except StrategyError:
             continue  # e.g. a window past the longest lookback: not a strategy
     scores = _scores(typed, market, settings, objective)
@@ -249,7 +269,7 @@ def robustness(strategy, market: Market, settings: Settings, objective: Objectiv
                     f"{len(scores)} variants of {len(ks)} number{'s' if len(ks) != 1 else ''}"),
             _spread(_scores([base], market, doubled, objective), "costs doubled",
                     f"{2 * bt.commission_bps:g} + {2 * bt.slippage_bps:g} bps per side")]
-    for fill in ("next_open", "close"):
+    for fill in () if portfolio else ("next_open", "close"):  # a portfolio always fills at the next open
         s = dataclasses.replace(settings, backtest=dataclasses.replace(bt, fill=fill))
         detail = "the run's fill" if fill == bt.fill else "the other fill"
         rows.append(_spread(_scores([base], market, s, objective), f"fill at {fill.replace('_', ' ')}", detail))

@@ -89,7 +89,7 @@ def _build_report(run: RunFolder, by: str, with_robustness: bool, n_splits: int 
         return _assemble(run, records, settings, objective, stats, sealed, top, parts["hold"],
                          objective.value(parts["hold"]), f"{market.spec} ({market.n_assets} assets, portfolio)",
                          parts["periods"], {**parts["extra"], "ledger": ledger}, parts["result"], None, market,
-                         False, n_splits, parts["equity_title"], strategy_card=parts["card"],
+                         with_robustness, n_splits, parts["equity_title"], strategy_card=parts["card"],
                          curves=parts["equity_curves"], plots={"portfolio": parts["plot"]})
     if isinstance(market, Universe):
         return _universe_report(run, records, settings, Objective.from_settings(settings.search, universe=True),

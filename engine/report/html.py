@@ -311,8 +311,7 @@ def _null(r: dict[str, Any]) -> str:
 def _robustness(r: dict[str, Any]) -> str:
     rob = r.get("robustness")
     if not rob:
-        why = "the checks are single-market ones" if r.get("portfolio") else "report written with --no-robustness"
-        return f'<p class="muted">Not computed ({why}).</p>'
+        return '<p class="muted">Not computed (report written with --no-robustness).</p>'
     found = rob["found"]
     groups = [("objective", r["objective"], r["objective_metric"])]
     if r["objective"] != "validation.total_return":

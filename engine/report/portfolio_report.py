@@ -5,7 +5,8 @@ config.json, its data a Panel) it takes from here: the best strategy's portfolio
 period (autostrat.backtest_portfolio), the universe's equal-weight index as the buy and hold
 (Panel.benchmark) beside it, the equity chart against that index, the chart of the score's IC and
 rank IC at every rebalance with the number of assets held, and a strategy card that says what the
-portfolio holds. The robustness checks (jitter, costs, fill) are single-market ones and are not run.
+portfolio holds. The robustness checks run on the Panel (autostrat.honest.robustness: the hold
+fractions, rebalance period and weight cap jittered with the rest, costs doubled; no fill rows).
 """
 
 from __future__ import annotations

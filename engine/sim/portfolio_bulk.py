@@ -67,13 +67,15 @@ def chunked(items, panel: Panel, chunk_size: int = MAX_CHUNK):
         yield batch
 
 
-def evaluate_chunks(items, panel: Panel, settings: Settings, periods=SEARCH_PERIODS, chunk_size: int = MAX_CHUNK):
+def evaluate_chunks(items, panel: Panel, settings: Settings, periods=SEARCH_PERIODS, chunk_size: int = MAX_CHUNK,
+                    spans: dict[str, tuple[int, int]] | None = None):
     """(program, record) items -> a `Chunk` per chunk, in order, with the periods' names.
 
-    Yields (Chunk, period names). The items are read one chunk ahead at most.
+    Yields (Chunk, period names). The items are read one chunk ahead at most. `spans` ({name:
+    (start, stop)}, walk-forward folds for instance) replaces the named `periods`.
     """
     benchmark = panel.benchmark()
-    spans = period_spans(benchmark, settings, periods)
+    spans = spans if spans is not None else period_spans(benchmark, settings, periods)
     if not spans:
         raise AutostratError(f"{panel.spec or 'the universe'}: none of the periods {', '.join(periods)} "
                              "has a bar; check the split dates")
@@ -109,3 +111,13 @@ def evaluate_portfolios(typed: list[TypedProgram], panel: Panel, settings: Setti
         names = list(period_spans(panel.benchmark(), settings, periods))
     values = np.concatenate(parts) if parts else np.empty((0, len(names), len(PORTFOLIO_METRIC_NAMES)))
     return portfolio_frame(values, names, [t.name for t in typed])
+
+
+def portfolio_metrics_dicts(typed: list[TypedProgram], panel: Panel, settings: Settings,
+                            spans: dict[str, tuple[int, int]]) -> list[dict[str, dict[str, float]]]:
+    """{period: {metric: value}} of each program on the given spans, evaluated in bulk."""
+    out = []
+    for chunk, names in evaluate_chunks(((t, None) for t in typed), panel, settings, spans=spans):
+        for values in chunk.values:
+            out.append({name: dict(zip(PORTFOLIO_METRIC_NAMES, map(float, row))) for name, row in zip(names, values)})
+    return out
