@@ -14,6 +14,7 @@ from autostrat.cli import main
 from autostrat.config import Settings
 from autostrat.data.panel_spec import load_panel
 from autostrat.errors import ConfigError
+from autostrat.honest.run_statistics import run_statistics
 from autostrat.lang.check import load as load_checked
 from autostrat.lang.fmt import fmt
 from autostrat.lang.parse import parse
@@ -214,14 +215,53 @@ def test_a_cap_that_never_binds_is_a_behaviour_duplicate(clean_env, tmp_path):
     assert added["duplicate_kind"] == "portfolio"
 
 
-def test_a_portfolio_run_refuses_null_and_tune(clean_env, capsys):
+def test_a_portfolio_run_refuses_null_and_min_trades(clean_env, capsys):
     assert evolve(clean_env, "--run", "n", "--null") == 2
     assert "synthetic-universe:premium=0" in capsys.readouterr().err
-    assert evolve(clean_env, "--run", "t", "--tune", "8") == 2
-    assert "search.tune 0" in capsys.readouterr().err
     assert evolve(clean_env, "--run", "t", "--min-trades", "5") == 2
     assert "no round trips" in capsys.readouterr().err
     assert not (clean_env / "runs" / "n").exists() and not (clean_env / "runs" / "t").exists()
+
+
+# --- tuning -------------------------------------------------------------------------------------------
+
+
+def test_a_tuned_portfolio_keeps_the_chosen_values_whose_metrics_equal_a_plain_backtest(clean_env):
+    ranged = clean_env / "ranged.strat"
+    ranged.write_text(MOMENTUM.read_text().replace("strategy \"12-1 momentum, top decile\"",
+                                                   "strategy \"ranged momentum\"\nparam n = 126 in 63..252\n"
+                                                   "param every = 21 in 5..42")
+                      .replace("roc(close, 252)", "roc(close, n)").replace("every 21 bars", "every every bars"))
+    assert main(["evolve", "--from", str(ranged), "--data", DATA, *SPLIT_FLAGS, "--proposer", "mutate",
+                 "--runs-dir", str(clean_env / "runs"), "--no-report", "--run", "t", "--iterations", "4",
+                 "--max-fails", "4", "--tune", "15", "--tune-pick", "robust"]) == 0
+    folder = clean_env / "runs" / "t"
+    rs = records(folder)
+    tuned = [r for r in rs if r.get("tuning") and r["status"] in ("keep", "discard")]
+    assert tuned and all(r["trials"] == r["tuning"]["variants"] <= 15 for r in tuned)
+    assert any(r["tuning"]["chosen"] != r["tuning"]["proposed"] for r in tuned)  # the tuning moved something
+    panel, s = load_panel(DATA), settings()
+    for r in tuned:
+        kept = (folder / r["strategy"]).read_text()
+        program = parse(kept)
+        assert {n: p.value.value for n, p in program.params().items() if n in r["tuning"]["chosen"]} == r["tuning"]["chosen"]
+        plain = backtest_portfolio(kept, panel, s)
+        for period in ("train", "validation"):
+            assert clean_json(r["metrics"][period]) == clean_json(plain.metrics[period])
+    stats = run_statistics(RunFolder.open(folder))
+    assert stats["n_trials"] == sum(r.get("trials", 1) for r in rs if r["status"] in ("keep", "discard"))
+
+
+def test_portfolio_variants_in_bulk_equal_full_evaluations(panel):
+    s = settings(folds=3)
+    evaluator = PortfolioEvaluator(panel, s)
+    texts = [MOMENTUM.read_text().replace("every 21 bars", f"every {k} bars") for k in (5, 21, 30)]
+    programs = [load_checked(t, portfolio=True) for t in texts]
+    many = evaluator.metrics_many(programs)
+    for typed, metrics in zip(programs, many):
+        full = evaluator(typed).metrics
+        assert set(metrics) == set(full) and len(full) == 5  # train, validation and three folds
+        assert clean_json(metrics) == clean_json(full)
 
 
 # --- mutate ---------------------------------------------------------------------------------------------

@@ -93,9 +93,6 @@ def check_numbers(settings: Settings, portfolio: bool = False) -> None:
     """ConfigError when a search budget setting is below its minimum (or spa_reps outside its range),
     or a setting a portfolio run cannot honour is on in one."""
     s = settings.search
-    if portfolio and s.tune:
-        raise ConfigError(f"search.tune {s.tune}: tuning params in bulk works on single-market strategies only; "
-                          "a portfolio run needs search.tune 0 (leave --tune out)")
     if portfolio and (s.min_trades or s.niches):  # both count round trips, which a portfolio does not make
         what = f"search.min_trades {s.min_trades}" if s.min_trades else "search.niches"
         raise ConfigError(f"{what}: a portfolio has no round trips to count; leave --min-trades and --niches out "

@@ -14,7 +14,8 @@ params' values, and scored as the variant `search.tune_pick` chooses:
   objective, so one lucky corner does not win. NaN ranks last; a tie goes to the earlier
   variant, the proposer's own values first.
 
-The variants' metrics come from one bulk evaluation (autostrat.sim.bulk); the chosen variant is
+The variants' metrics come from one bulk evaluation (autostrat.sim.bulk, or
+autostrat.sim.portfolio_bulk for a portfolio strategy); the chosen variant is
 then evaluated like any candidate, so its record's metrics equal a plain backtest of its text.
 Every variant is a trial: the record's `trials` is their count, and the run's statistics count
 them (DSR's number of trials, and V through each variant's Sharpe ratio, `tuning.sharpes`).
@@ -128,7 +129,7 @@ def tune(typed: TypedProgram, evaluator, objective: Objective, n: int, how: str,
     programs, kept, combos_kept = [], [], []
     for p, combo in zip(points, combos):
         try:
-            programs.append(check(with_params(program, combo)))
+            programs.append(check(with_params(program, combo), portfolio=typed.portfolio is not None))
         except StrategyError:
             continue  # e.g. a window of 0: not a strategy
         kept.append(p)

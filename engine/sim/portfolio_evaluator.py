@@ -29,6 +29,7 @@ from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
 from autostrat.sim.evaluator import Evaluation
 from autostrat.sim.metrics import daily_returns
 from autostrat.sim.portfolio_backtest import simulate_period
+from autostrat.sim.portfolio_bulk import portfolio_metrics_dicts
 from autostrat.sim.portfolio_metrics import portfolio_metrics
 from autostrat.sim.simulation import check_backtest
 from autostrat.sim.walkforward import fold_spans
@@ -83,8 +84,8 @@ class PortfolioEvaluator:
         return Evaluation(metrics, np.concatenate(parts).astype(np.float32), h.hexdigest())
 
     def metrics_many(self, programs: list[TypedProgram]) -> list[dict]:
-        """The metrics of many programs, one full evaluation each."""
-        return [self(p).metrics for p in programs]
+        """The metrics of many programs (tuned variants), evaluated in bulk: what __call__ gives, bit for bit."""
+        return portfolio_metrics_dicts(programs, self.panel, self.settings, {**self.spans, **self.fold_spans})
 
     def _dates(self, spans: dict[str, tuple[int, int]]) -> dict[str, dict[str, object]]:
         d = self.panel.dates
