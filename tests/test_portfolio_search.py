@@ -278,7 +278,35 @@ def test_every_portfolio_mutation_checks_as_a_portfolio_and_uses_the_new_operato
         assert parse(text) == program  # the text parses back to the same program
         kinds[operator_of(desc)] += 1
     assert {"hold", "rebalance", "weight", "move"} <= set(kinds)
-    assert not {"add", "exit", "crossover"} & set(kinds)
+    assert not {"add", "exit", "crossover"} & set(kinds)  # one parent: nothing to cross over with
+
+
+def test_portfolio_crossover_takes_another_portfolios_ranking_rebalance_or_weighting(panel):
+    from autostrat.tape.portfolio_eval import evaluate_scores
+
+    parent = parse("score = roc(close, 126)\nhold long top 10% by score\nrebalance every 21 bars\n")
+    donor = parse("param m = 10 in 5..30\nv = stdev(roc(close, 1), 63)\nscore = rank(0 - v)\n"
+                  "hold long top 20% by score\nrebalance every m bars\nweight by v capped at 10%\n")
+    donor_score = evaluate_scores(load_checked(fmt(donor), portfolio=True), panel)["score"]
+    seen = Counter()
+    for seed in range(60):
+        program, desc = mutate([parent, donor], random.Random(seed), weights={"crossover": 1})
+        assert operator_of(desc) == "crossover"
+        typed = load_checked(fmt(program), portfolio=True)
+        spec = typed.portfolio
+        if "ranking by score" in desc:
+            seen["score"] += 1
+            assert "renamed score to score_2" in desc  # the parent's own `score` is a different binding
+            np.testing.assert_array_equal(evaluate_scores(typed, panel)[spec.long.by], donor_score)
+            assert spec.long.fraction == pytest.approx(0.1) and spec.every == 21
+        elif "rebalance from" in desc:
+            seen["rebalance"] += 1
+            assert spec.every == 10 and "param m = 10 in 5..30" in fmt(program)
+        else:
+            assert "weighting from" in desc or "weight from" in desc, desc
+            seen["weight"] += 1
+            assert spec.weight_by is not None and spec.cap == pytest.approx(0.1)
+    assert set(seen) == {"score", "rebalance", "weight"}
 
 
 def test_portfolio_operators_change_what_they_say():

@@ -20,9 +20,10 @@ Operators (the first word of the description names the kind; see `operator_of`):
              bindings they need (renamed when a name is taken by a different definition)
 
 A portfolio strategy (one with `hold` statements) is mutated with PORTFOLIO_OPERATORS instead: the
-value operators above on its score expressions, and hold, rebalance and weight on its portfolio
-statements (autostrat.search.mutate_portfolio); every result is checked with check(...,
-portfolio=True).
+value operators above on its score expressions, hold, rebalance and weight on its portfolio
+statements (autostrat.search.mutate_portfolio), and crossover, which takes another portfolio's
+ranking (with the bindings it needs), rebalance period or weighting; every result is checked with
+check(..., portfolio=True).
 
 Bindings and params that a change leaves unused are removed. The header comments are kept, with
 the first line replaced (or preceded) by `# hypothesis: <description>`.
@@ -49,9 +50,10 @@ MAX_CONDITIONS = 12  # `add` leaves a rule with this many top-level conditions a
 OPERATORS: dict[str, float] = {
     "move": 30, "swap": 10, "flip": 8, "add": 12, "drop": 8, "exit": 12, "crossover": 20,
 }
-# A portfolio strategy has no rules or exits to add, drop or cross over: its own statements instead.
+# A portfolio strategy has no rules or exits to add or drop: its own statements instead, and
+# crossover takes another portfolio's ranking, rebalance period or weighting.
 PORTFOLIO_OPERATORS: dict[str, float] = {
-    "move": 30, "swap": 10, "flip": 4, "drop": 4, "hold": 16, "rebalance": 12, "weight": 10,
+    "move": 30, "swap": 10, "flip": 4, "drop": 4, "hold": 16, "rebalance": 12, "weight": 10, "crossover": 14,
 }
 
 
@@ -82,7 +84,7 @@ def mutate(parents: list[N.Program], rng: random.Random, *, max_tries: int = 50,
     body = [replace(parent.statements[0], comments=()), *parent.statements[1:]]
     labels = donor_labels or [f"parent {j}" for j in range(2, len(parents) + 1)]
     draft = Draft(body, [(label + (f" '{p.name}'" if p.name else ""), p) for label, p in zip(labels, parents[1:])])
-    if not draft.donors or portfolio:
+    if not draft.donors:
         table.pop("crossover", None)
     base = canonical_hash(parent)
     rejected: list[str] = []
@@ -284,6 +286,8 @@ def crossover(d: Draft, rng: random.Random):
     if not d.donors:
         return None
     label, donor = rng.choice(d.donors)
+    if any(isinstance(s, N.Hold) for s in d.statements):
+        return _portfolio_crossover(d, rng, label, donor)
     mine, theirs = _rules(d.statements), _rules(donor.statements)
     parts = [k for k in ("buy", "sell") if k in theirs]
     if "short" in theirs and "cover" in theirs:
@@ -316,6 +320,37 @@ def crossover(d: Draft, rng: random.Random):
     renamed = [f"{a} to {b}" for a, b in mapping.items() if a != b]
     desc = f"crossover: {part} from {label}" + (f" (renamed {', '.join(renamed)})" if renamed else "")
     return out, desc
+
+
+def _portfolio_crossover(d: Draft, rng: random.Random, label: str, donor: N.Program):
+    """Take another portfolio's ranking (every side of this one then ranks by it), its rebalance
+    period or its weighting, with the params and bindings they need."""
+    kinds = {"score": N.Hold, "rebalance": N.Rebalance, "weight": N.Weight}
+    parts = [k for k, kind in kinds.items() if any(isinstance(s, kind) for s in donor.statements)]
+    if not parts:
+        return None  # a single-market donor has nothing a portfolio can take
+    part = rng.choice(parts)
+    theirs = rng.choice([s for s in donor.statements if isinstance(s, kinds[part])])
+    root = {"score": lambda: theirs.by, "rebalance": lambda: theirs.every, "weight": lambda: theirs.by}[part]()
+    out = list(d.statements)
+    params, assigns, mapping, param_at, assign_at = _imports(out, donor, [root] if root is not None else [])
+    if part == "score":
+        by = rename(theirs.by, mapping)
+        out = [replace(s, by=by) if isinstance(s, N.Hold) else s for s in out]
+    else:
+        new = replace(theirs, every=rename(theirs.every, mapping)) if part == "rebalance" else \
+            replace(theirs, by=rename(theirs.by, mapping) if theirs.by is not None else None)
+        new = replace(new, comments=(), trailing="", blank_before=False)
+        at = next((i for i, s in enumerate(out) if isinstance(s, kinds[part])), None)
+        if at is None:
+            out.append(new)
+        else:
+            out[at] = replace(new, comments=out[at].comments)
+    out[assign_at:assign_at] = assigns
+    out[param_at:param_at] = params
+    renamed = [f"{a} to {b}" for a, b in mapping.items() if a != b]
+    what = f"ranking by {theirs.by.id}" if part == "score" else part
+    return out, f"crossover: {what} from {label}" + (f" (renamed {', '.join(renamed)})" if renamed else "")
 
 
 def _rules(statements) -> dict[str, int]:
