@@ -420,6 +420,7 @@ def test_a_portfolio_run_opens_its_sealed_test_and_reports_on_the_portfolios_ret
         assert ic["test"]["rank_ic"][j] == pytest.approx(frame.s.rank().corr(frame.f.rank()), rel=1e-9)  # Spearman
     html = (folder / "report.html").read_text()
     assert 'id="portfolio"' in html and "equal-weight index" in html and "rank IC" in html
+    assert "Portfolio (ranked at each rebalance close" in html and "Rules (checked at each close)" not in html
     assert report["card"]["rules"][0][0] == "hold long"
 
     # robustness: the portfolio's own numbers jittered, its costs doubled, all on the universe

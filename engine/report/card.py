@@ -249,13 +249,20 @@ def _universe_activity(by_market: dict[str, dict[str, dict[str, float]]], bars: 
     return lines
 
 
+def rules_heading(c: Card) -> str:
+    """What the card's rules are: a single market's rules, or a portfolio's statements."""
+    if any(label.startswith("hold") for label, _ in c.rules):
+        return "Portfolio (ranked at each rebalance close, traded at the next open)"
+    return "Rules (checked at each close)"
+
+
 def card_text(c: Card) -> str:
     """The card as plain text."""
     lines = [f"Strategy: {c.name}"]
     if c.hypothesis:
         lines.append(f"Hypothesis: {c.hypothesis}")
     lines.append(f"Direction: {c.direction}")
-    lines += ["", "Rules (checked at each close):"] + [f"  {label} {text}." for label, text in c.rules]
+    lines += ["", f"{rules_heading(c)}:"] + [f"  {label} {text}." for label, text in c.rules]
     if c.definitions:
         lines += ["", "Where:"] + [f"  {name} = {text}" for name, text in c.definitions]
     if c.parameters:

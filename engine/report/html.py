@@ -14,6 +14,7 @@ from typing import Any
 from autostrat.honest.ledger import counts_line
 from autostrat.honest.red_flags import thresholds
 from autostrat.report.bar_html import bar_box, spa_row
+from autostrat.report.card import rules_heading
 from autostrat.report.iterations import iterations_html, shown
 from autostrat.sim.metrics import COUNT, FRACTION, METRIC, RATIO, format_metric
 
@@ -347,7 +348,7 @@ def _card(r: dict[str, Any]) -> str:
     parts = [f"<p><b>{_e(c.name)}</b>: {_e(c.direction)}.</p>"]
     if c.hypothesis:
         parts.append(f"<p>Hypothesis: {_e(c.hypothesis)}</p>")
-    parts.append("<h3>Rules (checked at each close)</h3><ul>" +
+    parts.append(f"<h3>{_e(rules_heading(c))}</h3><ul>" +
                  "".join(f"<li>{_e(label)} {_e(text)}.</li>" for label, text in c.rules) + "</ul>")
     if c.definitions:
         parts.append("<h3>Where</h3><ul>" + "".join(f"<li><code>{_e(n)}</code> = {_e(t)}</li>"
