@@ -355,6 +355,17 @@ def test_grammar_command_prints_the_typed_grammar(capsys):
     assert capsys.readouterr().out == gt.lark_grammar()
 
 
+def test_grammar_command_prints_the_bounds_a_max_tokens_gets(capsys):
+    assert main(["grammar", "--typed", "--max-tokens", "2048"]) == 0
+    text = capsys.readouterr().out
+    assert text == gt.gbnf(gt.bounds_for(2048)) and text != gt.gbnf()
+    assert gt.longest_text(gt.bounds_for(2048)) <= 2048
+    assert main(["grammar", "--typed", "--max-tokens", "100"]) == 2
+    assert "max_tokens to at least" in capsys.readouterr().err
+    assert main(["grammar", "--max-tokens", "2048"]) == 2
+    assert "add --typed" in capsys.readouterr().err
+
+
 class _Bytes:
     """A byte-level vocabulary for llguidance: token i is byte i, 256 ends the text."""
 

@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-from autostrat.errors import EXIT_FINDINGS, EXIT_OK
+from autostrat.errors import EXIT_FINDINGS, EXIT_OK, AutostratError
 from autostrat.search.local import MAX_PARALLEL
 
 _GRAMMAR_HELP = """\
@@ -48,6 +48,8 @@ def register(sub) -> None:
                        description=_GRAMMAR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", choices=("gbnf", "lark"), default="gbnf", help="the grammar format (default gbnf)")
     p.add_argument("--typed", action="store_true", help="the typed grammar: every text it matches checks")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="with --typed: the bounds a constrained run with "
+                   "[llm] max_tokens N sends, whose every answer fits N tokens (default: the full bounds)")
     p.set_defaults(handler=cmd_grammar)
 
     p = sub.add_parser("serve-local", help="serve a small local model (SmolLM2-135M) for the llm proposer",
@@ -67,10 +69,15 @@ def register(sub) -> None:
 
 def cmd_grammar(args) -> int:
     """`autostrat grammar --format gbnf|lark [--typed]`: print the exported grammar."""
+    if args.max_tokens is not None and not args.typed:
+        raise AutostratError("--max-tokens bounds the typed grammar; add --typed (the syntax grammar has no bound)")
     if args.typed:
-        from autostrat.lang.grammar_typed import export
-    else:
-        from autostrat.lang.grammar_export import export
+        from autostrat.lang.grammar_typed import TypedBounds, bounds_for, export
+
+        bounds = bounds_for(args.max_tokens) if args.max_tokens is not None else TypedBounds()
+        sys.stdout.write(export(args.format, bounds))
+        return EXIT_OK
+    from autostrat.lang.grammar_export import export
 
     sys.stdout.write(export(args.format))
     return EXIT_OK
