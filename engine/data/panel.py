@@ -10,6 +10,7 @@ autostrat.data.panel_spec loads one from a data spec.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -58,7 +59,8 @@ class Panel:
     def __repr__(self) -> str:
         return f"Panel({self.n_assets} assets x {len(self)} bars, {self.spec or ','.join(self.names[:3])})"
 
-    @property
+    # The arrays are read-only, so what is computed from them is computed once per Panel.
+    @functools.cached_property
     def sha256(self) -> str:
         h = hashlib.sha256()
         h.update("\0".join(self.names).encode())
@@ -72,7 +74,12 @@ class Panel:
         Its daily return is the mean close-to-close return of the assets with a close on both this
         bar and their previous one (each asset's own previous bar), rebalanced daily; 0 on a bar
         where no asset has one. Splits are cut on its dates; buy-and-hold metrics read its close.
+        Computed once per Panel: treat it as read-only.
         """
+        return self._benchmark
+
+    @functools.cached_property
+    def _benchmark(self) -> Market:
         index = equal_weight_index(self.close)
         return Market(name=f"equal-weight {self.spec or 'universe'}", dates=self.dates, open=index, high=index,
                       low=index, close=index, volume=np.zeros(len(index)), source="panel", sha256=self.sha256)

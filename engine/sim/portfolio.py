@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
     """Choose a side's assets at bar t into `picked`; return how many (k)."""
     n_assets = score.shape[0]
@@ -66,7 +66,7 @@ def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _side_weights_nb(picked, k, weight, t, top, by_value, gross, cap, out):
     """Target weights of a side's k assets into out[:k] (positive; the caller signs them)."""
     if k == 0:
@@ -111,7 +111,7 @@ def _side_weights_nb(picked, k, weight, t, top, by_value, gross, cap, out):
                 out[i] += excess * out[i] / free
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_top, long_fraction,
                  has_short, short_top, short_fraction, by_value, cap, every, start, stop,
                  commission, slippage, capital):

@@ -13,6 +13,7 @@ a rebalance decided at a close cannot trade at that close.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +70,7 @@ def simulate_period(typed: TypedProgram, panel: Panel, scores: dict[str, np.ndar
                     settings: Settings) -> tuple[np.ndarray, np.ndarray, float]:
     """(equity, holdings, traded notional) of the portfolio over bars [start, stop)."""
     spec = typed.portfolio
-    ones = np.ones_like(panel.close)
-    empty = np.full_like(panel.close, np.nan)
+    ones, empty = _constant_arrays(panel)
     long, short = spec.long, spec.short
     bt = settings.backtest
     return portfolio_nb(panel.open, panel.close, scores[long.by] if long else empty,
@@ -81,6 +81,17 @@ def simulate_period(typed: TypedProgram, panel: Panel, scores: dict[str, np.ndar
                         spec.weight_by is not None, spec.cap or 0.0, spec.every, int(start), int(stop),
                         fraction_of_bps(bt.commission_bps), fraction_of_bps(bt.slippage_bps),
                         float(bt.initial_capital))
+
+
+_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _constant_arrays(panel: Panel) -> tuple[np.ndarray, np.ndarray]:
+    """Ones (equal weights) and NaNs (no such side) shaped like the panel, made once per panel
+    (and dropped with it): the simulator reads them and never writes them."""
+    if panel not in _CONSTANTS:
+        _CONSTANTS[panel] = (np.ones_like(panel.close), np.full_like(panel.close, np.nan))
+    return _CONSTANTS[panel]
 
 
 def backtest_portfolio(strategy, data="synthetic-universe", settings: Settings | None = None, *,

@@ -10,6 +10,8 @@ bit. A chunk is sized so that its assets x bars arrays stay within `ARRAY_BUDGET
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,8 +88,11 @@ def evaluate_chunks(items, panel: Panel, settings: Settings, periods=SEARCH_PERI
                 raise AutostratError(f"{t.program.path}: error: not a portfolio strategy; a bulk run evaluates "
                                      "portfolio and single-market strategies separately")
         scores = evaluate_scores_many(typed, panel)
-        values = np.stack([program_metrics(t, panel, sc, spans, benchmark, settings)
-                           for t, sc in zip(typed, scores)])
+        # The simulator and the score metrics release the GIL: the programs are traded on all
+        # cores, each alone, so the values do not depend on the threads.
+        with ThreadPoolExecutor(max_workers=min(len(typed), os.cpu_count() or 1)) as pool:
+            values = np.stack(list(pool.map(lambda ts: program_metrics(ts[0], panel, ts[1], spans, benchmark, settings),
+                                            zip(typed, scores))))
         yield Chunk(typed, [r for _, r in batch], values), list(spans)
 
 

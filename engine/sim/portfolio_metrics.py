@@ -36,7 +36,7 @@ PORTFOLIO_METRIC_NAMES = tuple(n for n in METRIC_NAMES if n not in DROPPED) + SC
 TRADING_DAYS = 252.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pearson_nb(x, y, m):
     mx = 0.0
     my = 0.0
@@ -57,7 +57,7 @@ def _pearson_nb(x, y, m):
     return sxy / math.sqrt(sxx * syy)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ranks_nb(x, m, out):
     order = np.argsort(x[:m], kind="mergesort")
     i = 0
@@ -70,7 +70,7 @@ def _ranks_nb(x, m, out):
         i = j + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def score_metrics_nb(score, close, every, fraction, start, stop):
     """(ic, rank_ic, spread) per rebalance, float64[n_rebalances, 3], NaN where undefined."""
     n_assets = close.shape[0]
