@@ -59,7 +59,12 @@ def _pearson_nb(x, y, m):
 
 @njit(cache=True, nogil=True)
 def _ranks_nb(x, m, out):
-    order = np.argsort(x[:m], kind="mergesort")
+    _ranks_in_order_nb(x, m, np.argsort(x[:m], kind="mergesort"), out)
+
+
+@njit(cache=True, nogil=True)
+def _ranks_in_order_nb(x, m, order, out):
+    """Average ranks of x[:m] into out, given `order`, the stable argsort of x[:m]."""
     i = 0
     while i < m:
         j = i
@@ -108,7 +113,7 @@ def score_metrics_nb(score, close, every, fraction, start, stop):
         if m < 3:
             continue
         out[j, 0] = _pearson_nb(s, f, m)
-        _ranks_nb(s, m, rs)
+        _ranks_in_order_nb(s, m, order, rs)  # the sort the spread made
         _ranks_nb(f, m, rf)
         out[j, 1] = _pearson_nb(rs, rf, m)
     return out
