@@ -132,6 +132,30 @@ def reference_portfolio(open_, close, long_score, short_score, weight, long_side
     return np.array(equity), np.array(holdings), traded
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_picking_a_small_side_of_a_large_universe_matches_a_full_sort(seed):
+    """The simulator sorts only the values a side can reach: the picks, their order (ties by asset)
+    and what is taken must be the full stable sort's, with many ties and many assets already taken."""
+    from autostrat.sim.portfolio import _pick_nb
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    score = rng.choice([-1.0, 0.0, 0.5, 1.0, 2.0], size=(n, 3)) if seed % 2 else rng.normal(size=(n, 3))
+    score[rng.uniform(size=score.shape) < 0.1] = np.nan
+    close = np.where(rng.uniform(size=(n, 3)) < 0.05, np.nan, 1.0)
+    weight = np.ones((n, 3))
+    for top in (True, False):
+        for fraction in (0.01, 0.03, 0.1, 0.2, 0.5):
+            taken_set = set(rng.choice(n, size=int(rng.integers(0, 40)), replace=False).tolist())
+            taken = np.zeros(n, dtype=np.bool_)
+            taken[list(taken_set)] = True
+            picked = np.empty(n, dtype=np.int64)
+            k = _pick_nb(score, weight, close, 1, top, fraction, taken, picked)
+            want = _pick(score, weight, close, 1, top, fraction, taken_set)
+            assert picked[:k].tolist() == want
+            assert set(np.flatnonzero(taken).tolist()) == taken_set
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_simulator_matches_a_plain_python_loop(seed):
     rng = np.random.default_rng(100 + seed)

@@ -50,9 +50,26 @@ def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
         m += 1
     if m == 0:
         return 0
+    k = max(1, int(math.floor(fraction * m + 1e-9)))
+    # The assets in order of (value, asset index), as far as the side reaches: at most k plus the
+    # assets the other side took. When that is a small part of m, the values up to the reach's
+    # largest are found by a partition and only they are sorted; every value equal to that
+    # largest is kept, so the order below is the full sort's, ties and all.
+    reach = k
+    for a in range(n_assets):
+        if taken[a]:
+            reach += 1
+    if 4 * reach < m:
+        bound = np.partition(values[:m], reach - 1)[reach - 1]
+        c = 0
+        for i in range(m):
+            if values[i] <= bound:
+                values[c] = values[i]
+                where[c] = where[i]  # c <= i: the kept ones stay in asset order
+                c += 1
+        m = c
     # Stable sort on (value, asset index): `where` is in asset order, mergesort keeps it on ties.
     order = np.argsort(values[:m], kind="mergesort")
-    k = max(1, int(math.floor(fraction * m + 1e-9)))
     n = 0
     for i in range(m):
         if n == k:
