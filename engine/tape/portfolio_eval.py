@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 
 import numpy as np
 
@@ -37,13 +38,23 @@ _SLOTS = ("open", "high", "low")  # the registers a stage-3 node's operands stan
 
 
 class _Rows:
-    """Which bars each asset has: asset a's are flat[offsets[a]:offsets[a + 1]] (computed once per panel)."""
+    """Which bars each asset has: asset a's are flat[offsets[a]:offsets[a + 1]]."""
 
     def __init__(self, panel):
         present = np.isfinite(panel.close)
         rows = [np.flatnonzero(present[a]) for a in range(panel.n_assets)]
         self.flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         self.offsets = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
+
+
+_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _rows_of(panel) -> _Rows:
+    """A panel's _Rows, computed once per panel (its arrays are read-only) and dropped with it."""
+    if panel not in _ROWS:
+        _ROWS[panel] = _Rows(panel)
+    return _ROWS[panel]
 
 
 class _Scores:
@@ -60,7 +71,7 @@ class _Scores:
     @property
     def rows(self) -> _Rows:
         if self._rows is None:
-            self._rows = _Rows(self.panel)
+            self._rows = _rows_of(self.panel)
         return self._rows
 
     # --- which nodes need the whole universe ----------------------------------------------------
@@ -269,7 +280,7 @@ def evaluate_scores_many(programs: list[TypedProgram], panel) -> list[dict[str, 
     for t in programs:
         if t.portfolio is None:
             raise ValueError(f"{t.name or 'a strategy'} is not a portfolio strategy")
-    rows, shared = _Rows(panel), {}
+    rows, shared = _rows_of(panel), {}
     states, wanted, roots, exprs = [], [], [], []
     for t in programs:
         names = tuple(n for n in t.portfolio.scores if n not in _SERIES)
