@@ -132,6 +132,17 @@ def reference_portfolio(open_, close, long_score, short_score, weight, long_side
     return np.array(equity), np.array(holdings), traded
 
 
+def test_the_selection_finds_the_kth_smallest_value_with_ties():
+    from autostrat.sim.portfolio import _kth_smallest_nb
+
+    rng = np.random.default_rng(5)
+    for trial in range(2000):
+        n = int(rng.integers(1, 60))
+        x = rng.choice([-1.0, 0.0, -0.0, 2.0, 3.5], size=n) if trial % 2 else rng.normal(size=n)
+        k = int(rng.integers(0, n))
+        assert _kth_smallest_nb(x.copy(), k) == np.sort(x)[k]
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_picking_a_small_side_of_a_large_universe_matches_a_full_sort(seed):
     """The simulator sorts only the values a side can reach: the picks, their order (ties by asset)

@@ -35,6 +35,34 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
+def _kth_smallest_nb(x, kth):
+    """The kth smallest value of x (0-based), rearranging x: Hoare's selection. Written out
+    because np.partition's numba implementation takes seconds to compile."""
+    lo = 0
+    hi = x.shape[0] - 1
+    while lo < hi:
+        pivot = x[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while x[i] < pivot:
+                i += 1
+            while x[j] > pivot:
+                j -= 1
+            if i <= j:
+                x[i], x[j] = x[j], x[i]
+                i += 1
+                j -= 1
+        if kth <= j:
+            hi = j
+        elif kth >= i:
+            lo = i
+        else:
+            return x[kth]
+    return x[kth]
+
+
+@njit(cache=True, nogil=True)
 def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
     """Choose a side's assets at bar t into `picked`; return how many (k)."""
     n_assets = score.shape[0]
@@ -60,7 +88,7 @@ def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
         if taken[a]:
             reach += 1
     if 4 * reach < m:
-        bound = np.partition(values[:m], reach - 1)[reach - 1]
+        bound = _kth_smallest_nb(values[:m].copy(), reach - 1)
         c = 0
         for i in range(m):
             if values[i] <= bound:
