@@ -191,6 +191,8 @@ def portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_t
                 value += shares[a] * price
             if value > 0.0:
                 for a in range(n_assets):
+                    if target[a] == 0.0 and shares[a] == 0.0:
+                        continue  # nothing to trade (delta would be 0); most assets, unread
                     price = open_[a, t]
                     if math.isnan(price):
                         continue
