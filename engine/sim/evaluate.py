@@ -7,53 +7,98 @@ distributed executor can map it over chunks of programs and assets.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
 from autostrat.sim.metrics import METRIC_NAMES
-from autostrat.sim.simulate import evaluation_args, simulate_into_nb, simulate_long_nb
+from autostrat.sim.simulate import (evaluation_args, simulate_close_long_nb, simulate_close_nb, simulate_into_nb,
+                                    simulate_long_nb)
 from autostrat.tape.kernel_table import kernel_table
 from autostrat.tape.vm import run_tape_nb
 
 N_METRICS = len(METRIC_NAMES)
 
 
-@njit(cache=True)
-def _score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                      commission, slippage, capital, out):
-    long_only = rules[2, 1] < 0 and rules[3, 1] < 0
-    for s in range(spans.shape[0]):
-        # Metrics are summed while the period is traded: no equity or trade arrays are kept.
-        if long_only:
-            simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
-                             commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
-                             out[s])
-        else:
-            simulate_into_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
-                             commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
-                             out[s])
+def _program_scorer(at_close: bool):
+    """The kernel scoring one program on every period, for any fill, or for fill `close`
+    (`at_close`): then a program without a stop, target or max_hold is scored through the
+    simulators specialised for that (autostrat.sim.simulate._simulator), any other through the
+    general ones. numba reads `at_close` as a constant and compiles only the branch it takes, so
+    the specialised simulators compile the first time a batch at fill `close` is scored."""
+
+    @njit(cache=True)
+    def score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                         commission, slippage, capital, out):
+        long_only = rules[2, 1] < 0 and rules[3, 1] < 0
+        if at_close:
+            if math.isnan(exits[0]) and math.isnan(exits[1]) and math.isnan(exits[2]) and exits[3] < 1:
+                for s in range(spans.shape[0]):
+                    if long_only:
+                        simulate_close_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
+                                               True, commission, slippage, exits[0], exits[1], exits[2],
+                                               int(exits[3]), capital, False, out[s])
+                    else:
+                        simulate_close_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
+                                          True, commission, slippage, exits[0], exits[1], exits[2], int(exits[3]),
+                                          capital, False, out[s])
+                return
+        for s in range(spans.shape[0]):
+            # Metrics are summed while the period is traded: no equity or trade arrays are kept.
+            if long_only:
+                simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
+                                 commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
+                                 out[s])
+            else:
+                simulate_into_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
+                                 commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
+                                 out[s])
+
+    return score_program_nb
 
 
-@njit(cache=True, parallel=True)
-def _score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                   commission, slippage, capital):
-    n_prog = rules.shape[0]
-    out = np.empty((n_prog, spans.shape[0], N_METRICS))
-    for p in prange(n_prog):
-        _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                          fill_close, commission, slippage, capital, out[p])
-    return out
+_score_program_nb = _program_scorer(False)
+_score_close_program_nb = _program_scorer(True)
 
 
-@njit(cache=True)
-def _score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                     commission, slippage, capital):
-    n_prog = rules.shape[0]
-    out = np.empty((n_prog, spans.shape[0], N_METRICS))
-    for p in range(n_prog):
-        _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                          fill_close, commission, slippage, capital, out[p])
-    return out
+def _batch_scorers(at_close: bool):
+    """(parallel, serial) kernels scoring a batch's programs with _score_close_program_nb
+    (`at_close`) or _score_program_nb. The closure holds only the flag: numba keys its disk cache
+    by the closure's values, which must be the same in every process."""
+
+    @njit(cache=True, parallel=True)
+    def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
+                      commission, slippage, capital):
+        n_prog = rules.shape[0]
+        out = np.empty((n_prog, spans.shape[0], N_METRICS))
+        for p in prange(n_prog):
+            if at_close:
+                _score_close_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                        fill_close, commission, slippage, capital, out[p])
+            else:
+                _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                  fill_close, commission, slippage, capital, out[p])
+        return out
+
+    @njit(cache=True)
+    def score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
+                        commission, slippage, capital):
+        n_prog = rules.shape[0]
+        out = np.empty((n_prog, spans.shape[0], N_METRICS))
+        for p in range(n_prog):
+            if at_close:
+                _score_close_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                        fill_close, commission, slippage, capital, out[p])
+            else:
+                _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                  fill_close, commission, slippage, capital, out[p])
+        return out
+
+    return score_many_nb, score_serial_nb
+
+
+_SCORERS = {False: _batch_scorers(False), True: _batch_scorers(True)}  # by fill_close
 
 
 def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, low, close, volume,
@@ -76,7 +121,8 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
                                               fill_close, commission, slippage, capital, False, parallel)
         return out
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
-    score = _score_many_nb if parallel and rules.shape[0] > 1 else _score_serial_nb
+    many, serial = _SCORERS[bool(fill_close)]
+    score = many if parallel and rules.shape[0] > 1 else serial
     return score(regs, rules, warmups, exits, open_, high, low, close, spans, bool(fill_close),
                  float(commission), float(slippage), float(capital))
 
