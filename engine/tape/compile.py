@@ -11,6 +11,7 @@ reader has run, and never as the output of an instruction that reads it (kernels
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -279,8 +280,8 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
     operations throughout, but for the allocation's one pass over the rows.
     """
     n = len(rows)
-    code = np.array(rows, dtype=np.int64).reshape(-1, WIDTH)
-    out = np.array(outputs, dtype=np.int64).reshape(-1, 4)
+    code = _int_array(rows, WIDTH)
+    out = _int_array(outputs, 4)
     last_read = _last_reads(rows)
     row = out - FIRST_FREE_REG
     defined = (row >= 0) & (row < n)
@@ -297,7 +298,7 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
         fused[row[fuse]] = True
         live = set(rules[fuse][:, 1:].ravel().tolist())
     if allocate:
-        n_regs, mapping = _allocate(rows, outputs, live, last_read)
+        n_regs, mapping = _allocate(rows, out, live, last_read)
         m = np.array(mapping, dtype=np.int64)
         code[:, 1:5] = m[code[:, 1:5]]  # unused source fields are 0, which maps to itself
         out = np.where(out != NO_REG, m[out], NO_REG)
@@ -305,6 +306,11 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
     else:
         n_regs = FIRST_FREE_REG + n
     return code, n_regs, out, rules, np.ascontiguousarray(code[~fused])
+
+
+def _int_array(rows: list[list[int]], width: int) -> np.ndarray:
+    """An int64 (len(rows), width) array of equal-length rows (np.fromiter: twice as fast as np.array)."""
+    return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * width).reshape(-1, width)
 
 
 def _last_reads(rows: list[list[int]]) -> list[int]:
@@ -321,7 +327,7 @@ def _last_reads(rows: list[list[int]]) -> list[int]:
     return last
 
 
-def _allocate(rows: list[list[int]], outputs: list[list[int]], live: set[int], last_use: list[int]) -> tuple[int, list[int]]:
+def _allocate(rows: list[list[int]], outputs: np.ndarray, live: set[int], last_use: list[int]) -> tuple[int, list[int]]:
     """The register count and the map from virtual registers (rows' numbering) to reused physical ones.
 
     A register is reused once its last reader has run, and never as the output of an instruction
@@ -330,13 +336,9 @@ def _allocate(rows: list[list[int]], outputs: list[list[int]], live: set[int], l
     register: this is the one pass over every instruction of the batch.
     """
     n = len(rows)
-    for out in outputs:
-        for r in out:
-            if r >= FIRST_FREE_REG:
-                last_use[r] = n  # outputs stay live to the end
-    for r in live:
+    for r in {*outputs[outputs >= FIRST_FREE_REG].tolist(), *live}:
         if r >= FIRST_FREE_REG:
-            last_use[r] = n
+            last_use[r] = n  # outputs and fused rules' operands stay live to the end
     mapping = list(range(FIRST_FREE_REG + n))  # 0..4 (the bar data) map to themselves
     free: list[int] = []
     top = FIRST_FREE_REG
