@@ -107,11 +107,13 @@ class _Emitter:
         one, or the one an identical instruction of the batch already writes."""
         key = (code, a, b, c, n1, n2, n3, k)
         hit = self.cse.get(key)
-        if hit is not None:
-            return hit
+        return hit if hit is not None else self.add(key, node)
+
+    def add(self, key: tuple, node) -> int:
+        """Emit instruction `key` (emit's key, not in `cse`) into a new register."""
         dst = self.next_vreg
         self.next_vreg += 1
-        self.rows.append([code, dst, a, b, c, n1, n2, n3, k])
+        self.rows.append([key[0], dst, *key[1:]])
         self.spans.append(node.span if node is not None else N.NO_SPAN)
         self.nodes.append(node)
         self.origins.append(self.program)
@@ -141,7 +143,9 @@ class _ProgramCompiler:
             if kinds == _SERIES_WINDOW:  # sma(close, 20): the commonest call, taken in one step
                 x, n = e.args
                 reg = SERIES_REGS[x.id] if type(x) is N.Name and x.id in SERIES_REGS else self.expr(x)
-                return em.emit(code, reg, n1=int(n.literal) if type(n) is N.Num else self.window(n), node=e)
+                key = (code, reg, 0, 0, int(n.literal) if type(n) is N.Num else self.window(n), 0, 0, 0)
+                hit = em.cse.get(key)  # em.emit, inlined on the two commonest paths
+                return hit if hit is not None else em.add(key, e)
             regs = [0, 0, 0]
             windows = [0, 0, 0]
             nr = nw = k = 0
@@ -159,7 +163,9 @@ class _ProgramCompiler:
                     nr += 1
             return em.emit(code, regs[0], regs[1], regs[2], windows[0], windows[1], windows[2], k, e)
         if kind is N.Binary:
-            return em.emit(_OPS[e.op], self.expr(e.left), self.expr(e.right), node=e)
+            key = (_OPS[e.op], self.expr(e.left), self.expr(e.right), 0, 0, 0, 0, 0)
+            hit = em.cse.get(key)
+            return hit if hit is not None else em.add(key, e)
         if kind is N.Name:
             if e.id in SERIES_REGS:
                 return SERIES_REGS[e.id]

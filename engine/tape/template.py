@@ -16,7 +16,8 @@ import numpy as np
 
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
-from autostrat.tape.compile import FILL, NO_REG, RULE_ORDER, Tape, _exits, _ProgramCompiler, assemble, compile_many
+from autostrat.tape.compile import (FILL, NO_REG, RULE_ORDER, Tape, _Emitter, _exits, _ProgramCompiler, assemble,
+                                    compile_many)
 from autostrat.tape.opcodes import FIRST_FREE_REG, WIDTH
 
 
@@ -48,24 +49,20 @@ class _Param(tuple):
     """A field of an instruction that is a param's value: ("window" | "const", name)."""
 
 
-class _Recorder:
+class _Recorder(_Emitter):
     """An emitter that records instructions with symbolic param fields instead of emitting them."""
 
     def __init__(self):
+        super().__init__()
         self.recipe: list[tuple] = []
-        self.cse: dict[tuple, int] = {}
-        self.next_vreg = FIRST_FREE_REG
-        self.program = 0
 
     def const(self, value):
         return value if isinstance(value, _Param) else ("literal", float(value))
 
-    def emit(self, code: int, a=0, b=0, c=0, n1=0, n2=0, n3=0, k=0, node=None) -> int:
-        key = (code, a, b, c, n1, n2, n3, k)
-        if key in self.cse:
-            return self.cse[key]
+    def add(self, key: tuple, node) -> int:
         dst = self.next_vreg
         self.next_vreg += 1
+        code, a, b, c, n1, n2, n3, k = key
         self.recipe.append((dst, code, (a, b, c), (n1, n2, n3), k))
         self.cse[key] = dst
         return dst
