@@ -7,8 +7,6 @@ distributed executor can map it over chunks of programs and assets.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
@@ -22,31 +20,29 @@ N_METRICS = len(METRIC_NAMES)
 
 
 def _program_scorer(at_close: bool):
-    """The kernel scoring one program on every period, for any fill, or for fill `close`
-    (`at_close`): then a program without a stop, target or max_hold is scored through the
-    simulators specialised for that (autostrat.sim.simulate._simulator), any other through the
-    general ones. numba reads `at_close` as a constant and compiles only the branch it takes, so
-    the specialised simulators compile the first time a batch at fill `close` is scored."""
+    """The kernel scoring one program on every period: through the general simulators, or
+    (`at_close`) through those specialised for fill `close` with no stop, target or max_hold
+    (autostrat.sim.simulate._simulator), for programs that meet that (`evaluate_arrays` sorts them).
+    numba reads `at_close` as a constant and compiles only the simulators its branch calls, so the
+    specialised ones compile the first time such a program is scored, and the general ones are
+    not compiled for it."""
 
     @njit(cache=True)
     def score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
                          commission, slippage, capital, out):
+        # Metrics are summed while the period is traded: no equity or trade arrays are kept.
         long_only = rules[2, 1] < 0 and rules[3, 1] < 0
-        if at_close:
-            if math.isnan(exits[0]) and math.isnan(exits[1]) and math.isnan(exits[2]) and exits[3] < 1:
-                for s in range(spans.shape[0]):
-                    if long_only:
-                        simulate_close_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
-                                               True, commission, slippage, exits[0], exits[1], exits[2],
-                                               int(exits[3]), capital, False, out[s])
-                    else:
-                        simulate_close_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
-                                          True, commission, slippage, exits[0], exits[1], exits[2], int(exits[3]),
-                                          capital, False, out[s])
-                return
         for s in range(spans.shape[0]):
-            # Metrics are summed while the period is traded: no equity or trade arrays are kept.
-            if long_only:
+            if at_close:
+                if long_only:
+                    simulate_close_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
+                                           True, commission, slippage, exits[0], exits[1], exits[2], int(exits[3]),
+                                           capital, False, out[s])
+                else:
+                    simulate_close_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, True,
+                                      commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital,
+                                      False, out[s])
+            elif long_only:
                 simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
                                  commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
                                  out[s])
@@ -98,7 +94,12 @@ def _batch_scorers(at_close: bool):
     return score_many_nb, score_serial_nb
 
 
-_SCORERS = {False: _batch_scorers(False), True: _batch_scorers(True)}  # by fill_close
+_SCORERS = {False: _batch_scorers(False), True: _batch_scorers(True)}  # by at_close
+
+
+def _at_close(exits: np.ndarray) -> np.ndarray:
+    """Which programs the fill-`close` simulators may score: no stop, target, trailing stop or max_hold."""
+    return np.isnan(exits[:, 0]) & np.isnan(exits[:, 1]) & np.isnan(exits[:, 2]) & (exits[:, 3] < 1)
 
 
 def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, low, close, volume,
@@ -121,10 +122,19 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
                                               fill_close, commission, slippage, capital, False, parallel)
         return out
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
-    many, serial = _SCORERS[bool(fill_close)]
-    score = many if parallel and rules.shape[0] > 1 else serial
-    return score(regs, rules, warmups, exits, open_, high, low, close, spans, bool(fill_close),
-                 float(commission), float(slippage), float(capital))
+    args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
+    plain = _at_close(exits) if fill_close else np.zeros(rules.shape[0], dtype=bool)
+    if plain.all() or not plain.any():
+        return _score(bool(plain.all()) and rules.shape[0] > 0, parallel, regs, rules, warmups, exits, *args)
+    out = np.empty((rules.shape[0], spans.shape[0], N_METRICS))
+    for part, at_close in ((np.flatnonzero(plain), True), (np.flatnonzero(~plain), False)):
+        out[part] = _score(at_close, parallel, regs, rules[part], warmups[part], exits[part], *args)
+    return out
+
+
+def _score(at_close: bool, parallel: bool, regs, rules, *args) -> np.ndarray:
+    many, serial = _SCORERS[at_close]
+    return (many if parallel and rules.shape[0] > 1 else serial)(regs, rules, *args)
 
 
 def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:
