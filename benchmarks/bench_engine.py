@@ -21,8 +21,11 @@ after another, so a noisy machine slows them alike and the ratios hold):
                 variants included
   (d) vectorbt  vectorbt's Portfolio.from_signals over the grid, per period, with the same four
                 statistics
-Goals: (a) <= 3x floor, (b) <= 1x, (c) <= 0.5x, bulk >= 20x faster than vectorbt. Then the first
-call with an empty numba cache (in a subprocess) and the warm `autostrat backtest` wall time.
+Goals: (a) <= 3x floor, (b) <= 1x, (c) <= 0.5x, bulk >= 20x faster than vectorbt. Then where
+(b)'s time goes, in CPU time of one thread (`time.thread_time`, so other processes on the machine
+count less): compiling the 1,000 programs into one tape, running it, and scoring them on one
+thread against the floor's own pass. Then the first call with an empty numba cache (in a
+subprocess) and the warm `autostrat backtest` wall time.
 """
 
 from __future__ import annotations
@@ -147,6 +150,49 @@ def _sma(close, n):
     return out
 
 
+def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
+    """(b) in parts, each the median CPU time of this thread over `repeat` rounds, per strategy.
+
+    Scoring runs evaluate_arrays' serial kernel (the one a single-threaded worker uses), so its
+    time compares with the floor's single-threaded pass.
+    """
+    from autostrat.sim.evaluate import _SCORERS, spans_array
+    from autostrat.sim.simulate import backtest_args
+    from autostrat.tape.kernel_table import kernel_table
+    from autostrat.tape.template import compile_batch
+    from autostrat.tape.vm import run_tape_nb
+
+    m, tape = market, compile_batch(programs)
+    fill_close, commission, slippage, capital = backtest_args(settings.backtest)
+    serial = _SCORERS[fill_close][1]
+    bounds = spans_array(spans)
+
+    def run():
+        return run_tape_nb(tape.run_code, tape.consts, tape.n_regs, kernel_table(tape.run_code), m.open, m.high,
+                           m.low, m.close, m.volume)
+
+    regs = run()
+    parts = {
+        "compile": lambda: compile_batch(programs),
+        "run the tape": run,
+        "score": lambda: serial(regs, tape.rules, tape.warmups, tape.exits, m.open, m.high, m.low, m.close, bounds,
+                                fill_close, commission, slippage, capital),
+        "floor": floor,
+    }
+    for fn in parts.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(repeat):
+        for name, fn in parts.items():
+            t = time.thread_time()
+            fn()
+            times[name].append((time.thread_time() - t) / len(programs))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print("(b) in parts, CPU of one thread, us per strategy: "
+          + "  ".join(f"{name} {v * 1e6:.1f}" for name, v in med.items())
+          + f"  (score / floor {med['score'] / med['floor']:.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=7, help="rounds; each row's median is printed (default 7)")
@@ -212,6 +258,8 @@ def main() -> None:
     else:
         print("(d) vectorbt: not installed (pip install -e '.[bench]')")
     print(f"parsing and checking, separately: {parse * 1e6:.0f} us per program")
+    bulk_parts(programs, market, settings, spans, args.repeat,
+               lambda: floor_nb(close, fasts, slows, starts, stops, CAPITAL, out))
     if args.no_cli:
         return
 

@@ -23,9 +23,9 @@ from autostrat.lang import nodes as N
 from autostrat.lang.check import check
 from autostrat.lang.parse import parse
 from autostrat.sim.grid import set_param
-from autostrat.sim.evaluate import evaluate_tape
+from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape, spans_array
 from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
-from autostrat.sim.simulate import period_simulation
+from autostrat.sim.simulate import evaluation_args, period_simulation
 from autostrat.tape.compile import FUSED_OPS, compile, compile_many
 from autostrat.tape.template import compile_variants
 
@@ -115,3 +115,24 @@ def test_sweep_variants_keep_their_operands_alive(markets):
     tape = compile_variants(variants)
     for name in SETTINGS:
         assert_same_bits(tape, markets["extreme"], settings_of(name))
+
+
+@pytest.mark.parametrize("market_name", sorted(MARKETS))
+def test_a_batch_at_fill_close_mixing_exits_scores_each_program_as_alone(market_name, markets):
+    """At fill close the programs without a stop, target, trailing stop or max_hold are scored by the
+    simulators specialised for that and the others by the general ones, in and out of one batch,
+    serial or parallel: every program's metrics have the bits its rule rows give."""
+    typed = [check(parse(path.read_text(encoding="utf-8"), str(path))) for path in program_files()]
+    assert any(t.exits for t in typed) and any(not t.exits for t in typed)
+    market, settings = markets[market_name], settings_of("close, no costs")
+    n = len(market)
+    spans = {"first": (0, n // 2), "second": (n // 2, n)}
+    tape = compile_many(typed)
+    batch = evaluate_tape(tape, market, spans, settings.backtest)
+    serial = evaluate_arrays(tape.run_code, tape.consts, tape.n_regs, tape.rules, tape.warmups, tape.exits,
+                             market.open, market.high, market.low, market.close, market.volume,
+                             spans_array(spans), *evaluation_args(settings.backtest)[:4], parallel=False)
+    assert batch.tobytes() == serial.tobytes()
+    for p, t in enumerate(typed):
+        alone = evaluate_tape(compile(t), market, spans, settings.backtest)[0]
+        assert batch[p].tobytes() == alone.tobytes() == reference(tape, market, spans, settings, p).tobytes(), t.name

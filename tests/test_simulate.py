@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from autostrat.config import BacktestSettings
 from autostrat.errors import ConfigError
 from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
-from autostrat.sim.simulate import EXIT_REASONS, TRADE_COLUMNS, simulate_into_nb, simulate_nb
+from autostrat.sim.simulate import (EXIT_REASONS, TRADE_COLUMNS, simulate_close_long_nb, simulate_close_nb,
+                                    simulate_into_nb, simulate_long_nb, simulate_nb)
 from autostrat.sim.simulation import simulate
 
 NAN = math.nan
@@ -231,6 +232,32 @@ def test_scoring_while_trading_gives_the_metrics_of_the_recorded_period_bit_for_
         kept = simulate_into_nb(*args[:4], signals, rules, *args[8:], False, got)
         assert all(a.size == 0 for a in kept)
         assert want.tobytes() == got.tobytes(), (seed, dict(zip(METRIC_NAMES, zip(want, got))))
+
+
+def test_the_simulators_specialised_for_fill_close_score_bit_for_bit_as_the_general_ones():
+    """simulate_close_nb and simulate_close_long_nb (compiled for fill `close` with no stop, target,
+    trailing stop or max_hold) against the general simulators on every random case made one they
+    apply to, costs and liquidations included: not one metric bit differs."""
+    rules = np.array([[-1, j, -1] for j in range(4)], dtype=np.int64)
+    long_rules = rules.copy()
+    long_rules[2:] = -1  # no short or cover rule: the long-only loops
+    traded = 0
+    for seed in range(600):
+        args = list(random_case(seed))
+        args[11] = True  # fill close
+        args[14:18] = [NAN, NAN, NAN, -1]
+        signals = np.stack(args[4:8])
+        plain = (*args[:4], signals)
+        for general, special, forms in ((simulate_into_nb, simulate_close_nb, rules),
+                                        (simulate_long_nb, simulate_close_long_nb, long_rules)):
+            want = np.empty(len(METRIC_NAMES))
+            general(*plain, forms, *args[8:], False, want)
+            got = np.full(len(METRIC_NAMES), -123.0)
+            kept = special(*plain, forms, *args[8:], False, got)
+            assert all(a.size == 0 for a in kept)
+            assert want.tobytes() == got.tobytes(), (seed, dict(zip(METRIC_NAMES, zip(want, got))))
+            traded += want[METRIC_NAMES.index("num_trades")] > 0
+    assert traded > 600  # most cases trade
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,49 +11,95 @@ import numpy as np
 from numba import njit, prange
 
 from autostrat.sim.metrics import METRIC_NAMES
-from autostrat.sim.simulate import evaluation_args, simulate_into_nb, simulate_long_nb
+from autostrat.sim.simulate import (evaluation_args, simulate_close_long_nb, simulate_close_nb, simulate_into_nb,
+                                    simulate_long_nb)
 from autostrat.tape.kernel_table import kernel_table
 from autostrat.tape.vm import run_tape_nb
 
 N_METRICS = len(METRIC_NAMES)
 
 
-@njit(cache=True)
-def _score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                      commission, slippage, capital, out):
-    long_only = rules[2, 1] < 0 and rules[3, 1] < 0
-    for s in range(spans.shape[0]):
+def _program_scorer(at_close: bool):
+    """The kernel scoring one program on every period: through the general simulators, or
+    (`at_close`) through those specialised for fill `close` with no stop, target or max_hold
+    (autostrat.sim.simulate._simulator), for programs that meet that (`evaluate_arrays` sorts them).
+    numba reads `at_close` as a constant and compiles only the simulators its branch calls, so the
+    specialised ones compile the first time such a program is scored, and the general ones are
+    not compiled for it."""
+
+    @njit(cache=True)
+    def score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                         commission, slippage, capital, out):
         # Metrics are summed while the period is traded: no equity or trade arrays are kept.
-        if long_only:
-            simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
-                             commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
-                             out[s])
-        else:
-            simulate_into_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
-                             commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
-                             out[s])
+        long_only = rules[2, 1] < 0 and rules[3, 1] < 0
+        for s in range(spans.shape[0]):
+            if at_close:
+                if long_only:
+                    simulate_close_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
+                                           True, commission, slippage, exits[0], exits[1], exits[2], int(exits[3]),
+                                           capital, False, out[s])
+                else:
+                    simulate_close_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, True,
+                                      commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital,
+                                      False, out[s])
+            elif long_only:
+                simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
+                                 commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
+                                 out[s])
+            else:
+                simulate_into_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
+                                 commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
+                                 out[s])
+
+    return score_program_nb
 
 
-@njit(cache=True, parallel=True)
-def _score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                   commission, slippage, capital):
-    n_prog = rules.shape[0]
-    out = np.empty((n_prog, spans.shape[0], N_METRICS))
-    for p in prange(n_prog):
-        _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                          fill_close, commission, slippage, capital, out[p])
-    return out
+_score_program_nb = _program_scorer(False)
+_score_close_program_nb = _program_scorer(True)
 
 
-@njit(cache=True)
-def _score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                     commission, slippage, capital):
-    n_prog = rules.shape[0]
-    out = np.empty((n_prog, spans.shape[0], N_METRICS))
-    for p in range(n_prog):
-        _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                          fill_close, commission, slippage, capital, out[p])
-    return out
+def _batch_scorers(at_close: bool):
+    """(parallel, serial) kernels scoring a batch's programs with _score_close_program_nb
+    (`at_close`) or _score_program_nb. The closure holds only the flag: numba keys its disk cache
+    by the closure's values, which must be the same in every process."""
+
+    @njit(cache=True, parallel=True)
+    def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
+                      commission, slippage, capital):
+        n_prog = rules.shape[0]
+        out = np.empty((n_prog, spans.shape[0], N_METRICS))
+        for p in prange(n_prog):
+            if at_close:
+                _score_close_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                        fill_close, commission, slippage, capital, out[p])
+            else:
+                _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                  fill_close, commission, slippage, capital, out[p])
+        return out
+
+    @njit(cache=True)
+    def score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
+                        commission, slippage, capital):
+        n_prog = rules.shape[0]
+        out = np.empty((n_prog, spans.shape[0], N_METRICS))
+        for p in range(n_prog):
+            if at_close:
+                _score_close_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                        fill_close, commission, slippage, capital, out[p])
+            else:
+                _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
+                                  fill_close, commission, slippage, capital, out[p])
+        return out
+
+    return score_many_nb, score_serial_nb
+
+
+_SCORERS = {False: _batch_scorers(False), True: _batch_scorers(True)}  # by at_close
+
+
+def _at_close(exits: np.ndarray) -> np.ndarray:
+    """Which programs the fill-`close` simulators may score: no stop, target, trailing stop or max_hold."""
+    return np.isnan(exits[:, 0]) & np.isnan(exits[:, 1]) & np.isnan(exits[:, 2]) & (exits[:, 3] < 1)
 
 
 def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, low, close, volume,
@@ -76,9 +122,19 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
                                               fill_close, commission, slippage, capital, False, parallel)
         return out
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
-    score = _score_many_nb if parallel and rules.shape[0] > 1 else _score_serial_nb
-    return score(regs, rules, warmups, exits, open_, high, low, close, spans, bool(fill_close),
-                 float(commission), float(slippage), float(capital))
+    args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
+    plain = _at_close(exits) if fill_close else np.zeros(rules.shape[0], dtype=bool)
+    if plain.all() or not plain.any():
+        return _score(bool(plain.all()) and rules.shape[0] > 0, parallel, regs, rules, warmups, exits, *args)
+    out = np.empty((rules.shape[0], spans.shape[0], N_METRICS))
+    for part, at_close in ((np.flatnonzero(plain), True), (np.flatnonzero(~plain), False)):
+        out[part] = _score(at_close, parallel, regs, rules[part], warmups[part], exits[part], *args)
+    return out
+
+
+def _score(at_close: bool, parallel: bool, regs, rules, *args) -> np.ndarray:
+    many, serial = _SCORERS[at_close]
+    return (many if parallel and rules.shape[0] > 1 else serial)(regs, rules, *args)
 
 
 def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:

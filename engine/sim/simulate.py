@@ -187,10 +187,14 @@ def simulate_nb(open_, high, low, close, long_entry, long_exit, short_entry, sho
                             initial_capital, True, np.empty(0))
 
 
-def _simulator(shorts: bool):
+def _simulator(shorts: bool, general: bool = True):
     """simulate_into_nb, compiled for programs that may go short (`shorts`) or that have no short
-    rules: numba reads `shorts` as a constant, so the long-only loop has no short side at all and
-    runs about a fifth faster. Both trade exactly alike when the short rules are off."""
+    rules, and for any settings (`general`) or only for scoring (record False) at fill `close`
+    with no stop_loss, take_profit, trailing_stop or max_hold. numba reads `shorts` and `general`
+    as constants, so a specialised loop has no code for what it cannot meet (the long-only loop
+    has no short side and runs about a fifth faster). The source is the same, so every variant
+    makes the same float operations and trades, and scores, bit for bit alike where it applies.
+    """
 
     @njit(cache=True)
     def simulate_into_nb(open_, high, low, close, regs, rules, start, stop, warmup, fill_close, commission,
@@ -205,6 +209,9 @@ def _simulator(shorts: bool):
         finish_nb), which is how a search scores a strategy. The step numbers below refer to the
         rules in the module docstring.
         """
+        if not general:  # the caller guarantees these (see _simulator)
+            fill_close = True
+            record = False
         bits = np.empty((4, max(stop - start, 0)), dtype=np.uint8)  # buy, sell, short, cover
         for j in range(4):
             rule_bits_nb(regs, rules[j, 0], rules[j, 1], rules[j, 2], start, stop, bits[j])
@@ -228,11 +235,11 @@ def _simulator(shorts: bool):
         extreme = 0.0  # peak (long) or trough (short) for the trailing stop
         pend_exit = False
         pend_side = 0
-        use_sl = not math.isnan(stop_loss)
-        use_tp = not math.isnan(take_profit)
-        use_ts = not math.isnan(trailing_stop)
+        use_sl = general and not math.isnan(stop_loss)
+        use_tp = general and not math.isnan(take_profit)
+        use_ts = general and not math.isnan(trailing_stop)
         use_stops = use_sl or use_tp or use_ts
-        use_max_hold = max_hold >= 1
+        use_max_hold = general and max_hold >= 1
 
         for b in range(start, stop):
             # Step 1: orders decided at the previous close fill at this open (next_open only).
@@ -363,6 +370,9 @@ def _simulator(shorts: bool):
 
 simulate_into_nb = _simulator(True)
 simulate_long_nb = _simulator(False)
+# Scoring at fill `close` without stops, targets or max_hold: compiled on first use only.
+simulate_close_nb = _simulator(True, False)
+simulate_close_long_nb = _simulator(False, False)
 
 
 # ---------------------------------------------------------------- arguments

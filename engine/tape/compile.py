@@ -11,6 +11,7 @@ reader has run, and never as the output of an instruction that reads it (kernels
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
 from autostrat.lang.fmt import expr as expr_text
 from autostrat.lang.registry import BOOL, BUILTINS
-from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, OPERATORS, SERIES_REGS, WIDTH
+from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, META, OPERATORS, SERIES_REGS, WIDTH
 
 RULE_ORDER = ("buy", "sell", "short", "cover")
 NO_REG = -1
@@ -74,6 +75,13 @@ class Tape:
         return tuple(expr_text(n) if n is not None else "" for n in self.nodes)
 
 
+# Built-in calls and operators as opcodes, looked up once here instead of per node.
+_CALLS = {name: (CODE[name], b.kinds) for name, b in BUILTINS.items() if name in CODE}
+_OPS = {op: CODE[kernel] for op, kernel in OPERATORS.items()}
+FILL, LAG, NE, NEG, NOT = (CODE[op] for op in ("fill", "lag", "ne", "neg", "not"))
+_SERIES_WINDOW = ("x", "n")
+
+
 class _Emitter:
     def __init__(self):
         self.rows: list[list[int]] = []
@@ -88,22 +96,24 @@ class _Emitter:
 
     def const(self, value: float) -> int:
         key = float(value)
-        if key not in self.const_index:
-            self.const_index[key] = len(self.consts)
+        slot = self.const_index.get(key)
+        if slot is None:
+            slot = self.const_index[key] = len(self.consts)
             self.consts.append(key)
-        return self.const_index[key]
+        return slot
 
-    def emit(self, op: str, regs=(), windows=(), k: int = 0, node=None) -> int:
-        regs = (*regs, 0, 0, 0)[:3]
-        windows = (*windows, 0, 0, 0)[:3]
-        code = CODE[op]
-        key = (code, *regs, *windows, k)
+    def emit(self, code: int, a=0, b=0, c=0, n1=0, n2=0, n3=0, k=0, node=None) -> int:
+        """The register of instruction (code, sources a b c, windows n1 n2 n3, constant k): a new
+        one, or the one an identical instruction of the batch already writes."""
+        key = (code, a, b, c, n1, n2, n3, k)
         hit = self.cse.get(key)
-        if hit is not None:
-            return hit
+        return hit if hit is not None else self.add(key, node)
+
+    def add(self, key: tuple, node) -> int:
+        """Emit instruction `key` (emit's key, not in `cse`) into a new register."""
         dst = self.next_vreg
         self.next_vreg += 1
-        self.rows.append([code, dst, *regs, *windows, k])
+        self.rows.append([key[0], dst, *key[1:]])
         self.spans.append(node.span if node is not None else N.NO_SPAN)
         self.nodes.append(node)
         self.origins.append(self.program)
@@ -120,53 +130,70 @@ class _ProgramCompiler:
         self.bound: dict[str, int] = {}
 
     def rule_regs(self) -> list[int]:
-        return [self.expr(self.typed.rules[k]) if k in self.typed.rules else NO_REG for k in RULE_ORDER]
+        rules = self.typed.rules
+        return [self.expr(rules[k]) if k in rules else NO_REG for k in RULE_ORDER]
 
     def expr(self, e: N.Expr) -> int:
-        # Dispatch on the exact node type, commonest first: a bulk compile spends its Python time here.
+        # A bulk compile spends its Python time here: dispatch on the exact node type, commonest
+        # first, and take a price series or a literal window in place, without a call per leaf.
         em = self.em
         kind = type(e)
         if kind is N.Call:
-            b = BUILTINS[e.func]
-            regs, windows, k = [], [], 0
-            for arg, arg_kind in zip(e.args, b.kinds):
-                if arg_kind in "xc":
-                    regs.append(self.expr(arg))
-                elif arg_kind == "n":
-                    windows.append(self.window(arg))
-                else:
+            code, kinds = _CALLS[e.func]
+            if kinds == _SERIES_WINDOW:  # sma(close, 20): the commonest call, taken in one step
+                x, n = e.args
+                reg = SERIES_REGS[x.id] if type(x) is N.Name and x.id in SERIES_REGS else self.expr(x)
+                key = (code, reg, 0, 0, int(n.literal) if type(n) is N.Num else self.window(n), 0, 0, 0)
+                hit = em.cse.get(key)  # em.emit, inlined on the two commonest paths
+                return hit if hit is not None else em.add(key, e)
+            regs = [0, 0, 0]
+            windows = [0, 0, 0]
+            nr = nw = k = 0
+            for arg, arg_kind in zip(e.args, kinds):
+                if arg_kind == "n":
+                    windows[nw] = int(arg.literal) if type(arg) is N.Num else self.window(arg)
+                    nw += 1
+                elif arg_kind == "k":
                     k = em.const(self.constant(arg))
-            return em.emit(e.func, regs, windows, k, node=e)
+                else:  # a series ("x") or a condition ("c")
+                    if type(arg) is N.Name and arg.id in SERIES_REGS:
+                        regs[nr] = SERIES_REGS[arg.id]
+                    else:
+                        regs[nr] = self.expr(arg)
+                    nr += 1
+            return em.emit(code, regs[0], regs[1], regs[2], windows[0], windows[1], windows[2], k, e)
         if kind is N.Binary:
-            return em.emit(OPERATORS[e.op], (self.expr(e.left), self.expr(e.right)), node=e)
+            key = (_OPS[e.op], self.expr(e.left), self.expr(e.right), 0, 0, 0, 0, 0)
+            hit = em.cse.get(key)
+            return hit if hit is not None else em.add(key, e)
         if kind is N.Name:
             if e.id in SERIES_REGS:
                 return SERIES_REGS[e.id]
             if e.id in self.typed.params:
-                return em.emit("fill", k=em.const(self.typed.param_values[e.id]), node=e)
+                return em.emit(FILL, k=em.const(self.typed.param_values[e.id]), node=e)
             if e.id not in self.bound:
                 self.bound[e.id] = self.expr(self.typed.bindings[e.id])
             return self.bound[e.id]
         if kind is N.Num:
-            return em.emit("fill", k=em.const(e.value), node=e)
+            return em.emit(FILL, k=em.const(e.value), node=e)
         if kind is N.Bool:
-            return em.emit("fill", k=em.const(1.0 if e.value else 0.0), node=e)
+            return em.emit(FILL, k=em.const(1.0 if e.value else 0.0), node=e)
         if kind is N.Lag:
             inner = self.expr(e.expr)
             if e.n == 0:
                 return inner
-            lagged = em.emit("lag", (inner,), (e.n,), node=e)
+            lagged = em.emit(LAG, inner, n1=e.n, node=e)
             if self.is_bool(e.expr):
                 # lag_nb leaves NaN in the first n bars, and the logic kernels read NaN as true; a
                 # condition is never NaN: before its first bar a lagged condition is false, as
                 # (close > open)[1] equals close[1] > open[1]. `ne` maps NaN to 0.
-                zero = em.emit("fill", k=em.const(0.0), node=e)
-                lagged = em.emit("ne", (lagged, zero), node=e)
+                zero = em.emit(FILL, k=em.const(0.0), node=e)
+                lagged = em.emit(NE, lagged, zero, node=e)
             return lagged
         if kind is N.Unary:
             if e.op == "-" and isinstance(e.operand, N.Num):  # a negative literal is one constant
-                return em.emit("fill", k=em.const(-e.operand.value), node=e)
-            return em.emit("neg" if e.op == "-" else "not", (self.expr(e.operand),), node=e)
+                return em.emit(FILL, k=em.const(-e.operand.value), node=e)
+            return em.emit(NEG if e.op == "-" else NOT, self.expr(e.operand), node=e)
         raise TypeError(f"cannot compile {e!r}")
 
     def is_bool(self, e: N.Expr) -> bool:
@@ -198,10 +225,15 @@ class _ProgramCompiler:
         return float(self.typed.param_values[arg.id])
 
 
-def _exits(typed: TypedProgram) -> list[float]:
+_NO_EXITS = (np.nan, np.nan, np.nan, -1.0)
+
+
+def _exits(typed: TypedProgram) -> tuple[float, ...]:
     ex = typed.exits
-    return [ex.get("stop_loss", np.nan), ex.get("take_profit", np.nan), ex.get("trailing_stop", np.nan),
-            ex.get("max_hold", -1.0)]
+    if not ex:
+        return _NO_EXITS
+    return (ex.get("stop_loss", np.nan), ex.get("take_profit", np.nan), ex.get("trailing_stop", np.nan),
+            ex.get("max_hold", -1.0))
 
 
 def compile_many(programs: list[TypedProgram]) -> Tape:
@@ -211,10 +243,7 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
     for p, typed in enumerate(programs):
         em.program = p
         outputs.append(_ProgramCompiler(em, typed).rule_regs())
-    code = np.array(em.rows, dtype=np.int64).reshape(-1, WIDTH)
-    out = np.array(outputs, dtype=np.int64).reshape(-1, 4)
-    rules, fused, live = rule_forms(code, out)
-    n_regs = _allocate(code, out, rules, live)
+    code, n_regs, out, rules, run_code = assemble(em.rows, outputs)
     return Tape(
         code=code,
         consts=np.array(em.consts, dtype=np.float64),
@@ -223,7 +252,7 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
         warmups=np.array([t.warmup for t in programs], dtype=np.int64),
         exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
         rules=rules,
-        run_code=np.ascontiguousarray(code[~fused]),
+        run_code=run_code,
         spans=tuple(em.spans),
         nodes=tuple(em.nodes),
         names=tuple(t.name for t in programs),
@@ -239,93 +268,105 @@ def compile(typed: TypedProgram) -> Tape:  # noqa: A001 - the pipeline stage's n
 
 # Comparisons a rule can be read as bar by bar (the simulator's `rule_bits_nb` mirrors their kernels).
 FUSED_OPS = frozenset(CODE[op] for op in ("lt", "le", "gt", "ge", "eq", "ne", "cross_above", "cross_below"))
+_FUSED = np.array(sorted(FUSED_OPS), dtype=np.int64)
+_N_SRC = tuple(m.regs for m in META)  # source registers per opcode
 
 
-def rule_forms(code: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, set[int]]:
-    """How evaluation reads each rule, before register allocation (virtual registers).
+def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = True):
+    """(code, n_regs, outputs, rules, run_code) of a Tape from its instruction rows in virtual registers.
 
-    A rule whose instruction is a comparison that no other instruction reads becomes (opcode, a,
-    b): the simulator compares registers a and b at each bar instead of reading a register of
-    1.0/0.0 that the VM wrote. Returns the (n_programs, 4, 3) forms, the mask of instructions
-    evaluation can skip, and the registers that must then stay live to the end (the operands).
+    `rows` are (op, dst, a, b, c, n1, n2, n3, k) lists, row i defining register FIRST_FREE_REG + i
+    and reading only registers defined before it; `outputs` holds each program's buy, sell, short,
+    cover register (NO_REG when absent). Rule forms (`Tape.rules`): a rule whose instruction is a
+    comparison that no other instruction reads becomes (opcode, a, b), so the simulator compares
+    registers a and b at each bar instead of reading a register of 1.0/0.0 the VM wrote; the
+    instruction leaves run_code and its operands stay live to the end. Any other rule is (-1,
+    register, -1), an absent one (-1, -1, -1). Then, when `allocate`, registers are mapped onto
+    reused physical ones (`_allocate`); otherwise each instruction keeps its own register. Array
+    operations throughout, but for the allocation's one pass over the rows.
     """
-    from autostrat.tape.opcodes import META
-
-    rows = code.tolist()
-    read = set()
-    for row in rows:
-        read.update(row[2 : 2 + META[row[0]].regs])
-    defined = {row[1]: i for i, row in enumerate(rows)}
-    rules = np.full((outputs.shape[0], 4, 3), NO_REG, dtype=np.int64)
-    fused = np.zeros(len(rows), dtype=bool)
-    live: set[int] = set()
-    for p, out in enumerate(outputs.tolist()):
-        for j, r in enumerate(out):
-            i = defined.get(r)
-            if i is not None and rows[i][0] in FUSED_OPS and r not in read:
-                op, _, a, b = rows[i][:4]
-                rules[p, j] = (op, a, b)
-                fused[i] = True
-                live.update((a, b))
-            elif r != NO_REG:
-                rules[p, j, 1] = r
-    return rules, fused, live
-
-
-def _allocate(code: np.ndarray, outputs: np.ndarray, rules: np.ndarray | None = None,
-              live: set[int] = frozenset()) -> int:
-    """Rewrite virtual registers in place with reused physical ones; return the register count.
-
-    Registers in `live` (a fused rule's operands) stay live to the end like the outputs, and the
-    registers named in `rules` are rewritten too.
-    """
-    from autostrat.tape.opcodes import META
-
-    # Plain lists of ints: indexing numpy scalars one by one costs most of a large batch's compile.
-    rows = code.tolist()
-    outs = outputs.tolist()
-    n_src = [META[row[0]].regs for row in rows]
     n = len(rows)
-    last_use: dict[int, int] = {}
+    code = _int_array(rows, WIDTH)
+    out = _int_array(outputs, 4)
+    last_read = _last_reads(rows)
+    row = out - FIRST_FREE_REG
+    defined = (row >= 0) & (row < n)
+    row = np.where(defined, row, 0)
+    rules = np.full((*out.shape, 3), NO_REG, dtype=np.int64)
+    rules[:, :, 1] = out
+    fused = np.zeros(n, dtype=bool)
+    live: set[int] = set()
+    if n:
+        op = code[row, 0]
+        unread = np.array(last_read, dtype=np.int64)[np.where(defined, out, 0)] < 0
+        fuse = defined & np.isin(op, _FUSED) & unread
+        rules[fuse] = code[row[fuse]][:, [0, 2, 3]]
+        fused[row[fuse]] = True
+        live = set(rules[fuse][:, 1:].ravel().tolist())
+    if allocate:
+        n_regs, mapping = _allocate(rows, out, live, last_read)
+        m = np.array(mapping, dtype=np.int64)
+        code[:, 1:5] = m[code[:, 1:5]]  # unused source fields are 0, which maps to itself
+        out = np.where(out != NO_REG, m[out], NO_REG)
+        rules[:, :, 1:] = np.where(rules[:, :, 1:] != NO_REG, m[rules[:, :, 1:]], NO_REG)
+    else:
+        n_regs = FIRST_FREE_REG + n
+    return code, n_regs, out, rules, np.ascontiguousarray(code[~fused])
+
+
+def _int_array(rows: list[list[int]], width: int) -> np.ndarray:
+    """An int64 (len(rows), width) array of equal-length rows (np.fromiter: twice as fast as np.array)."""
+    return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * width).reshape(-1, width)
+
+
+def _last_reads(rows: list[list[int]]) -> list[int]:
+    """The index of the last row reading each register (-1 when none does)."""
+    last = [-1] * (FIRST_FREE_REG + len(rows))
     for i, row in enumerate(rows):
-        for c in range(n_src[i]):
-            last_use[row[2 + c]] = i
-    for out in outs:
-        for r in out:
-            if r >= FIRST_FREE_REG:
-                last_use[r] = n  # outputs stay live to the end
-    for r in live:
+        m = _N_SRC[row[0]]
+        if m:
+            last[row[2]] = i
+            if m > 1:
+                last[row[3]] = i
+                if m > 2:
+                    last[row[4]] = i
+    return last
+
+
+def _allocate(rows: list[list[int]], outputs: np.ndarray, live: set[int], last_use: list[int]) -> tuple[int, list[int]]:
+    """The register count and the map from virtual registers (rows' numbering) to reused physical ones.
+
+    A register is reused once its last reader has run, and never as the output of an instruction
+    that reads it (kernels need that). Outputs and registers in `live` (a fused rule's operands)
+    stay live to the end. `last_use` (`_last_reads`) is updated in place. Plain lists indexed by
+    register: this is the one pass over every instruction of the batch.
+    """
+    n = len(rows)
+    for r in {*outputs[outputs >= FIRST_FREE_REG].tolist(), *live}:
         if r >= FIRST_FREE_REG:
-            last_use[r] = n
-    mapping: dict[int, int] = {r: r for r in range(FIRST_FREE_REG)}
+            last_use[r] = n  # outputs and fused rules' operands stay live to the end
+    mapping = list(range(FIRST_FREE_REG + n))  # 0..4 (the bar data) map to themselves
     free: list[int] = []
     top = FIRST_FREE_REG
     for i, row in enumerate(rows):
-        srcs = row[2 : 2 + n_src[i]]
-        for c, r in enumerate(srcs):
-            row[2 + c] = mapping[r]
-        vdst = row[1]
         if free:
             phys = free.pop()
         else:
             phys = top
             top += 1
-        mapping[vdst] = phys
-        row[1] = phys
         # Sources whose last reader is this instruction become free only now, after the
         # destination was chosen, so no instruction writes a register it reads.
-        for r in set(srcs):
-            if r >= FIRST_FREE_REG and last_use.get(r) == i:
+        m = _N_SRC[row[0]]
+        if m == 1:
+            r = row[2]
+            if r >= FIRST_FREE_REG and last_use[r] == i:
                 free.append(mapping[r])
-        if last_use.get(vdst) is None:  # a result nobody reads (cannot happen for rules)
+        elif m:
+            for r in set(row[2:2 + m]):  # the order the allocation has always freed them in
+                if r >= FIRST_FREE_REG and last_use[r] == i:
+                    free.append(mapping[r])
+        vdst = row[1]
+        mapping[vdst] = phys
+        if last_use[vdst] < 0:  # a result nobody reads (cannot happen for rules)
             free.append(phys)
-    if rows:
-        code[:] = np.array(rows, dtype=np.int64).reshape(code.shape)
-    if outs:
-        outputs[:] = np.array([[mapping[r] if r != NO_REG else NO_REG for r in out] for out in outs],
-                              dtype=np.int64).reshape(outputs.shape)
-    if rules is not None and rules.size:
-        regs = rules[:, :, 1:]
-        regs[:] = np.array([mapping[r] if r != NO_REG else NO_REG for r in regs.ravel().tolist()],
-                           dtype=np.int64).reshape(regs.shape)
-    return top
+    return top, mapping

@@ -16,8 +16,9 @@ import numpy as np
 
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
-from autostrat.tape.compile import NO_REG, RULE_ORDER, Tape, _allocate, _exits, _ProgramCompiler, compile_many, rule_forms
-from autostrat.tape.opcodes import CODE, FIRST_FREE_REG, WIDTH
+from autostrat.tape.compile import (FILL, NO_REG, RULE_ORDER, Tape, _Emitter, _exits, _ProgramCompiler, assemble,
+                                    compile_many)
+from autostrat.tape.opcodes import FIRST_FREE_REG, WIDTH
 
 
 def compile_batch(programs: list[TypedProgram]) -> Tape:
@@ -48,25 +49,21 @@ class _Param(tuple):
     """A field of an instruction that is a param's value: ("window" | "const", name)."""
 
 
-class _Recorder:
+class _Recorder(_Emitter):
     """An emitter that records instructions with symbolic param fields instead of emitting them."""
 
     def __init__(self):
+        super().__init__()
         self.recipe: list[tuple] = []
-        self.cse: dict[tuple, int] = {}
-        self.next_vreg = FIRST_FREE_REG
-        self.program = 0
 
     def const(self, value):
         return value if isinstance(value, _Param) else ("literal", float(value))
 
-    def emit(self, op: str, regs=(), windows=(), k=0, node=None) -> int:
-        key = (op, tuple(regs), tuple(windows), k)
-        if key in self.cse:
-            return self.cse[key]
+    def add(self, key: tuple, node) -> int:
         dst = self.next_vreg
         self.next_vreg += 1
-        self.recipe.append((dst, op, tuple(regs), tuple(windows), k))
+        code, a, b, c, n1, n2, n3, k = key
+        self.recipe.append((dst, code, (a, b, c), (n1, n2, n3), k))
         self.cse[key] = dst
         return dst
 
@@ -76,7 +73,7 @@ class _SymbolicCompiler(_ProgramCompiler):
 
     def expr(self, e: N.Expr) -> int:
         if isinstance(e, N.Name) and e.id in self.typed.params:
-            return self.em.emit("fill", k=_Param(("const", e.id)))
+            return self.em.emit(FILL, k=_Param(("const", e.id)))
         return super().expr(e)
 
     def window(self, arg: N.Expr):
@@ -131,11 +128,11 @@ def compile_variants(programs: list[TypedProgram]) -> Tape:
     rows: list[tuple] = []
     next_reg = FIRST_FREE_REG
     keys = np.zeros((n, WIDTH - 1), dtype=np.int64)  # opcode, 3 sources, 3 windows, constant
-    for dst, op, srcs, windows, k in recorder.recipe:
-        keys[:, 0] = CODE[op]
+    for dst, code, srcs, windows, k in recorder.recipe:
+        keys[:, 0] = code
         for j in range(3):
-            keys[:, 1 + j] = regs[srcs[j]] if j < len(srcs) else 0
-            w = windows[j] if j < len(windows) else 0
+            keys[:, 1 + j] = regs[srcs[j]]  # an unused source is register 0, an unused window 0
+            w = windows[j]
             # int() of each value, as compile_many takes a window (truncated toward zero)
             keys[:, 4 + j] = param(w[1]).astype(np.int64) if isinstance(w, _Param) else w
         keys[:, 7] = const_slots(k)
@@ -149,7 +146,6 @@ def compile_variants(programs: list[TypedProgram]) -> Tape:
                 rows.append((key[0], reg, *key[1:]))
             reg_of[i] = reg
         regs[dst] = reg_of[inverse.reshape(-1)]
-    code_arr = np.array(rows, dtype=np.int64).reshape(-1, WIDTH)
     out = np.full((n, 4), NO_REG, dtype=np.int64)
     for j, r in enumerate(template):
         if r != NO_REG:
@@ -159,10 +155,10 @@ def compile_variants(programs: list[TypedProgram]) -> Tape:
     # those are at most a tenth of the tape (a sweep: mostly each variant's own comparisons), the
     # Python allocation pass costs more than the memory it could save.
     intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
-    rules, fused, live = rule_forms(code_arr, out)
-    n_regs = _allocate(code_arr, out, rules, live) if intermediates > len(rows) // 10 else next_reg
+    code_arr, n_regs, out, rules, run_code = assemble([list(row) for row in rows], out.tolist(),
+                                                      allocate=intermediates > len(rows) // 10)
     return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
-                rules=rules, run_code=np.ascontiguousarray(code_arr[~fused]),
+                rules=rules, run_code=run_code,
                 warmups=np.array([t.warmup for t in programs], dtype=np.int64),
                 exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
                 names=tuple(t.name for t in programs), sources=tuple(t.program.source for t in programs))
