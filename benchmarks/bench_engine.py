@@ -164,7 +164,7 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
 
     m, tape = market, compile_batch(programs)
     fill_close, commission, slippage, capital = backtest_args(settings.backtest)
-    serial = _SCORERS[fill_close][1]
+    serial = _SCORERS[(bool(fill_close), True)][1]  # the crossover programs are long only, without exits
     bounds = spans_array(spans)
 
     def run():

@@ -19,19 +19,18 @@ from autostrat.tape.vm import run_tape_nb
 N_METRICS = len(METRIC_NAMES)
 
 
-def _program_scorer(at_close: bool):
-    """The kernel scoring one program on every period: through the general simulators, or
-    (`at_close`) through those specialised for fill `close` with no stop, target or max_hold
-    (autostrat.sim.simulate._simulator), for programs that meet that (`evaluate_arrays` sorts them).
-    numba reads `at_close` as a constant and compiles only the simulators its branch calls, so the
-    specialised ones compile the first time such a program is scored, and the general ones are
-    not compiled for it."""
+def _program_scorer(at_close: bool, long_only: bool):
+    """The kernel scoring one program on every period, through one simulator of
+    autostrat.sim.simulate._simulator: the one specialised for fill `close` with no stop, target or
+    max_hold (`at_close`) or the general one, each compiled without the short side for a program
+    with no short or cover rule (`long_only`). `evaluate_arrays` sorts the programs. numba reads
+    the flags as constants and compiles only the simulator the branch calls, so a first backtest
+    compiles one simulator, and every simulator is the same source: the same bits whichever scores."""
 
     @njit(cache=True)
     def score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
                          commission, slippage, capital, out):
         # Metrics are summed while the period is traded: no equity or trade arrays are kept.
-        long_only = rules[2, 1] < 0 and rules[3, 1] < 0
         for s in range(spans.shape[0]):
             if at_close:
                 if long_only:
@@ -54,14 +53,33 @@ def _program_scorer(at_close: bool):
     return score_program_nb
 
 
-_score_program_nb = _program_scorer(False)
-_score_close_program_nb = _program_scorer(True)
+_score_program_nb = _program_scorer(False, False)
+_score_long_program_nb = _program_scorer(False, True)
+_score_close_program_nb = _program_scorer(True, False)
+_score_close_long_program_nb = _program_scorer(True, True)
 
 
-def _batch_scorers(at_close: bool):
-    """(parallel, serial) kernels scoring a batch's programs with _score_close_program_nb
-    (`at_close`) or _score_program_nb. The closure holds only the flag: numba keys its disk cache
-    by the closure's values, which must be the same in every process."""
+def _batch_scorers(at_close: bool, long_only: bool):
+    """(parallel, serial) kernels scoring a batch's programs with the program scorer of the same
+    flags. The closure holds only the flags: numba keys its disk cache by the closure's values,
+    which must be the same in every process."""
+
+    @njit(cache=True)
+    def score_one_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close, commission, slippage,
+                     capital, out):
+        if at_close:
+            if long_only:
+                _score_close_long_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                                             commission, slippage, capital, out)
+            else:
+                _score_close_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                                        commission, slippage, capital, out)
+        elif long_only:
+            _score_long_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                                   commission, slippage, capital, out)
+        else:
+            _score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
+                              commission, slippage, capital, out)
 
     @njit(cache=True, parallel=True)
     def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
@@ -69,12 +87,8 @@ def _batch_scorers(at_close: bool):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
         for p in prange(n_prog):
-            if at_close:
-                _score_close_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                                        fill_close, commission, slippage, capital, out[p])
-            else:
-                _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                                  fill_close, commission, slippage, capital, out[p])
+            score_one_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close,
+                         commission, slippage, capital, out[p])
         return out
 
     @njit(cache=True)
@@ -83,23 +97,24 @@ def _batch_scorers(at_close: bool):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
         for p in range(n_prog):
-            if at_close:
-                _score_close_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                                        fill_close, commission, slippage, capital, out[p])
-            else:
-                _score_program_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans,
-                                  fill_close, commission, slippage, capital, out[p])
+            score_one_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close,
+                         commission, slippage, capital, out[p])
         return out
 
     return score_many_nb, score_serial_nb
 
 
-_SCORERS = {False: _batch_scorers(False), True: _batch_scorers(True)}  # by at_close
+_SCORERS = {(c, lo): _batch_scorers(c, lo) for c in (False, True) for lo in (False, True)}  # by (at_close, long_only)
 
 
 def _at_close(exits: np.ndarray) -> np.ndarray:
     """Which programs the fill-`close` simulators may score: no stop, target, trailing stop or max_hold."""
     return np.isnan(exits[:, 0]) & np.isnan(exits[:, 1]) & np.isnan(exits[:, 2]) & (exits[:, 3] < 1)
+
+
+def _long_only(rules: np.ndarray) -> np.ndarray:
+    """Which programs have no short and no cover rule (their rule forms' operands are -1)."""
+    return (rules[:, 2, 1] < 0) & (rules[:, 3, 1] < 0)
 
 
 def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, low, close, volume,
@@ -124,16 +139,19 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
     args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
     plain = _at_close(exits) if fill_close else np.zeros(rules.shape[0], dtype=bool)
-    if plain.all() or not plain.any():
-        return _score(bool(plain.all()) and rules.shape[0] > 0, parallel, regs, rules, warmups, exits, *args)
+    kind = 2 * plain + _long_only(rules)  # each program to the scorer of its flags; a mixed batch is split
+    kinds = np.unique(kind)
+    if kinds.size == 1:
+        return _score(int(kinds[0]), parallel, regs, rules, warmups, exits, *args)
     out = np.empty((rules.shape[0], spans.shape[0], N_METRICS))
-    for part, at_close in ((np.flatnonzero(plain), True), (np.flatnonzero(~plain), False)):
-        out[part] = _score(at_close, parallel, regs, rules[part], warmups[part], exits[part], *args)
+    for k in kinds:
+        part = np.flatnonzero(kind == k)
+        out[part] = _score(int(k), parallel, regs, rules[part], warmups[part], exits[part], *args)
     return out
 
 
-def _score(at_close: bool, parallel: bool, regs, rules, *args) -> np.ndarray:
-    many, serial = _SCORERS[at_close]
+def _score(kind: int, parallel: bool, regs, rules, *args) -> np.ndarray:
+    many, serial = _SCORERS[(bool(kind & 2), bool(kind & 1))]
     return (many if parallel and rules.shape[0] > 1 else serial)(regs, rules, *args)
 
 
