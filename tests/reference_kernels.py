@@ -227,7 +227,11 @@ def corr(x, y, n):
     wy = sliding_window_view(y, n)
     dx = wx - wx.mean(axis=1, keepdims=True)
     dy = wy - wy.mean(axis=1, keepdims=True)
-    constant = (wx.max(axis=1) == wx.min(axis=1)) | (wy.max(axis=1) == wy.min(axis=1))
+    # Constant: all equal, or spread within rounding of the level (n (8 eps mean)^2, the kernel's rule).
+    eps = np.finfo(np.float64).eps
+    flat_x = (dx * dx).sum(axis=1) <= n * (8.0 * eps * wx.mean(axis=1)) ** 2
+    flat_y = (dy * dy).sum(axis=1) <= n * (8.0 * eps * wy.mean(axis=1)) ** 2
+    constant = (wx.max(axis=1) == wx.min(axis=1)) | (wy.max(axis=1) == wy.min(axis=1)) | flat_x | flat_y
     with np.errstate(all="ignore"):
         r = (dx * dy).sum(axis=1) / np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
     r[constant] = NAN

@@ -19,6 +19,7 @@ from numba import njit
 
 EPS = 2.220446049250313e-16  # float64 machine epsilon
 RECOMPUTE_AT = 1e-12  # relative rounding bound that triggers an exact recomputation
+CONSTANT_ULPS = 8.0  # corr: a window whose values spread less than this many eps of its mean is constant
 
 
 @njit(cache=True)
@@ -431,12 +432,21 @@ def slope_nb(x, n, out):
 
 @njit(cache=True)
 def corr_nb(x, y, n, out):
-    """Pearson correlation of the last n pairs, NaN when either side is constant; warm-up n-1."""
+    """Pearson correlation of the last n pairs, NaN when either side is constant; warm-up n-1.
+
+    A side counts as constant when its spread is within rounding of its level: a squared-deviation
+    sum of at most n (CONSTANT_ULPS eps mean)^2. An ema of a constant wobbles by an ulp, and the
+    correlation of that wobble is noise that any summation order changes, not a number.
+    """
     cxx = np.empty(x.shape[0])
     cyy = np.empty(x.shape[0])
     _rolling_moments_nb(x, y, n, cxx, cyy, out)
+    mx = np.empty(x.shape[0])
+    my = np.empty(x.shape[0])
+    sma_nb(x, n, mx)
+    sma_nb(y, n, my)
     for t in range(x.shape[0]):
-        if cxx[t] > 0.0 and cyy[t] > 0.0:
+        if cxx[t] > n * (CONSTANT_ULPS * EPS * mx[t]) ** 2 and cyy[t] > n * (CONSTANT_ULPS * EPS * my[t]) ** 2:
             out[t] = out[t] / np.sqrt(cxx[t] * cyy[t])
         else:
             out[t] = np.nan
