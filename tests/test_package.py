@@ -74,3 +74,25 @@ def test_a_kernel_in_a_subfolder_is_part_of_the_numba_cache_key(tmp_path):
     (tmp_path / "deep" / "deeper" / "kern.py").write_text(
         (tmp_path / "deep" / "deeper" / "kern.py").read_text().replace("x + WIDTH", "x - WIDTH"))
     assert source_key(tmp_path) != changed
+
+
+def test_a_second_process_compiles_nothing_the_first_one_compiled():
+    """Every kernel a backtest, a bulk run at fill close (long and short programs, with and without
+    exits) and a portfolio backtest call must load from numba's disk cache in the next process. A
+    jitted closure that captures another jitted function, for one, is compiled again in every process."""
+    import os
+
+    code = ("import autostrat\n"
+            "autostrat.backtest('grammar/examples/sma_cross.strat', 'synthetic')\n"
+            "autostrat.evaluate_many(['grammar/examples/sma_cross.strat', 'grammar/examples/donchian_atr.strat',\n"
+            "    'grammar/examples/long_short.strat'],\n"
+            "    'synthetic', fill='close')\n"
+            "autostrat.backtest_portfolio('grammar/examples/portfolio/momentum_12_1.strat',\n"
+            "    'synthetic-universe:assets=8')\n")
+    env = dict(os.environ, NUMBA_DEBUG_CACHE="1")
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    saved = [line for line in runs[1].stdout.splitlines() if "data saved" in line]
+    assert not saved, "compiled again in a warm process:\n" + "\n".join(saved)

@@ -61,25 +61,9 @@ _score_close_long_program_nb = _program_scorer(True, True)
 
 def _batch_scorers(at_close: bool, long_only: bool):
     """(parallel, serial) kernels scoring a batch's programs with the program scorer of the same
-    flags. The closure holds only the flags: numba keys its disk cache by the closure's values,
-    which must be the same in every process."""
-
-    @njit(cache=True)
-    def score_one_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close, commission, slippage,
-                     capital, out):
-        if at_close:
-            if long_only:
-                _score_close_long_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                                             commission, slippage, capital, out)
-            else:
-                _score_close_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                                        commission, slippage, capital, out)
-        elif long_only:
-            _score_long_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                                   commission, slippage, capital, out)
-        else:
-            _score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                              commission, slippage, capital, out)
+    flags. The closure holds only the flags, and the program scorers are module globals: numba
+    keys its disk cache by the closure's values, which must be the same in every process (a
+    kernel closing over another kernel would be compiled again in every process)."""
 
     @njit(cache=True, parallel=True)
     def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
@@ -87,8 +71,17 @@ def _batch_scorers(at_close: bool, long_only: bool):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
         for p in prange(n_prog):
-            score_one_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close,
-                         commission, slippage, capital, out[p])
+            args = (regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close, commission,
+                    slippage, capital, out[p])
+            if at_close:
+                if long_only:
+                    _score_close_long_program_nb(*args)
+                else:
+                    _score_close_program_nb(*args)
+            elif long_only:
+                _score_long_program_nb(*args)
+            else:
+                _score_program_nb(*args)
         return out
 
     @njit(cache=True)
@@ -97,8 +90,17 @@ def _batch_scorers(at_close: bool, long_only: bool):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
         for p in range(n_prog):
-            score_one_nb(regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close,
-                         commission, slippage, capital, out[p])
+            args = (regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close, commission,
+                    slippage, capital, out[p])
+            if at_close:
+                if long_only:
+                    _score_close_long_program_nb(*args)
+                else:
+                    _score_close_program_nb(*args)
+            elif long_only:
+                _score_long_program_nb(*args)
+            else:
+                _score_program_nb(*args)
         return out
 
     return score_many_nb, score_serial_nb
