@@ -7,6 +7,8 @@ distributed executor can map it over chunks of programs and assets.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -140,9 +142,13 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
         return out
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
     args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
+    if rules.shape[0] == 1:  # one backtest: its flags without array operations, which cost more here
+        e, r = exits[0].tolist(), rules[0]
+        plain = bool(fill_close) and math.isnan(e[0]) and math.isnan(e[1]) and math.isnan(e[2]) and e[3] < 1
+        return _score(2 * plain + bool(r[2, 1] < 0 and r[3, 1] < 0), parallel, regs, rules, warmups, exits, *args)
     plain = _at_close(exits) if fill_close else np.zeros(rules.shape[0], dtype=bool)
     kind = 2 * plain + _long_only(rules)  # each program to the scorer of its flags; a mixed batch is split
-    kinds = np.unique(kind)
+    kinds = np.flatnonzero(np.bincount(kind, minlength=4))
     if kinds.size == 1:
         return _score(int(kinds[0]), parallel, regs, rules, warmups, exits, *args)
     out = np.empty((rules.shape[0], spans.shape[0], N_METRICS))
