@@ -387,9 +387,11 @@ def register(sub) -> None:
 
     for name, helptext in (("bulk", "evaluate many strategy files at once and rank them"),
                            ("sweep", "evaluate a grid of a strategy's params in bulk")):
+        extra = (" Portfolio strategies (every file a portfolio strategy, --data a universe) are ranked "
+                 "one row each, with the portfolio metrics." if name == "bulk" else "")
         p = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ". Identical "
                            "sub-expressions are computed once for the whole batch and strategies are "
-                           "simulated in parallel on all cores.")
+                           "simulated in parallel on all cores." + extra)
         if name == "bulk":
             p.add_argument("files", nargs="*", metavar="FILE", help="strategy files (.strat)")
             p.add_argument("--files-from", metavar="LIST", help="also the files named in LIST, one path a line "
