@@ -94,6 +94,18 @@ def _constant_arrays(panel: Panel) -> tuple[np.ndarray, np.ndarray]:
     return _CONSTANTS[panel]
 
 
+def trade_period(typed: TypedProgram, panel: Panel, scores: dict[str, np.ndarray], start: int, stop: int,
+                 settings: Settings) -> tuple[dict[str, float], np.ndarray, np.ndarray, float]:
+    """(metrics, equity, holdings, traded notional) of the portfolio over bars [start, stop): traded
+    from cash, then scored against the universe's equal-weight index (autostrat.sim.portfolio_metrics)."""
+    spec = typed.portfolio
+    side = spec.long or spec.short
+    equity, held, traded = simulate_period(typed, panel, scores, start, stop, settings)
+    metrics = portfolio_metrics(equity, held, traded, panel.benchmark().close, scores[side.by], panel.close,
+                                spec.every, side.fraction, start, stop, settings.backtest.initial_capital)
+    return metrics, equity, held, traded
+
+
 def backtest_portfolio(strategy, data="synthetic-universe", settings: Settings | None = None, *,
                        periods=SEARCH_PERIODS, commission_bps: float | None = None,
                        slippage_bps: float | None = None, initial_capital: float | None = None) -> PortfolioResult:
@@ -108,12 +120,7 @@ def backtest_portfolio(strategy, data="synthetic-universe", settings: Settings |
     benchmark = panel.benchmark()
     spans = period_spans(benchmark, s, periods)
     scores = evaluate_scores(typed, panel)
-    spec = typed.portfolio
-    side = spec.long or spec.short
     metrics, equity, holdings = {}, {}, {}
     for name, (a, b) in spans.items():
-        eq, held, traded = simulate_period(typed, panel, scores, a, b, s)
-        equity[name], holdings[name] = eq, held
-        metrics[name] = portfolio_metrics(eq, held, traded, benchmark.close, scores[side.by], panel.close, spec.every,
-                                          side.fraction, a, b, s.backtest.initial_capital)
+        metrics[name], equity[name], holdings[name], _ = trade_period(typed, panel, scores, a, b, s)
     return PortfolioResult(typed, panel, benchmark, spans, metrics, equity, holdings, scores)

@@ -21,8 +21,8 @@ from autostrat.data.panel import Panel
 from autostrat.errors import AutostratError
 from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
-from autostrat.sim.portfolio_backtest import simulate_period
-from autostrat.sim.portfolio_metrics import PORTFOLIO_METRIC_NAMES, portfolio_metrics
+from autostrat.sim.portfolio_backtest import trade_period
+from autostrat.sim.portfolio_metrics import PORTFOLIO_METRIC_NAMES
 from autostrat.tape.portfolio_eval import arrays_needed, evaluate_scores_many
 
 ARRAY_BUDGET = 512 * 2**20  # bytes of assets x bars arrays one chunk may hold
@@ -38,16 +38,12 @@ class Chunk:
     values: np.ndarray  # float64 (programs, periods, PORTFOLIO_METRIC_NAMES)
 
 
-def program_metrics(typed: TypedProgram, panel: Panel, scores: dict[str, np.ndarray], spans: dict, benchmark,
+def program_metrics(typed: TypedProgram, panel: Panel, scores: dict[str, np.ndarray], spans: dict,
                     settings: Settings) -> np.ndarray:
     """float64 (periods, metrics) of one program whose scores are computed: `backtest_portfolio`'s steps."""
-    spec = typed.portfolio
-    side = spec.long or spec.short
     out = np.empty((len(spans), len(PORTFOLIO_METRIC_NAMES)))
     for j, (a, b) in enumerate(spans.values()):
-        equity, held, traded = simulate_period(typed, panel, scores, a, b, settings)
-        m = portfolio_metrics(equity, held, traded, benchmark.close, scores[side.by], panel.close, spec.every,
-                              side.fraction, a, b, settings.backtest.initial_capital)
+        m = trade_period(typed, panel, scores, a, b, settings)[0]
         out[j] = [m[name] for name in PORTFOLIO_METRIC_NAMES]
     return out
 
@@ -76,8 +72,7 @@ def evaluate_chunks(items, panel: Panel, settings: Settings, periods=SEARCH_PERI
     Yields (Chunk, period names). The items are read one chunk ahead at most. `spans` ({name:
     (start, stop)}, walk-forward folds for instance) replaces the named `periods`.
     """
-    benchmark = panel.benchmark()
-    spans = spans if spans is not None else period_spans(benchmark, settings, periods)
+    spans = spans if spans is not None else period_spans(panel.benchmark(), settings, periods)
     if not spans:
         raise AutostratError(f"{panel.spec or 'the universe'}: none of the periods {', '.join(periods)} "
                              "has a bar; check the split dates")
@@ -91,7 +86,7 @@ def evaluate_chunks(items, panel: Panel, settings: Settings, periods=SEARCH_PERI
         # The simulator and the score metrics release the GIL: the programs are traded on all
         # cores, each alone, so the values do not depend on the threads.
         with ThreadPoolExecutor(max_workers=min(len(typed), os.cpu_count() or 1)) as pool:
-            values = np.stack(list(pool.map(lambda ts: program_metrics(ts[0], panel, ts[1], spans, benchmark, settings),
+            values = np.stack(list(pool.map(lambda ts: program_metrics(ts[0], panel, ts[1], spans, settings),
                                             zip(typed, scores))))
         yield Chunk(typed, [r for _, r in batch], values), list(spans)
 

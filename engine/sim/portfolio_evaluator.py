@@ -28,9 +28,8 @@ from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, period_spans
 from autostrat.sim.evaluator import Evaluation
 from autostrat.sim.metrics import daily_returns
-from autostrat.sim.portfolio_backtest import simulate_period
+from autostrat.sim.portfolio_backtest import trade_period
 from autostrat.sim.portfolio_bulk import portfolio_metrics_dicts
-from autostrat.sim.portfolio_metrics import portfolio_metrics
 from autostrat.sim.simulation import check_backtest
 from autostrat.sim.walkforward import fold_spans
 from autostrat.tape.portfolio_eval import evaluate_scores
@@ -69,14 +68,10 @@ class PortfolioEvaluator:
         if spec is None:
             raise ValueError(f"{typed.name or 'this strategy'} is not a portfolio strategy")
         scores = evaluate_scores(typed, self.panel)
-        side = spec.long or spec.short
-        capital = self.settings.backtest.initial_capital
         metrics, parts = {}, []
         h = hashlib.sha256()
         for name, (a, b) in {**self.spans, **self.fold_spans}.items():
-            equity, held, traded = simulate_period(typed, self.panel, scores, a, b, self.settings)
-            metrics[name] = portfolio_metrics(equity, held, traded, self.benchmark.close, scores[side.by],
-                                              self.panel.close, spec.every, side.fraction, a, b, capital)
+            metrics[name], equity, held, traded = trade_period(typed, self.panel, scores, a, b, self.settings)
             if name in self.spans:
                 parts.append(daily_returns(equity))
                 for array in (equity, held, np.array([traded])):
