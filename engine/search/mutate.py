@@ -331,7 +331,7 @@ def _portfolio_crossover(d: Draft, rng: random.Random, label: str, donor: N.Prog
         return None  # a single-market donor has nothing a portfolio can take
     part = rng.choice(parts)
     theirs = rng.choice([s for s in donor.statements if isinstance(s, kinds[part])])
-    root = {"score": lambda: theirs.by, "rebalance": lambda: theirs.every, "weight": lambda: theirs.by}[part]()
+    root = theirs.every if part == "rebalance" else theirs.by  # a Weight's `by` is None for equal weights
     out = list(d.statements)
     params, assigns, mapping, param_at, assign_at = _imports(out, donor, [root] if root is not None else [])
     if part == "score":
