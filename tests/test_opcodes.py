@@ -63,12 +63,19 @@ def vm_branches() -> dict[str, ast.Call]:
                 and isinstance(test.comparators[0].value, ast.Name) and test.comparators[0].value.id == "Op"):
             name = test.comparators[0].attr
             assert name not in branches, f"two VM branches for Op.{name}"
-            call = node.body[0].value
+            first = node.body[0]
+            if isinstance(first, ast.If):  # a rolling sum: the shared prefix path, else its kernel
+                shared = first.body[0].value
+                assert ast.unparse(shared.func) == "_shared_rolling_sum_nb", f"Op.{name}: {ast.unparse(first)}"
+                SHARED[name] = shared
+                first = first.orelse[0]
+            call = first.value
             assert isinstance(call, ast.Call), f"Op.{name}: the branch does not start with a kernel call"
             branches[name] = call
     return branches
 
 
+SHARED: dict[str, ast.Call] = {}  # filled by vm_branches: the branches with a shared prefix path
 BRANCHES = vm_branches()
 
 
@@ -101,6 +108,14 @@ def test_vm_has_a_branch_calling_the_kernel(name):
 
 def test_vm_has_no_other_branches():
     assert set(BRANCHES) == {field(n) for n in NAMES}
+
+
+def test_only_the_rolling_sums_share_a_prefix_and_pass_their_divisor():
+    # sma divides the window's sum by its length, sum by 1 (the kernels' own divisors).
+    assert {name: [ast.unparse(a) for a in call.args] for name, call in SHARED.items()} == {
+        "sma": ["a", "n1", "d", "float(n1)", "pre", "built", "share[i]"],
+        "sum": ["a", "n1", "d", "1.0", "pre", "built", "share[i]"],
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)

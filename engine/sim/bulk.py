@@ -10,6 +10,8 @@ These functions return every row at once; `autostrat.sim.stream` writes them chu
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from autostrat.config import Settings
@@ -85,10 +87,36 @@ def metrics_array(typed: list[TypedProgram], market: Market, spans, settings: Se
     if chunk_size < 1:
         raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
     out = np.empty((len(typed), len(spans), len(METRIC_NAMES)))
-    for start in range(0, len(typed), chunk_size):
-        batch = typed[start : start + chunk_size]
-        out[start : start + len(batch)] = evaluate_tape(compile_batch(batch), market, spans, settings.backtest)
+    starts = range(0, len(typed), chunk_size)
+    tapes = (compile_batch(typed[start : start + chunk_size]) for start in starts)
+    for start, values in zip(starts, pipelined(tapes, lambda tape: evaluate_tape(tape, market, spans,
+                                                                                 settings.backtest))):
+        out[start : start + len(values)] = values
     return out
+
+
+def pipelined(jobs, work):
+    """work(job) for each job of the iterator `jobs`, in order, on one worker thread, while this
+    thread takes the next job from `jobs`.
+
+    Taking a job is compiling a chunk's tape (Python, which holds the GIL); the work is running
+    and scoring one (numba kernels that release it). Overlapping the two keeps both cores busy
+    where they took turns. One chunk is evaluated at a time, so memory holds one chunk's
+    registers, as before, and at most two compiled tapes besides. A failed chunk raises here,
+    and the chunks not started yet are dropped.
+    """
+    pool = ThreadPoolExecutor(1, thread_name_prefix="autostrat-chunk")
+    try:
+        pending = None
+        for job in jobs:
+            started = pool.submit(work, job)
+            if pending is not None:
+                yield pending.result()
+            pending = started
+        if pending is not None:
+            yield pending.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- universes and executors ------------------------------------------------------------------
@@ -153,7 +181,8 @@ def asset_slices(universe: Universe, assets_per_chunk: int = DEFAULT_ASSETS_PER_
 
 
 class LocalExecutor:
-    """Runs the chunks in this process, one after another (each simulates on all cores)."""
+    """Runs the chunks in this process, one after another (each simulates on all cores), the next
+    one compiled while one runs (`pipelined`)."""
 
     name = "local"
 
@@ -163,8 +192,7 @@ class LocalExecutor:
         `jobs` is consumed lazily, one ahead of the results at most: a caller may build the jobs
         (compile the tapes) as they are needed.
         """
-        for tape, asl in jobs:
-            yield chunk_metrics(tape, universe.markets[asl], spans[asl], costs)
+        yield from pipelined(jobs, lambda job: chunk_metrics(job[0], universe.markets[job[1]], spans[job[1]], costs))
 
 
 def chunk_jobs(typed: list[TypedProgram], chunks):

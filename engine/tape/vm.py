@@ -9,6 +9,8 @@ close and volume. The opcode constants come from autostrat.tape.opcodes (numba r
 compile-time constants); every opcode has one branch here, grouped as the registry groups them.
 A branch calls its kernel through `kernels`, the process's kernel table (autostrat.tape.kernel_table),
 so the loop compiles without compiling the kernels, and a kernel compiles when a tape first uses it.
+Rolling sums (sma, sum) of one value share its prefix pass (autostrat.tape.prefix): a sweep's
+hundred windows of `close` make one pass over it, not a hundred.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from numba import njit
 
 from autostrat.tape.kernel_table import FINGERPRINT, TABLE_SIZE, caller, kernel_table
 from autostrat.tape.opcodes import Op
+from autostrat.tape.prefix import PREFIX_ROWS, rolling_prefix_nb, rolling_window_nb
+
+# At most this many values' prefix blocks (autostrat.tape.prefix) are kept while a tape runs:
+# PREFIX_ROWS series each; a value read by rolling sums past that many others computes its own.
+MAX_SHARED = 8
 
 # The kernel callers the dispatch loop uses: `sma_nb(kernels, a, n1, d)` calls the table's sma kernel.
 fill_nb = caller("fill")
@@ -86,7 +93,7 @@ cross_below_nb = caller("cross_below")
 bars_since_nb = caller("bars_since")
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: a bulk run compiles its next chunk while this one runs
 def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
     """Run a tape over one market's arrays; return the register file (n_regs, n_bars).
 
@@ -117,6 +124,9 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
     L = regs[2]
     Cl = regs[3]
     V = regs[4]
+    share, n_blocks = shared_prefixes_nb(code, n_regs)
+    pre = np.empty((n_blocks, PREFIX_ROWS, n))
+    built = np.zeros(n_blocks, dtype=np.bool_)
     for i in range(code.shape[0]):
         op = code[i, 0]
         d = regs[code[i, 1]]
@@ -162,7 +172,10 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
             or_nb(kernels, a, b, d)
         # ---- averages
         elif op == Op.sma:
-            sma_nb(kernels, a, n1, d)
+            if share[i] >= 0:
+                _shared_rolling_sum_nb(a, n1, d, float(n1), pre, built, share[i])
+            else:
+                sma_nb(kernels, a, n1, d)
         elif op == Op.ema:
             ema_nb(kernels, a, n1, d)
         elif op == Op.wma:
@@ -179,7 +192,10 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
         elif op == Op.lowest:
             lowest_nb(kernels, a, n1, d)
         elif op == Op.sum:
-            sum_nb(kernels, a, n1, d)
+            if share[i] >= 0:
+                _shared_rolling_sum_nb(a, n1, d, 1.0, pre, built, share[i])
+            else:
+                sum_nb(kernels, a, n1, d)
         elif op == Op.percent_rank:
             percent_rank_nb(kernels, a, n1, d)
         elif op == Op.slope:
@@ -268,6 +284,43 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
         else:
             raise ValueError("unknown opcode")
     return regs
+
+
+@njit(cache=True)
+def shared_prefixes_nb(code, n_regs):
+    """(block, n_blocks): for each instruction the prefix block it shares (-1: none), and how many
+    blocks there are. An sma or sum shares one when its source value (the register as the
+    instruction that last wrote it left it) is read by another sma or sum. Blocks are numbered in
+    order of first use; values past MAX_SHARED get none."""
+    n_code = code.shape[0]
+    share = np.full(n_code, -1, dtype=np.int64)
+    version = np.full(n_regs, -1, dtype=np.int64)  # the instruction that wrote each register
+    key = np.full(n_code, -1, dtype=np.int64)  # which value each rolling sum reads
+    uses = np.zeros(n_code + n_regs, dtype=np.int64)
+    for i in range(n_code):
+        if code[i, 0] == Op.sma or code[i, 0] == Op.sum:
+            r = code[i, 2]
+            key[i] = version[r] if version[r] >= 0 else n_code + r  # a register not yet written: its input
+            uses[key[i]] += 1
+        version[code[i, 1]] = i
+    block = np.full(n_code + n_regs, -1, dtype=np.int64)
+    n_blocks = 0
+    for i in range(n_code):
+        if key[i] >= 0 and uses[key[i]] >= 2:
+            if block[key[i]] < 0 and n_blocks < MAX_SHARED:
+                block[key[i]] = n_blocks
+                n_blocks += 1
+            share[i] = block[key[i]]
+    return share, n_blocks
+
+
+@njit(cache=True, inline="always")
+def _shared_rolling_sum_nb(x, n, out, div, pre, built, s):
+    """A rolling sum from block s of `pre`, which the first rolling sum of the value builds."""
+    if not built[s]:
+        rolling_prefix_nb(x, pre[s])
+        built[s] = True
+    rolling_window_nb(x, n, out, div, pre[s])
 
 
 def run_tape(tape, market) -> np.ndarray:

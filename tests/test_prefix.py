@@ -1,0 +1,113 @@
+"""Rolling sums sharing one prefix pass (autostrat.tape.prefix) give the bits of the plain kernel.
+
+The split kernels are checked against `_rolling_sum_nb` bit for bit on random series (NaN runs,
+zeros, values far apart in size, infinities: the direct-sum fallback included). The dispatch
+loop's choice of which rolling sums share a block is checked on hand-written code (a register
+written again between two reads must not share), and whole tapes that share blocks are checked
+against each sma and sum kernel run on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autostrat.data.synthetic import synthetic_market
+from autostrat.lang.check import load
+from autostrat.tape.compile import compile
+from autostrat.tape.kernels_indicators import rsi_nb
+from autostrat.tape.kernels_rolling import _rolling_sum_nb, sma_nb, sum_nb
+from autostrat.tape.opcodes import Op
+from autostrat.tape.prefix import PREFIX_ROWS, rolling_prefix_nb, rolling_window_nb
+from autostrat.tape.vm import MAX_SHARED, run_tape, shared_prefixes_nb
+
+VALUES = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(0.0), st.just(np.nan),
+                   st.floats(-1e300, 1e300, allow_nan=False), st.just(np.inf), st.just(1e-300))
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(a), np.nan, a).view(np.int64)  # every NaN the same pattern
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VALUES, min_size=0, max_size=80), st.integers(1, 12), st.sampled_from([1.0, 3.0, 7.0]))
+def test_prefix_then_window_is_the_rolling_sum_bit_for_bit(values, n, div):
+    x = np.array(values, dtype=np.float64)
+    want = np.empty_like(x)
+    _rolling_sum_nb(x, n, want, div)
+    pre = np.empty((PREFIX_ROWS, x.shape[0]))
+    rolling_prefix_nb(x, pre)
+    got = np.empty_like(x)
+    rolling_window_nb(x, n, got, div, pre)
+    assert np.array_equal(_bits(got), _bits(want))
+
+
+def test_one_prefix_serves_every_window():
+    x = synthetic_market(bars=600).close.copy()
+    x[100:103] = np.nan
+    pre = np.empty((PREFIX_ROWS, x.shape[0]))
+    rolling_prefix_nb(x, pre)
+    for n in (1, 2, 5, 50, 97, 599, 700):
+        want, got = np.empty_like(x), np.empty_like(x)
+        sma_nb(x, n, want)
+        rolling_window_nb(x, n, got, float(n), pre)
+        assert np.array_equal(_bits(got), _bits(want)), n
+
+
+def _row(op, d, a, n=2):
+    return [op, d, a, 0, 0, n, 0, 0, 0]
+
+
+def test_blocks_follow_the_value_a_register_holds_not_the_register():
+    code = np.array([
+        _row(Op.sma, 5, 3, 2),   # sma(close)      shares block 0 with the next
+        _row(Op.sma, 6, 3, 4),   # sma(close)
+        _row(Op.sma, 9, 5, 3),   # of r5 as the first row left it: read once, none
+        _row(Op.neg, 5, 6),      # r5 now holds another value
+        _row(Op.sma, 7, 5, 2),   # of the new r5:  block 1 with the next
+        _row(Op.sum, 8, 5, 3),
+        _row(Op.sma, 9, 6, 3),   # r6 is read by one rolling sum only: none
+        _row(Op.sum, 10, 0, 3),  # open, once: none
+    ], dtype=np.int64)
+    share, n_blocks = shared_prefixes_nb(code, 11)
+    assert share.tolist() == [0, 0, -1, -1, 1, 1, -1, -1]
+    assert n_blocks == 2
+
+
+def test_no_more_blocks_than_the_limit():
+    rows = []
+    for v in range(MAX_SHARED + 2):  # that many values, each read by two rolling sums
+        rows += [_row(Op.neg, 5 + 3 * v, 3), _row(Op.sma, 6 + 3 * v, 5 + 3 * v, 2), _row(Op.sum, 7 + 3 * v, 5 + 3 * v, 4)]
+    share, n_blocks = shared_prefixes_nb(np.array(rows, dtype=np.int64), 5 + 3 * (MAX_SHARED + 2))
+    assert n_blocks == MAX_SHARED
+    assert sorted(set(share.tolist())) == [-1, *range(MAX_SHARED)]
+    assert share.tolist()[-6:] == [-1] * 6  # the last two values compute their own
+
+
+def test_a_tape_that_shares_equals_each_kernel_alone():
+    # One comparison per rule: each rolling sum is a fused rule's operand, so its register holds
+    # it to the end of the run.
+    market = synthetic_market(bars=900, seed=3)
+    typed = load('strategy "windows"\n'
+                 "buy when sma(close, 5) > sma(close, 50)\n"
+                 "sell when sum(close, 20) < sma(rsi(close, 14), 9)\n"
+                 "short when sma(rsi(close, 14), 30) > sum(rsi(close, 14), 3)\n"
+                 "cover when sma(volume, 10) < sma(close, 7)\n")
+    tape = compile(typed)
+    share, n_blocks = shared_prefixes_nb(tape.code, tape.n_regs)
+    assert n_blocks == 2  # close, and rsi(close, 14); volume is read once
+    regs = run_tape(tape, market)
+    close, volume = np.asarray(market.close), np.asarray(market.volume)
+    rsi = np.empty_like(close)
+    rsi_nb(np.ascontiguousarray(close), 14, rsi)
+    checked = 0
+    for row in tape.code:
+        if row[0] not in (Op.sma, Op.sum):
+            continue
+        src = {3: close, 4: volume}.get(int(row[2]), rsi)
+        want = np.empty_like(close)
+        (sma_nb if row[0] == Op.sma else sum_nb)(np.ascontiguousarray(src), int(row[5]), want)
+        assert np.array_equal(_bits(regs[row[1]]), _bits(want)), row
+        checked += 1
+    assert checked == 8
