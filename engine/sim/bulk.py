@@ -10,6 +10,7 @@ These functions return every row at once; `autostrat.sim.stream` writes them chu
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,7 +23,7 @@ from autostrat.errors import AutostratError
 from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape
-from autostrat.sim.grid import param_frame, sweep_programs
+from autostrat.sim.grid import iter_variants, param_frame, sweep_programs
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import evaluation_args
 from autostrat.tape.compile import compile_many
@@ -293,10 +294,15 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
     """
     import pandas as pd
     s = resolve_settings(settings, overrides)
+    data = _data(data, s)
+    if isinstance(data, Market) and executor is None:
+        spans = period_spans(data, s, periods)
+        combos, values = _sweep_market(strategy, grid, data, spans, s, chunk_size)
+        frame = metrics_frame(values, spans, [""] * len(combos))
+        return pd.concat([param_frame(combos, grid), frame.drop(columns="name")], axis=1)
     typed, combos = sweep_programs(strategy, grid)
     if not typed:
         raise AutostratError("no valid parameter combination in the grid")
-    data = _data(data, s)
     params = param_frame(combos, grid)
     if isinstance(data, Universe) or executor is not None:
         universe = data if isinstance(data, Universe) else Universe((data,), data.name)
@@ -305,6 +311,26 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
         params = params.loc[params.index.repeat(len(universe))].reset_index(drop=True)
         out = pd.concat([params, frame], axis=1)
         return out if isinstance(data, Universe) else out.drop(columns="asset")
-    spans = period_spans(data, s, periods)
-    frame = metrics_frame(metrics_array(typed, data, spans, s, chunk_size), spans, [t.name for t in typed])
-    return pd.concat([params, frame.drop(columns="name")], axis=1)
+
+
+def _sweep_market(strategy, grid, market: Market, spans, settings: Settings, chunk_size: int):
+    """(points' param values, float64 (n_points, n_periods, n_metrics)) of a sweep on one market.
+
+    The grid's variants are built, compiled and evaluated a chunk at a time, the next chunk built
+    and compiled while one is evaluated (`pipelined`): building variants is Python work as large
+    as evaluating them.
+    """
+    if chunk_size < 1:
+        raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
+    variants = iter_variants(strategy, grid, block=chunk_size)
+    combos: list[dict] = []
+
+    def tapes():
+        while batch := list(itertools.islice(variants, chunk_size)):
+            combos.extend(combo for _, _, combo in batch)
+            yield compile_batch([typed for _, typed, _ in batch])
+
+    parts = list(pipelined(tapes(), lambda tape: evaluate_tape(tape, market, spans, settings.backtest)))
+    if not parts:
+        raise AutostratError("no valid parameter combination in the grid")
+    return combos, np.concatenate(parts)

@@ -128,16 +128,17 @@ def bar_nb(acc, t, e, held_now, rets):
         r = e / prev - 1.0 if prev > 0.0 and (e != prev or math.isinf(e)) else 0.0
         rets[t - 1] = r
         ret_total += r
-        if r < 0.0:
-            down += r * r
+        # Selects, not branches: the sign of a day's return is a coin flip the CPU cannot predict.
+        # Adding 0.0 to the non-negative sums leaves them as they were, bit for bit.
+        dn = r if r < 0.0 else 0.0
+        down += dn * dn
         peak = max(peak, e)
     else:
         peak = e
     prev = e
     if peak > 0.0 and e < peak:
         max_dd = min(max_dd, e / peak - 1.0)
-    if held_now:
-        held += 1.0
+    held += 1.0 if held_now else 0.0
     equity_total += e
     return prev, ret_total, down, peak, max_dd, held, equity_total
 
