@@ -169,7 +169,7 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
 
     def run():
         return run_tape_nb(tape.run_code, tape.consts, tape.n_regs, kernel_table(tape.run_code), m.open, m.high,
-                           m.low, m.close, m.volume)
+                           m.low, m.close, m.volume, tape.rules[:, :, 1:].reshape(-1))
 
     regs = run()
     parts = {

@@ -29,7 +29,7 @@ from autostrat.lang.parse import parse
 from autostrat.lang.registry import BUILTINS
 from autostrat.data.synthetic import synthetic_market
 from autostrat.tape.kernel_table import kernel_table
-from autostrat.tape.vm import run_tape_nb
+from autostrat.tape.vm import ALL_INPUTS, inputs_read_nb, run_tape_nb
 
 VM_SOURCE = Path(vm.__file__)
 
@@ -261,7 +261,8 @@ def test_vm_rejects_an_unknown_opcode(jit):
     code[0, 1] = 5
     m = synthetic_market(1, 10)
     with pytest.raises(ValueError):
-        run_tape_nb(code, np.zeros(1), 6, kernel_table(code), m.open, m.high, m.low, m.close, m.volume)
+        run_tape_nb(code, np.zeros(1), 6, kernel_table(code), m.open, m.high, m.low, m.close, m.volume,
+                    ALL_INPUTS)
 
 
 def test_vm_is_generated_and_current():
@@ -272,3 +273,18 @@ def test_vm_is_generated_and_current():
     assert VM_SOURCE.read_text(encoding="utf-8") == gen_vm.render(), \
         "engine/tape/vm.py is stale: run python -m autostrat.tape.gen_vm"
     assert gen_vm.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_vm_copies_in_every_input_an_opcode_reads(name):
+    # Sources in registers 0, 1, 2 (open, high, low), as many as the opcode takes (META), plus the
+    # bar series its reference implementation names: those rows must be filled, no others.
+    row = np.zeros((1, 9), dtype=np.int64)
+    row[0, 0], row[0, 1], row[0, 2:5] = CODE[name], 5, (0, 1, 2)
+    bars = {"high": 1, "low": 2, "close": 3, "volume": 4}
+    want = set(range(META[CODE[name]].regs)) | {bars[p] for p in inspect.signature(ref.REFERENCE[name]).parameters
+                                                 if p in bars}
+    need = inputs_read_nb(row, np.zeros(0, dtype=np.int64))
+    assert set(np.flatnonzero(need).tolist()) == want, name
+    # and the registers the caller keeps, whatever the code reads
+    assert inputs_read_nb(row, np.array([4, 3, 9, -1], dtype=np.int64))[[3, 4]].all()

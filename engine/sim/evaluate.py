@@ -141,7 +141,9 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
                                               low[a:b], close[a:b], volume[a:b], np.array([[0, b - a]], np.int64),
                                               fill_close, commission, slippage, capital, False, parallel)
         return out
-    regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume)
+    # The rules' operand registers (a comparison's two, or a register) are read after the run.
+    regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume,
+                       rules[:, :, 1:].reshape(-1))
     args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
     if rules.shape[0] == 1:  # one backtest: its flags without array operations, which cost more here
         e, r = exits[0].tolist(), rules[0]

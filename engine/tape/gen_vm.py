@@ -12,11 +12,12 @@ fails when vm.py is stale.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 from autostrat.lang.registry import BUILTINS
 from autostrat.tape.kernels import kernel_params
-from autostrat.tape.opcodes import NAMES
+from autostrat.tape.opcodes import NAMES, SERIES_REGS
 
 VM_PATH = Path(__file__).with_name("vm.py")
 BASE_GROUP = "constants, lag and operators"
@@ -53,8 +54,10 @@ import numpy as np
 from numba import njit
 
 from autostrat.tape.kernel_table import FINGERPRINT, TABLE_SIZE, caller, kernel_table
-from autostrat.tape.opcodes import Op
+from autostrat.tape.opcodes import FIRST_FREE_REG, Op
 from autostrat.tape.prefix import PREFIX_ROWS, rolling_prefix_nb, rolling_window_nb
+
+ALL_INPUTS = np.arange(FIRST_FREE_REG, dtype=np.int64)  # `keep` for a caller that may read any input row
 
 # At most this many values' prefix blocks (autostrat.tape.prefix) are kept while a tape runs:
 # PREFIX_ROWS series each; a value read by rolling sums past that many others computes its own.
@@ -66,10 +69,13 @@ MAX_SHARED = 8
 PROLOGUE = '''
 
 @njit(cache=True, nogil=True)  # nogil: a bulk run compiles its next chunk while this one runs
-def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
+def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, keep):
     """Run a tape over one market's arrays; return the register file (n_regs, n_bars).
 
     `kernels` is the int64 kernel table of `kernel_table(code)`, with every opcode of `code` filled.
+    `keep` (int64) lists the registers the caller reads after the run (ALL_INPUTS: every input).
+    An input row (0..4) that no instruction reads and `keep` does not list is not copied in: its
+    values are undefined. (A backtest of two averages of the close copies one series, not five.)
     """
     if kernels.shape[0] != TABLE_SIZE or kernels[TABLE_SIZE - 1] != FINGERPRINT:
         # A loop compiled for another instruction set (a stale cache in a NUMBA_CACHE_DIR of the
@@ -80,18 +86,24 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
     if open_.shape[0] != n or high.shape[0] != n or low.shape[0] != n or volume.shape[0] != n:
         raise ValueError("open, high, low, close and volume must have the same length")
     regs = np.empty((n_regs, n))
+    need = inputs_read_nb(code, keep)
     # One loop per row, not `regs[0, :] = open_`: slice assignment compiles numba's shape-error
     # path (3 s), and separate loops let the five series have different array types.
-    for j in range(n):
-        regs[0, j] = open_[j]
-    for j in range(n):
-        regs[1, j] = high[j]
-    for j in range(n):
-        regs[2, j] = low[j]
-    for j in range(n):
-        regs[3, j] = close[j]
-    for j in range(n):
-        regs[4, j] = volume[j]
+    if need[0]:
+        for j in range(n):
+            regs[0, j] = open_[j]
+    if need[1]:
+        for j in range(n):
+            regs[1, j] = high[j]
+    if need[2]:
+        for j in range(n):
+            regs[2, j] = low[j]
+    if need[3]:
+        for j in range(n):
+            regs[3, j] = close[j]
+    if need[4]:
+        for j in range(n):
+            regs[4, j] = volume[j]
     H = regs[1]
     L = regs[2]
     Cl = regs[3]
@@ -114,6 +126,28 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
 EPILOGUE = '''        else:
             raise ValueError("unknown opcode")
     return regs
+
+
+@njit(cache=True)
+def inputs_read_nb(code, keep):
+    """Which of the input rows 0..4 a run must fill: those an instruction reads as a source
+    (N_SOURCES of them) or as a bar series its kernel takes (BAR_READS), and those in `keep`."""
+    need = np.zeros(FIRST_FREE_REG, dtype=np.bool_)
+    for r in keep:
+        if 0 <= r < FIRST_FREE_REG:
+            need[r] = True
+    for i in range(code.shape[0]):
+        op = code[i, 0]
+        if op < 0 or op >= N_SOURCES.shape[0]:
+            continue  # the dispatch loop raises on it
+        for j in range(N_SOURCES[op]):
+            r = code[i, 2 + j]
+            if 0 <= r < FIRST_FREE_REG:
+                need[r] = True
+        for r in range(FIRST_FREE_REG):
+            if BAR_READS[op] >> r & 1:
+                need[r] = True
+    return need
 
 
 @njit(cache=True)
@@ -156,7 +190,7 @@ def _shared_rolling_sum_nb(x, n, out, div, pre, built, s):
 def run_tape(tape, market) -> np.ndarray:
     """Evaluate a tape on a market (anything with open/high/low/close/volume arrays)."""
     return run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), market.open,
-                       market.high, market.low, market.close, market.volume)
+                       market.high, market.low, market.close, market.volume, ALL_INPUTS)
 '''
 
 
@@ -188,6 +222,27 @@ def call_args(name: str) -> list[str]:
     return ["kernels", *out, "d"]
 
 
+def read_tables() -> str:
+    """N_SOURCES and BAR_READS, by opcode: how many source registers each kernel takes (a, b, c),
+    and a bit per input register for the bar series it takes without naming them (atr's high,
+    low and close)."""
+    sources, bars = [], []
+    for name in NAMES:
+        args = call_args(name)
+        sources.append(sum(a in ("a", "b", "c") for a in args))
+        bars.append(sum(1 << SERIES_REGS[p] for p in kernel_params(name) if p in BAR_PARAMS))
+    return ("\n# Which input rows each opcode reads (inputs_read_nb): its source registers, and the bar series its\n"
+            "# kernel takes without naming them (bit r: input register r). Generated from the kernels' signatures.\n"
+            f"N_SOURCES = np.array({_wrapped(sources)}, dtype=np.int64)\n"
+            f"BAR_READS = np.array({_wrapped(bars)}, dtype=np.int64)\n")
+
+
+def _wrapped(values: list[int]) -> str:
+    """A list literal broken into lines of at most about 100 characters."""
+    body = textwrap.fill(", ".join(map(str, values)), 96, initial_indent="    ", subsequent_indent="    ")
+    return "[\n" + body + ",\n]"
+
+
 def render() -> str:
     """The text of vm.py."""
     lines = [f'{name}_nb = caller("{name}")' for name in NAMES]
@@ -205,7 +260,7 @@ def render() -> str:
             branches.append(f"                {call}")
         else:
             branches.append(f"            {call}")
-    return HEADER + "\n".join(lines) + "\n" + PROLOGUE + "\n".join(branches) + "\n" + EPILOGUE
+    return HEADER + "\n".join(lines) + "\n" + read_tables() + PROLOGUE + "\n".join(branches) + "\n" + EPILOGUE
 
 
 def main(argv: list[str] | None = None) -> int:

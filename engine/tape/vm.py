@@ -19,8 +19,10 @@ import numpy as np
 from numba import njit
 
 from autostrat.tape.kernel_table import FINGERPRINT, TABLE_SIZE, caller, kernel_table
-from autostrat.tape.opcodes import Op
+from autostrat.tape.opcodes import FIRST_FREE_REG, Op
 from autostrat.tape.prefix import PREFIX_ROWS, rolling_prefix_nb, rolling_window_nb
+
+ALL_INPUTS = np.arange(FIRST_FREE_REG, dtype=np.int64)  # `keep` for a caller that may read any input row
 
 # At most this many values' prefix blocks (autostrat.tape.prefix) are kept while a tape runs:
 # PREFIX_ROWS series each; a value read by rolling sums past that many others computes its own.
@@ -92,12 +94,28 @@ cross_above_nb = caller("cross_above")
 cross_below_nb = caller("cross_below")
 bars_since_nb = caller("bars_since")
 
+# Which input rows each opcode reads (inputs_read_nb): its source registers, and the bar series its
+# kernel takes without naming them (bit r: input register r). Generated from the kernels' signatures.
+N_SOURCES = np.array([
+    0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1,
+    1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3, 3, 2,
+    2, 1,
+], dtype=np.int64)
+BAR_READS = np.array([
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 14, 14, 14, 14, 30, 0, 0, 0, 14, 14, 0, 0, 14, 14, 24, 30, 14, 14, 14, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0,
+], dtype=np.int64)
+
 
 @njit(cache=True, nogil=True)  # nogil: a bulk run compiles its next chunk while this one runs
-def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
+def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, keep):
     """Run a tape over one market's arrays; return the register file (n_regs, n_bars).
 
     `kernels` is the int64 kernel table of `kernel_table(code)`, with every opcode of `code` filled.
+    `keep` (int64) lists the registers the caller reads after the run (ALL_INPUTS: every input).
+    An input row (0..4) that no instruction reads and `keep` does not list is not copied in: its
+    values are undefined. (A backtest of two averages of the close copies one series, not five.)
     """
     if kernels.shape[0] != TABLE_SIZE or kernels[TABLE_SIZE - 1] != FINGERPRINT:
         # A loop compiled for another instruction set (a stale cache in a NUMBA_CACHE_DIR of the
@@ -108,18 +126,24 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
     if open_.shape[0] != n or high.shape[0] != n or low.shape[0] != n or volume.shape[0] != n:
         raise ValueError("open, high, low, close and volume must have the same length")
     regs = np.empty((n_regs, n))
+    need = inputs_read_nb(code, keep)
     # One loop per row, not `regs[0, :] = open_`: slice assignment compiles numba's shape-error
     # path (3 s), and separate loops let the five series have different array types.
-    for j in range(n):
-        regs[0, j] = open_[j]
-    for j in range(n):
-        regs[1, j] = high[j]
-    for j in range(n):
-        regs[2, j] = low[j]
-    for j in range(n):
-        regs[3, j] = close[j]
-    for j in range(n):
-        regs[4, j] = volume[j]
+    if need[0]:
+        for j in range(n):
+            regs[0, j] = open_[j]
+    if need[1]:
+        for j in range(n):
+            regs[1, j] = high[j]
+    if need[2]:
+        for j in range(n):
+            regs[2, j] = low[j]
+    if need[3]:
+        for j in range(n):
+            regs[3, j] = close[j]
+    if need[4]:
+        for j in range(n):
+            regs[4, j] = volume[j]
     H = regs[1]
     L = regs[2]
     Cl = regs[3]
@@ -287,6 +311,28 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume):
 
 
 @njit(cache=True)
+def inputs_read_nb(code, keep):
+    """Which of the input rows 0..4 a run must fill: those an instruction reads as a source
+    (N_SOURCES of them) or as a bar series its kernel takes (BAR_READS), and those in `keep`."""
+    need = np.zeros(FIRST_FREE_REG, dtype=np.bool_)
+    for r in keep:
+        if 0 <= r < FIRST_FREE_REG:
+            need[r] = True
+    for i in range(code.shape[0]):
+        op = code[i, 0]
+        if op < 0 or op >= N_SOURCES.shape[0]:
+            continue  # the dispatch loop raises on it
+        for j in range(N_SOURCES[op]):
+            r = code[i, 2 + j]
+            if 0 <= r < FIRST_FREE_REG:
+                need[r] = True
+        for r in range(FIRST_FREE_REG):
+            if BAR_READS[op] >> r & 1:
+                need[r] = True
+    return need
+
+
+@njit(cache=True)
 def shared_prefixes_nb(code, n_regs):
     """(block, n_blocks): for each instruction the prefix block it shares (-1: none), and how many
     blocks there are. An sma or sum shares one when its source value (the register as the
@@ -326,4 +372,4 @@ def _shared_rolling_sum_nb(x, n, out, div, pre, built, s):
 def run_tape(tape, market) -> np.ndarray:
     """Evaluate a tape on a market (anything with open/high/low/close/volume arrays)."""
     return run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), market.open,
-                       market.high, market.low, market.close, market.volume)
+                       market.high, market.low, market.close, market.volume, ALL_INPUTS)

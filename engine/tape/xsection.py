@@ -125,7 +125,7 @@ def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume
         if reads[4]:
             v = np.empty(m)
             _gather_nb(volume, a, idx, v)
-        regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v)
+        regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v, out_regs)
         for k in range(out_regs.shape[0]):
             r = out_regs[k]
             for j in range(m):
