@@ -44,8 +44,13 @@ STRATEGY = ROOT / "grammar" / "examples" / "portfolio" / "momentum_12_1.strat"
 FRACTION, EVERY, COST = 0.10, 21, 0.0002
 
 
+_ONES: dict[int, np.ndarray] = {}
+
+
 def simulate(panel, score):
-    return portfolio_nb(panel.open, panel.close, score, score, np.ones_like(score), True, True, FRACTION, True,
+    # Equal weights: the weighting array is made once per panel, as backtest_portfolio does.
+    ones = _ONES.setdefault(id(panel), np.ones_like(panel.close))
+    return portfolio_nb(panel.open, panel.close, score, score, ones, True, True, FRACTION, True,
                          False, FRACTION, False, 0.0, EVERY, 0, len(panel), 0.0001, 0.0001, 10_000.0)
 
 

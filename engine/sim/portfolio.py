@@ -81,7 +81,8 @@ def _pick_nb(score, weight, close, t, top, fraction, by_value, taken, picked, va
     span = hi - lo
     if k < h and span > 0.0 and math.isfinite(span):
         scale = BUCKETS / span
-        counts[:] = 0
+        for b in range(BUCKETS + 1):
+            counts[b] = 0
         for i in range(h):
             counts[_bucket_nb(values[i], lo, scale)] += 1
         last = 0
