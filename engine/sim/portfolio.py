@@ -79,8 +79,8 @@ def _pick_nb(score, weight, close, t, top, fraction, by_value, taken, picked, va
     if k == 0:
         return 0
     span = hi - lo
-    if k < h and span > 0.0 and math.isfinite(span):
-        scale = BUCKETS / span
+    scale = BUCKETS / span if span > 0.0 else 0.0
+    if k < h and span > 0.0 and math.isfinite(span) and math.isfinite(scale):  # not a subnormal span
         for b in range(BUCKETS + 1):
             counts[b] = 0
         for i in range(h):
