@@ -132,39 +132,38 @@ def reference_portfolio(open_, close, long_score, short_score, weight, long_side
     return np.array(equity), np.array(holdings), traded
 
 
-def test_the_selection_finds_the_kth_smallest_value_with_ties():
-    from autostrat.sim.portfolio import _kth_smallest_nb
-
-    rng = np.random.default_rng(5)
-    for trial in range(2000):
-        n = int(rng.integers(1, 60))
-        x = rng.choice([-1.0, 0.0, -0.0, 2.0, 3.5], size=n) if trial % 2 else rng.normal(size=n)
-        k = int(rng.integers(0, n))
-        assert _kth_smallest_nb(x.copy(), k) == np.sort(x)[k]
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_picking_a_small_side_of_a_large_universe_matches_a_full_sort(seed):
-    """The simulator sorts only the values a side can reach: the picks, their order (ties by asset)
-    and what is taken must be the full stable sort's, with many ties and many assets already taken."""
-    from autostrat.sim.portfolio import _pick_nb
+    """The simulator sorts only the values of the lowest buckets that hold the side: the picks, their
+    order (ties by asset) and what is taken must be the full stable sort's, with many ties, many
+    assets already taken, values far apart (one bucket holding nearly all, or a range too wide for
+    buckets) and values a subnormal apart (a range too narrow for them)."""
+    from autostrat.sim.portfolio import BUCKETS, _pick_nb
 
     rng = np.random.default_rng(seed)
     n = 300
     score = rng.choice([-1.0, 0.0, 0.5, 1.0, 2.0], size=(n, 3)) if seed % 2 else rng.normal(size=(n, 3))
     score[rng.uniform(size=score.shape) < 0.1] = np.nan
+    if seed % 4 == 2:
+        score[rng.integers(0, n, 3), 1] = [1e300, -1e300, 1e12]  # the others share a bucket or two
+    if seed % 4 == 3:
+        score[rng.integers(0, n, 2), 1] = [1.7e308, -1.7e308]  # a range too wide for buckets
+    if seed == 5:
+        score[:, 2] = rng.integers(-2, 3, n) * 5e-324  # a range too narrow for buckets (subnormal)
     close = np.where(rng.uniform(size=(n, 3)) < 0.05, np.nan, 1.0)
     weight = np.ones((n, 3))
-    for top in (True, False):
-        for fraction in (0.01, 0.03, 0.1, 0.2, 0.5):
-            taken_set = set(rng.choice(n, size=int(rng.integers(0, 40)), replace=False).tolist())
-            taken = np.zeros(n, dtype=np.bool_)
-            taken[list(taken_set)] = True
-            picked = np.empty(n, dtype=np.int64)
-            k = _pick_nb(score, weight, close, 1, top, fraction, taken, picked)
-            want = _pick(score, weight, close, 1, top, fraction, taken_set)
-            assert picked[:k].tolist() == want
-            assert set(np.flatnonzero(taken).tolist()) == taken_set
+    for t in range(3):  # each bar's column: the normal values, the far-apart ones, the narrow ones
+        for top in (True, False):
+            for fraction in (0.01, 0.03, 0.1, 0.2, 0.5):
+                taken_set = set(rng.choice(n, size=int(rng.integers(0, 40)), replace=False).tolist())
+                taken = np.zeros(n, dtype=np.bool_)
+                taken[list(taken_set)] = True
+                picked, values, where = np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64)
+                k = _pick_nb(score, weight, close, t, top, fraction, True, taken, picked, values, where,
+                             np.empty(BUCKETS + 1, np.int64))
+                want = _pick(score, weight, close, t, top, fraction, taken_set)
+                assert picked[:k].tolist() == want
+                assert set(np.flatnonzero(taken).tolist()) == taken_set
 
 
 @pytest.mark.parametrize("seed", range(6))

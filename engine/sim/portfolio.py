@@ -34,86 +34,96 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, nogil=True)
-def _kth_smallest_nb(x, kth):
-    """The kth smallest value of x (0-based), rearranging x: Hoare's selection. Written out
-    because np.partition's numba implementation takes seconds to compile."""
-    lo = 0
-    hi = x.shape[0] - 1
-    while lo < hi:
-        pivot = x[(lo + hi) // 2]
-        i = lo
-        j = hi
-        while i <= j:
-            while x[i] < pivot:
-                i += 1
-            while x[j] > pivot:
-                j -= 1
-            if i <= j:
-                x[i], x[j] = x[j], x[i]
-                i += 1
-                j -= 1
-        if kth <= j:
-            hi = j
-        elif kth >= i:
-            lo = i
-        else:
-            return x[kth]
-    return x[kth]
+# Buckets of the pick's value range: the side's assets are found among the lowest buckets' ones.
+BUCKETS = 64
 
 
 @njit(cache=True, nogil=True)
-def _pick_nb(score, weight, close, t, top, fraction, taken, picked):
-    """Choose a side's assets at bar t into `picked`; return how many (k)."""
+def _bucket_nb(v, lo, scale):
+    """v's bucket: a non-decreasing function of v, so a lower value is never in a higher bucket."""
+    return min(int((v - lo) * scale), BUCKETS)
+
+
+@njit(cache=True, nogil=True)
+def _pick_nb(score, weight, close, t, top, fraction, by_value, taken, picked, values, where, counts):
+    """Choose a side's assets at bar t into `picked`, best first; return how many (k).
+
+    The side takes the first k of its eligible assets in order of (value, asset index) that the
+    other side has not taken: the first k of the untaken ones. `values` and `where` are scratch
+    space, one slot per asset, `counts` BUCKETS + 1 slots. Sorting every asset at each rebalance
+    is most of the simulator's time; instead the values are counted into buckets over their range,
+    only the assets of the lowest buckets that hold k are kept (a bucket function that never
+    decreases keeps every asset ahead of a kept one), and those few are sorted.
+    """
     n_assets = score.shape[0]
-    values = np.empty(n_assets)
-    where = np.empty(n_assets, dtype=np.int64)
-    m = 0
+    m = 0  # the eligible assets, taken ones included: k is a fraction of them
+    h = 0  # the candidates: eligible and not taken, values[:h] and where[:h] in asset order
+    lo = math.inf
+    hi = -math.inf
     for a in range(n_assets):
         s = score[a, t]
-        if math.isnan(close[a, t]) or not math.isfinite(s) or not math.isfinite(weight[a, t]):
+        if math.isnan(close[a, t]) or not math.isfinite(s) or (by_value and not math.isfinite(weight[a, t])):
             continue
-        values[m] = -s if top else s
-        where[m] = a
         m += 1
+        if taken[a]:
+            continue
+        v = -s if top else s
+        values[h] = v
+        where[h] = a
+        lo = min(lo, v)
+        hi = max(hi, v)
+        h += 1
     if m == 0:
         return 0
-    k = max(1, int(math.floor(fraction * m + 1e-9)))
-    # The assets in order of (value, asset index), as far as the side reaches: at most k plus the
-    # assets the other side took. When that is a small part of m, the values up to the reach's
-    # largest are found by a partition and only they are sorted; every value equal to that
-    # largest is kept, so the order below is the full sort's, ties and all.
-    reach = k
-    for a in range(n_assets):
-        if taken[a]:
-            reach += 1
-    if 4 * reach < m:
-        bound = _kth_smallest_nb(values[:m].copy(), reach - 1)
+    k = min(max(1, int(math.floor(fraction * m + 1e-9))), h)
+    if k == 0:
+        return 0
+    span = hi - lo
+    scale = BUCKETS / span if span > 0.0 else 0.0
+    if k < h and span > 0.0 and math.isfinite(span) and math.isfinite(scale):  # not a subnormal span
+        for b in range(BUCKETS + 1):
+            counts[b] = 0
+        for i in range(h):
+            counts[_bucket_nb(values[i], lo, scale)] += 1
+        last = 0
+        total = counts[0]
+        while total < k:
+            last += 1
+            total += counts[last]
         c = 0
-        for i in range(m):
-            if values[i] <= bound:
+        for i in range(h):
+            if _bucket_nb(values[i], lo, scale) <= last:
                 values[c] = values[i]
                 where[c] = where[i]  # c <= i: the kept ones stay in asset order
                 c += 1
-        m = c
-    # Stable sort on (value, asset index): `where` is in asset order, mergesort keeps it on ties.
-    order = np.argsort(values[:m], kind="mergesort")
-    n = 0
-    for i in range(m):
-        if n == k:
-            break
-        a = where[order[i]]
-        if taken[a]:
-            continue
-        picked[n] = a
-        taken[a] = True
-        n += 1
-    return n
+        h = c
+    # Stable sort on (value, asset index): `where` is in asset order and an insertion sort (or
+    # mergesort, when many are kept) keeps it on ties.
+    if h <= 4 * k + 32:
+        for i in range(1, h):
+            v = values[i]
+            a = where[i]
+            j = i - 1
+            while j >= 0 and values[j] > v:
+                values[j + 1] = values[j]
+                where[j + 1] = where[j]
+                j -= 1
+            values[j + 1] = v
+            where[j + 1] = a
+        for i in range(k):
+            picked[i] = where[i]
+    else:
+        order = np.argsort(values[:h], kind="mergesort")
+        for i in range(k):
+            picked[i] = where[order[i]]
+    for i in range(k):
+        taken[picked[i]] = True
+    return k
 
 
 @njit(cache=True, nogil=True)
 def _side_weights_nb(picked, k, weight, t, top, by_value, gross, cap, out):
-    """Target weights of a side's k assets into out[:k] (positive; the caller signs them)."""
+    """Target weights of a side's k assets at bar t into out[:k] (positive; the caller signs them)."""
     if k == 0:
         return
     if by_value:
@@ -162,8 +172,11 @@ def portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_t
                  commission, slippage, capital):
     """(equity, holdings, traded_notional) of a portfolio over bars [start, stop) (module docstring).
 
-    The arrays are assets x bars; `weight` is the weighting value (ones for equal weights; any
-    finite array when `by_value` is False); `cap` <= 0 means no cap.
+    The arrays are assets x bars; `weight` is the weighting value, read only when `by_value` (any
+    array otherwise); `cap` <= 0 means no cap. The bars run in segments from one fill to the next
+    rebalance: within one the positions and the cash stay, so each held asset's closes are read
+    along its row, and each bar's equity adds the positions in asset order as a bar-by-bar loop
+    would (tests/test_portfolio_layout.py pins the equality, bit for bit).
     """
     n_assets = close.shape[0]
     n = stop - start
@@ -177,12 +190,19 @@ def portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_t
     taken = np.zeros(n_assets, dtype=np.bool_)
     picked = np.empty(n_assets, dtype=np.int64)
     side_w = np.empty(n_assets)
+    values = np.empty(n_assets)
+    where = np.empty(n_assets, dtype=np.int64)
+    counts = np.empty(BUCKETS + 1, dtype=np.int64)
+    # Rebalance bars: start, start + every, ... before stop - 1.
+    n_rebalance = (stop - 1 - start + every - 1) // every if stop - 1 > start else 0
     cash = capital
     traded = 0.0
     cost_rate = commission + slippage
     gross = 0.5 if has_long and has_short else 1.0
     pending = False
-    for t in range(start, stop):
+    t = start
+    j = 0  # the next rebalance
+    while t < stop:
         if pending:  # the orders decided at the previous close fill at this open
             value = cash
             for i in range(n_held):
@@ -209,28 +229,38 @@ def portfolio_nb(open_, close, long_score, short_score, weight, has_long, long_t
                         held[n_held] = a
                         n_held += 1
             pending = False
-        marked = cash
+        rebalance = start + j * every if j < n_rebalance else -1
+        end = rebalance + 1 if rebalance >= 0 else stop  # this segment: bars [t, end)
+        for u in range(t, end):
+            equity[u - start] = cash
+            holdings[u - start] = n_held
         for i in range(n_held):
             a = held[i]
-            c = close[a, t]
-            if not math.isnan(c):
-                last[a] = c
-            marked += shares[a] * last[a]
-        equity[t - start] = marked
-        holdings[t - start] = n_held
-        if (t - start) % every == 0 and t < stop - 1:
+            s = shares[a]
+            price = last[a]
+            for u in range(t, end):
+                c = close[a, u]
+                if not math.isnan(c):
+                    price = c
+                equity[u - start] += s * price
+            last[a] = price
+        if rebalance >= 0:
             for a in range(n_assets):
                 target[a] = 0.0
                 taken[a] = False
             if has_long:
-                k = _pick_nb(long_score, weight, close, t, long_top, long_fraction, taken, picked)
-                _side_weights_nb(picked, k, weight, t, long_top, by_value, gross, cap, side_w)
+                k = _pick_nb(long_score, weight, close, rebalance, long_top, long_fraction, by_value, taken, picked,
+                             values, where, counts)
+                _side_weights_nb(picked, k, weight, rebalance, long_top, by_value, gross, cap, side_w)
                 for i in range(k):
                     target[picked[i]] = side_w[i]
             if has_short:
-                k = _pick_nb(short_score, weight, close, t, short_top, short_fraction, taken, picked)
-                _side_weights_nb(picked, k, weight, t, short_top, by_value, gross, cap, side_w)
+                k = _pick_nb(short_score, weight, close, rebalance, short_top, short_fraction, by_value, taken, picked,
+                             values, where, counts)
+                _side_weights_nb(picked, k, weight, rebalance, short_top, by_value, gross, cap, side_w)
                 for i in range(k):
                     target[picked[i]] = -side_w[i]
             pending = True
+            j += 1
+        t = end
     return equity, holdings, traded

@@ -178,7 +178,7 @@ class _Scores:
         typed = self.typed
         programs = [dataclasses.replace(typed, rules={"buy": e}, exits={}, warmup=0, portfolio=None) for e in exprs]
         tape = compile_many(programs)
-        out = np.full((len(exprs), *self.panel.close.shape), np.nan)
+        out = np.empty((len(exprs), *self.panel.close.shape))  # every entry written
         regs = np.ascontiguousarray(tape.outputs[:, 0])
         run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), open_, high, low, close, volume,
                       self.rows.offsets, self.rows.flat, regs, out, tape_reads(tape.code, regs))
@@ -292,7 +292,7 @@ def evaluate_scores_many(programs: list[TypedProgram], panel) -> list[dict[str, 
     if exprs:
         tape = compile_many(exprs)
         regs, which = np.unique(tape.outputs[:, 0], return_inverse=True)  # shared expressions: one register
-        out = np.full((regs.size, *panel.close.shape), np.nan)
+        out = np.empty((regs.size, *panel.close.shape))  # every entry written
         run_assets_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), panel.open, panel.high,
                       panel.low, panel.close, panel.volume, rows.offsets, rows.flat, regs, out,
                       tape_reads(tape.code, regs))

@@ -99,8 +99,9 @@ def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume
                   reads):
     """Run a tape on every asset's own bars: asset a's are rows[offsets[a]:offsets[a + 1]].
 
-    The inputs are assets x bars; out[k, a, bar] receives register out_regs[k] (NaN stays where
-    the asset has no bar). `reads[i]` says whether the tape may read input i (open, high, low,
+    The inputs are assets x bars; out[k, a, bar] receives register out_regs[k], NaN where the
+    asset has no bar: every entry of `out` is written, so it need not be filled beforehand (a
+    fill is one more pass over memory, and a serial one). `reads[i]` says whether the tape may read input i (open, high, low,
     close, volume; `tape_reads`): an input it never reads is not gathered, and the VM is handed
     close in its place. The assets run in parallel on all cores: each writes its own rows of
     `out`, and its values do not depend on which thread computed them.
@@ -109,6 +110,9 @@ def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume
         idx = rows[offsets[a]:offsets[a + 1]]
         m = idx.shape[0]
         if m == 0:
+            for k in range(out_regs.shape[0]):
+                for t in range(out.shape[2]):
+                    out[k, a, t] = math.nan
             continue
         c = np.empty(m)
         _gather_nb(close, a, idx, c)
@@ -128,6 +132,14 @@ def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume
         regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v, out_regs)
         for k in range(out_regs.shape[0]):
             r = out_regs[k]
+            t = 0  # the next bar of the row to write
             for j in range(m):
-                out[k, a, idx[j]] = regs[r, j]
+                while t < idx[j]:
+                    out[k, a, t] = math.nan
+                    t += 1
+                out[k, a, t] = regs[r, j]
+                t += 1
+            while t < out.shape[2]:
+                out[k, a, t] = math.nan
+                t += 1
 
