@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
 
 import numpy as np
 import pytest
 
 from autostrat.sim.backtest import backtest
-from autostrat.sim.bulk import evaluate_many, pipelined, sweep
+from autostrat.sim.bulk import evaluate_many, sweep
 from autostrat.sim.grid import parse_grid, sweep_programs
 from autostrat.errors import AutostratError
 from autostrat.resources import examples_dir, example_path
@@ -124,40 +123,3 @@ def test_a_sweep_warns_about_values_outside_the_declared_range_and_prints_whole_
     out, err = capsys.readouterr()
     assert "warning: fast: 1 of 3 values lie outside its declared range 5..50 (for example 2)" in err
     assert " 5.0 " not in out and " 8.0 " not in out
-
-
-def test_pipelined_keeps_order_runs_the_work_apart_and_reads_one_job_ahead():
-    taken, worked = [], []
-
-    def jobs():
-        for k in range(6):
-            taken.append(k)
-            yield k
-
-    def work(k):
-        worked.append(threading.get_ident())
-        return k * k
-
-    out = []
-    for value in pipelined(jobs(), work):
-        out.append(value)
-        assert len(taken) <= len(out) + 1  # at most the next chunk's tape exists beside this one's
-    assert out == [k * k for k in range(6)]
-    assert threading.get_ident() not in worked  # compiling here, evaluating there
-
-
-def test_a_failed_chunk_raises_and_the_rest_is_not_run():
-    ran = []
-
-    def work(k):
-        ran.append(k)
-        if k == 2:
-            raise ValueError("chunk 2 broke")
-        return k
-
-    got = []
-    with pytest.raises(ValueError, match="chunk 2 broke"):
-        for value in pipelined(iter(range(10)), work):
-            got.append(value)
-    assert got == [0, 1]
-    assert max(ran) <= 3  # the chunk queued behind the failed one at most, never the other six

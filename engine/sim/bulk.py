@@ -10,9 +10,6 @@ These functions return every row at once; `autostrat.sim.stream` writes them chu
 
 from __future__ import annotations
 
-import itertools
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from autostrat.config import Settings
@@ -23,7 +20,7 @@ from autostrat.errors import AutostratError
 from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape
-from autostrat.sim.grid import iter_variants, param_frame, sweep_programs
+from autostrat.sim.grid import param_frame, sweep_programs
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import evaluation_args
 from autostrat.tape.compile import compile_many
@@ -88,36 +85,10 @@ def metrics_array(typed: list[TypedProgram], market: Market, spans, settings: Se
     if chunk_size < 1:
         raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
     out = np.empty((len(typed), len(spans), len(METRIC_NAMES)))
-    starts = range(0, len(typed), chunk_size)
-    tapes = (compile_batch(typed[start : start + chunk_size]) for start in starts)
-    for start, values in zip(starts, pipelined(tapes, lambda tape: evaluate_tape(tape, market, spans,
-                                                                                 settings.backtest))):
-        out[start : start + len(values)] = values
+    for start in range(0, len(typed), chunk_size):
+        batch = typed[start : start + chunk_size]
+        out[start : start + len(batch)] = evaluate_tape(compile_batch(batch), market, spans, settings.backtest)
     return out
-
-
-def pipelined(jobs, work):
-    """work(job) for each job of the iterator `jobs`, in order, on one worker thread, while this
-    thread takes the next job from `jobs`.
-
-    Taking a job is compiling a chunk's tape (Python, which holds the GIL); the work is running
-    and scoring one (numba kernels that release it). Overlapping the two keeps both cores busy
-    where they took turns. One chunk is evaluated at a time, so memory holds one chunk's
-    registers, as before, and at most two compiled tapes besides. A failed chunk raises here,
-    and the chunks not started yet are dropped.
-    """
-    pool = ThreadPoolExecutor(1, thread_name_prefix="autostrat-chunk")
-    try:
-        pending = None
-        for job in jobs:
-            started = pool.submit(work, job)
-            if pending is not None:
-                yield pending.result()
-            pending = started
-        if pending is not None:
-            yield pending.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- universes and executors ------------------------------------------------------------------
@@ -182,8 +153,7 @@ def asset_slices(universe: Universe, assets_per_chunk: int = DEFAULT_ASSETS_PER_
 
 
 class LocalExecutor:
-    """Runs the chunks in this process, one after another (each simulates on all cores), the next
-    one compiled while one runs (`pipelined`)."""
+    """Runs the chunks in this process, one after another (each simulates on all cores)."""
 
     name = "local"
 
@@ -193,7 +163,8 @@ class LocalExecutor:
         `jobs` is consumed lazily, one ahead of the results at most: a caller may build the jobs
         (compile the tapes) as they are needed.
         """
-        yield from pipelined(jobs, lambda job: chunk_metrics(job[0], universe.markets[job[1]], spans[job[1]], costs))
+        for tape, asl in jobs:
+            yield chunk_metrics(tape, universe.markets[asl], spans[asl], costs)
 
 
 def chunk_jobs(typed: list[TypedProgram], chunks):
@@ -294,15 +265,10 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
     """
     import pandas as pd
     s = resolve_settings(settings, overrides)
-    data = _data(data, s)
-    if isinstance(data, Market) and executor is None:
-        spans = period_spans(data, s, periods)
-        combos, values = _sweep_market(strategy, grid, data, spans, s, chunk_size)
-        frame = metrics_frame(values, spans, [""] * len(combos))
-        return pd.concat([param_frame(combos, grid), frame.drop(columns="name")], axis=1)
     typed, combos = sweep_programs(strategy, grid)
     if not typed:
         raise AutostratError("no valid parameter combination in the grid")
+    data = _data(data, s)
     params = param_frame(combos, grid)
     if isinstance(data, Universe) or executor is not None:
         universe = data if isinstance(data, Universe) else Universe((data,), data.name)
@@ -311,26 +277,6 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
         params = params.loc[params.index.repeat(len(universe))].reset_index(drop=True)
         out = pd.concat([params, frame], axis=1)
         return out if isinstance(data, Universe) else out.drop(columns="asset")
-
-
-def _sweep_market(strategy, grid, market: Market, spans, settings: Settings, chunk_size: int):
-    """(points' param values, float64 (n_points, n_periods, n_metrics)) of a sweep on one market.
-
-    The grid's variants are built, compiled and evaluated a chunk at a time, the next chunk built
-    and compiled while one is evaluated (`pipelined`): building variants is Python work as large
-    as evaluating them.
-    """
-    if chunk_size < 1:
-        raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
-    variants = iter_variants(strategy, grid, block=chunk_size)
-    combos: list[dict] = []
-
-    def tapes():
-        while batch := list(itertools.islice(variants, chunk_size)):
-            combos.extend(combo for _, _, combo in batch)
-            yield compile_batch([typed for _, typed, _ in batch])
-
-    parts = list(pipelined(tapes(), lambda tape: evaluate_tape(tape, market, spans, settings.backtest)))
-    if not parts:
-        raise AutostratError("no valid parameter combination in the grid")
-    return combos, np.concatenate(parts)
+    spans = period_spans(data, s, periods)
+    frame = metrics_frame(metrics_array(typed, data, spans, s, chunk_size), spans, [t.name for t in typed])
+    return pd.concat([params, frame.drop(columns="name")], axis=1)

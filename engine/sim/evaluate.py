@@ -67,8 +67,7 @@ def _batch_scorers(at_close: bool, long_only: bool):
     keys its disk cache by the closure's values, which must be the same in every process (a
     kernel closing over another kernel would be compiled again in every process)."""
 
-    # nogil: a bulk run compiles its next chunk (Python) while these score this one.
-    @njit(cache=True, parallel=True, nogil=True)
+    @njit(cache=True, parallel=True)
     def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
                       commission, slippage, capital):
         n_prog = rules.shape[0]
@@ -87,7 +86,7 @@ def _batch_scorers(at_close: bool, long_only: bool):
                 _score_program_nb(*args)
         return out
 
-    @njit(cache=True, nogil=True)
+    @njit(cache=True)
     def score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
                         commission, slippage, capital):
         n_prog = rules.shape[0]

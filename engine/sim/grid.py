@@ -94,16 +94,13 @@ def grid_size(grid: dict[str, list[float]]) -> int:
     return math.prod(len(v) for v in grid.values())
 
 
-def iter_variants(strategy, grid: dict[str, list[float]], block: int | None = None):
+def iter_variants(strategy, grid: dict[str, list[float]]):
     """(point index, checked program, {param: value}) for every valid point, in grid order.
 
     Invalid points (e.g. a window of 0) are skipped: not a strategy, not a result. A value
     outside a param's declared range widens the range: the range is the search's business, a
-    sweep asks for exactly these values. Points are checked `block` at a time (default 4,096): a
-    caller that evaluates chunks as they come asks for its chunk size, so the first chunk is ready
-    sooner.
+    sweep asks for exactly these values.
     """
-    block = _BLOCK if block is None else max(1, block)
     base = load_strategy(strategy)
     params = base.program.params()
     unknown = [n for n in grid if n not in params]
@@ -112,8 +109,8 @@ def iter_variants(strategy, grid: dict[str, list[float]], block: int | None = No
         raise AutostratError(f"the strategy has no param {unknown[0]!r} (its params: {have})")
     variants = GridVariants(base, {n: [set_param(params[n], v) for v in grid[n]] for n in grid})
     names = list(grid)
-    for first in range(0, len(variants), block):
-        index, picks, programs = variants.block(np.arange(first, min(first + block, len(variants))))
+    for first in range(0, len(variants), _BLOCK):
+        index, picks, programs = variants.block(np.arange(first, min(first + _BLOCK, len(variants))))
         for point, row, typed in zip(index.tolist(), picks.tolist(), programs):
             yield point, typed, {n: grid[n][i] for n, i in zip(names, row)}
 

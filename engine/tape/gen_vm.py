@@ -68,7 +68,7 @@ MAX_SHARED = 8
 
 PROLOGUE = '''
 
-@njit(cache=True, nogil=True)  # nogil: a bulk run compiles its next chunk while this one runs
+@njit(cache=True)
 def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, keep):
     """Run a tape over one market's arrays; return the register file (n_regs, n_bars).
 
