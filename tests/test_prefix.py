@@ -1,13 +1,16 @@
-"""Rolling sums sharing one prefix pass (autostrat.tape.prefix) give the bits of the plain kernel.
+"""The rolling sum from a prefix pass and a window pass (autostrat.tape.prefix), shared or not.
 
-The split kernels are checked against `_rolling_sum_nb` bit for bit on random series (NaN runs,
-zeros, values far apart in size, infinities: the direct-sum fallback included). The dispatch
+The split kernels, alone and through `_rolling_sum_nb` (sma, sum), are checked bit for bit against
+`fused_rolling_sum`, a plain-Python copy of the one-pass loop they replaced, on random series (NaN
+runs, zeros, values far apart in size, infinities: the direct-sum fallback included). The dispatch
 loop's choice of which rolling sums share a block is checked on hand-written code (a register
 written again between two reads must not share), and whole tapes that share blocks are checked
 against each sma and sum kernel run on its own.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from hypothesis import given, settings
@@ -17,13 +20,59 @@ from autostrat.data.synthetic import synthetic_market
 from autostrat.lang.check import load
 from autostrat.tape.compile import compile
 from autostrat.tape.kernels_indicators import rsi_nb
-from autostrat.tape.kernels_rolling import _rolling_sum_nb, sma_nb, sum_nb
+from autostrat.tape.kernels_rolling import sma_nb, sum_nb
 from autostrat.tape.opcodes import Op
-from autostrat.tape.prefix import PREFIX_ROWS, rolling_prefix_nb, rolling_window_nb
+from autostrat.tape.prefix import EPS, PREFIX_ROWS, RECOMPUTE_AT, _rolling_sum_nb, rolling_prefix_nb, rolling_window_nb
 from autostrat.tape.vm import MAX_SHARED, run_tape, shared_prefixes_nb
 
 VALUES = st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.just(0.0), st.just(np.nan),
                    st.floats(-1e300, 1e300, allow_nan=False), st.just(np.inf), st.just(1e-300))
+
+
+def fused_rolling_sum(x, n, div):
+    """The one-pass rolling sum autostrat had before the split, in plain Python (the same IEEE
+    operations in the same order): the reference the split kernels must equal bit for bit."""
+    m = len(x)
+    out, hi, lo = [math.nan] * m, [0.0] * m, [0.0] * m
+
+    def ok(r, run, mag):
+        return abs(r) * RECOMPUTE_AT > 4.0 * run * EPS * EPS * mag
+
+    run, s, c, mag, bad = 0, 0.0, 0.0, 0.0, False
+    for t in range(m):
+        v = float(x[t])
+        if math.isnan(v):
+            run, s, c, mag = 0, 0.0, 0.0, 0.0
+            continue
+        run += 1
+        u = s + v
+        w = u - s
+        c += (s - (u - w)) + (v - w)
+        s = u
+        mag += abs(v)
+        hi[t], lo[t] = s, c
+        if run < n:
+            continue
+        r = (s - hi[t - n]) + (c - lo[t - n]) if run > n else s + c
+        out[t] = r / div
+        bad |= not ok(r, run, mag)
+    if bad:  # the windows the prefixes cannot give exactly enough, summed directly
+        run, mag = 0, 0.0
+        for t in range(m):
+            if math.isnan(x[t]):
+                run, mag = 0, 0.0
+                continue
+            run += 1
+            mag += abs(x[t])
+            if run < n:
+                continue
+            r = (hi[t] - hi[t - n]) + (lo[t] - lo[t - n]) if run > n else hi[t] + lo[t]
+            if not ok(r, run, mag):
+                r = 0.0
+                for j in range(t - n + 1, t + 1):
+                    r += float(x[j])
+                out[t] = r / div
+    return np.array(out, dtype=np.float64)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -32,15 +81,17 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(VALUES, min_size=0, max_size=80), st.integers(1, 12), st.sampled_from([1.0, 3.0, 7.0]))
-def test_prefix_then_window_is_the_rolling_sum_bit_for_bit(values, n, div):
+def test_the_split_rolling_sum_is_the_one_pass_loop_bit_for_bit(values, n, div):
     x = np.array(values, dtype=np.float64)
-    want = np.empty_like(x)
-    _rolling_sum_nb(x, n, want, div)
+    want = fused_rolling_sum(x, n, div)
     pre = np.empty((PREFIX_ROWS, x.shape[0]))
     rolling_prefix_nb(x, pre)
     got = np.empty_like(x)
     rolling_window_nb(x, n, got, div, pre)
     assert np.array_equal(_bits(got), _bits(want))
+    alone = np.empty_like(x)
+    _rolling_sum_nb(x, n, alone, div)
+    assert np.array_equal(_bits(alone), _bits(want))
 
 
 def test_one_prefix_serves_every_window():

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from autostrat.tape.kernels_rolling import (_rolling_sum_nb, ema_nb, highest_nb, lowest_nb, rma_nb, sma_nb, stdev_nb,
+from autostrat.tape.prefix import _rolling_sum_nb
+from autostrat.tape.kernels_rolling import (ema_nb, highest_nb, lowest_nb, rma_nb, sma_nb, stdev_nb,
                                             sum_nb)
 
 # ---------------------------------------------------------------- oscillators

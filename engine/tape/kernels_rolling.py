@@ -6,7 +6,8 @@ written into a preallocated `out` of the same length. A rolling window is NaN wh
 Recursive averages start from the mean of the first n valid values and reseed after a NaN. Windows
 longer than the series give an all-NaN result. Exact definitions: docs/builtins.md.
 
-Jitted functions here call only jitted functions of this module.
+Jitted functions here call only jitted functions of this module and of autostrat.tape.prefix
+(the rolling sum).
 """
 
 from __future__ import annotations
@@ -14,84 +15,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from autostrat.tape.prefix import EPS, RECOMPUTE_AT, _rolling_sum_nb
+
 # ---------------------------------------------------------------- primitives
 
 
-EPS = 2.220446049250313e-16  # float64 machine epsilon
-RECOMPUTE_AT = 1e-12  # relative rounding bound that triggers an exact recomputation
 CONSTANT_ULPS = 8.0  # corr: a window whose values spread less than this many eps of its mean is constant
-
-
-@njit(cache=True)
-def _rolling_sum_nb(x, n, out, div=1.0):
-    """Sum of x[t-n+1..t], divided by `div`; NaN when the window holds a NaN; exactly 0.0 when it
-    holds only zeros. (Dividing here saves the mean a second pass; a sum divides by 1.0, exactly.)
-
-    Each run of valid values keeps a compensated prefix sum (TwoSum: each add's rounding is kept
-    in a second float, so hi + lo is the prefix to within about run * eps**2 * the run's sum of
-    magnitudes), and a window is the difference of two prefixes: one dependent add per bar, no
-    resums. A window where that bound is not below RECOMPUTE_AT of its sum (a window of zeros, one
-    far smaller than the history before it, an infinite value or an overflow) is summed directly
-    instead (`_direct_windows_nb`). Every choice reads only bars up to the window's end, so the
-    result on a series' first k bars is bit for bit the result on those k bars alone.
-    """
-    m = x.shape[0]
-    hi = np.empty(m)
-    lo = np.empty(m)
-    run = 0
-    s, c, mag = 0.0, 0.0, 0.0
-    bad = False
-    for t in range(m):
-        v = x[t]
-        if np.isnan(v):
-            run, s, c, mag = 0, 0.0, 0.0, 0.0
-            out[t] = np.nan
-            continue
-        run += 1
-        u = s + v
-        w = u - s
-        c += (s - (u - w)) + (v - w)
-        s = u
-        mag += abs(v)
-        hi[t] = s
-        lo[t] = c
-        if run < n:
-            out[t] = np.nan
-            continue
-        r = (s - hi[t - n]) + (c - lo[t - n]) if run > n else s + c
-        out[t] = r / div
-        bad |= not _prefix_ok(r, run, mag)
-    if bad:
-        _direct_windows_nb(x, n, out, div, hi, lo)
-
-
-@njit(cache=True, inline="always")
-def _prefix_ok(r, run, mag):
-    """Whether a window's sum r from prefixes is within RECOMPUTE_AT of the exact one (False for
-    NaN or inf): the prefixes' error is below 4 * run * eps**2 * mag."""
-    return abs(r) * RECOMPUTE_AT > 4.0 * run * EPS * EPS * mag
-
-
-@njit(cache=True)
-def _direct_windows_nb(x, n, out, div, hi, lo):
-    """Sum directly, in order, each window of `_rolling_sum_nb` whose prefix difference fails
-    `_prefix_ok` (the same r, run and mag, recomputed from its prefixes)."""
-    run = 0
-    mag = 0.0
-    for t in range(x.shape[0]):
-        if np.isnan(x[t]):
-            run, mag = 0, 0.0
-            continue
-        run += 1
-        mag += abs(x[t])
-        if run < n:
-            continue
-        r = (hi[t] - hi[t - n]) + (lo[t] - lo[t - n]) if run > n else hi[t] + lo[t]
-        if not _prefix_ok(r, run, mag):
-            r = 0.0
-            for j in range(t - n + 1, t + 1):
-                r += x[j]
-            out[t] = r / div
 
 
 @njit(cache=True)

@@ -1,17 +1,19 @@
-"""Rolling sums that share one series' prefix sums: `sma` and `sum` of one source, many windows.
+"""The rolling sum, from compensated prefix sums: one pass over the series, then one per window.
 
-`_rolling_sum_nb` (autostrat.tape.kernels_rolling) makes one pass that keeps a compensated prefix
-sum of its input and writes each window as the difference of two prefixes. The prefixes (and the
-run length and magnitude its rounding check reads) depend on the input only, not on the window:
-a tape holding `sma(close, 5)`, `sma(close, 50)` and `sum(close, 20)` can build them once
-(`rolling_prefix_nb`) and write each window from them (`rolling_window_nb`). That pass is the
-larger part of a rolling sum (a sweep over 100 windows of one series spends most of its tape time
-there), so the dispatch loop (autostrat.tape.vm) shares it whenever two rolling sums of a tape read
-the same value.
+`rolling_prefix_nb` keeps a compensated prefix sum of each run of valid values (TwoSum: each
+add's rounding is kept in a second float, so hi + lo is the prefix to within about run * eps**2 *
+the run's sum of magnitudes), with the run's length and sum of magnitudes; `rolling_window_nb`
+writes each window as the difference of two prefixes: one dependent add per bar, no resums. A
+window where that bound is not below RECOMPUTE_AT of its sum (a window of zeros, one far smaller
+than the history before it, an infinite value or an overflow) is summed directly instead
+(`_direct_windows_nb`). Every choice reads only bars up to the window's end, so the result on a
+series' first k bars is bit for bit the result on those k bars alone.
 
-The two functions make the same float operations, in the same order, as `_rolling_sum_nb`:
-every output is the same bits (tests/test_prefix.py checks it, NaN runs, zero windows and the
-direct-sum fallback included).
+The prefix block depends on the series only, not on the window, so a tape holding
+`sma(close, 5)`, `sma(close, 50)` and `sum(close, 20)` builds it once and writes each window from
+it: the dispatch loop (autostrat.tape.vm) shares it whenever two rolling sums of a tape read the
+same value, and `_rolling_sum_nb` (sma, sum and the kernels built on them) makes both passes for
+one window. tests/test_prefix.py checks both against the one-pass loop this replaced, bit for bit.
 """
 
 from __future__ import annotations
@@ -19,18 +21,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from autostrat.tape.kernels_rolling import _direct_windows_nb, _prefix_ok
+EPS = 2.220446049250313e-16  # float64 machine epsilon
+RECOMPUTE_AT = 1e-12  # relative rounding bound that triggers an exact recomputation
 
 # Rows of one prefix block, each as long as the series. The run length is stored as a float
-# (exact below 2**53 bars) so that one float64 block holds all three.
+# (exact below 2**53 bars) so that one float64 block holds all four.
 HI, LO, MAG, RUN = 0, 1, 2, 3
 PREFIX_ROWS = 4
 
 
 @njit(cache=True)
+def _rolling_sum_nb(x, n, out, div=1.0):
+    """Sum of x[t-n+1..t], divided by `div`; NaN when the window holds a NaN; exactly 0.0 when it
+    holds only zeros. (Dividing here saves the mean a second pass; a sum divides by 1.0, exactly.)"""
+    pre = np.empty((PREFIX_ROWS, x.shape[0]))
+    rolling_prefix_nb(x, pre)
+    rolling_window_nb(x, n, out, div, pre)
+
+
+@njit(cache=True)
 def rolling_prefix_nb(x, pre):
-    """Fill the prefix block `pre` (PREFIX_ROWS, len(x)) of x: _rolling_sum_nb's hi, lo, magnitude
-    and run at every bar (a NaN bar has run 0 and leaves hi, lo and magnitude unwritten)."""
+    """Fill the prefix block `pre` (PREFIX_ROWS, len(x)) of x: at every bar the compensated prefix
+    (hi, lo), the sum of magnitudes and the run length since the last NaN (a NaN bar has run 0
+    and leaves the other rows unwritten)."""
     run = 0
     s, c, mag = 0.0, 0.0, 0.0
     for t in range(x.shape[0]):
@@ -53,13 +66,13 @@ def rolling_prefix_nb(x, pre):
 
 @njit(cache=True)
 def rolling_window_nb(x, n, out, div, pre):
-    """_rolling_sum_nb(x, n, out, div) from x's prefix block (`rolling_prefix_nb`)."""
+    """`_rolling_sum_nb(x, n, out, div)` from x's prefix block (`rolling_prefix_nb`)."""
     hi = pre[HI]
     lo = pre[LO]
     bad = False
     for t in range(x.shape[0]):
         run = int(pre[RUN, t])
-        if run < n:
+        if run < n or run == 0:  # (run 0: a NaN bar, whatever the window)
             out[t] = np.nan
             continue
         r = (hi[t] - hi[t - n]) + (lo[t] - lo[t - n]) if run > n else hi[t] + lo[t]
@@ -67,3 +80,32 @@ def rolling_window_nb(x, n, out, div, pre):
         bad |= not _prefix_ok(r, run, pre[MAG, t])
     if bad:
         _direct_windows_nb(x, n, out, div, hi, lo)
+
+
+@njit(cache=True, inline="always")
+def _prefix_ok(r, run, mag):
+    """Whether a window's sum r from prefixes is within RECOMPUTE_AT of the exact one (False for
+    NaN or inf): the prefixes' error is below 4 * run * eps**2 * mag."""
+    return abs(r) * RECOMPUTE_AT > 4.0 * run * EPS * EPS * mag
+
+
+@njit(cache=True)
+def _direct_windows_nb(x, n, out, div, hi, lo):
+    """Sum directly, in order, each window whose prefix difference fails `_prefix_ok` (the same r,
+    run and mag, recomputed from its prefixes)."""
+    run = 0
+    mag = 0.0
+    for t in range(x.shape[0]):
+        if np.isnan(x[t]):
+            run, mag = 0, 0.0
+            continue
+        run += 1
+        mag += abs(x[t])
+        if run < n:
+            continue
+        r = (hi[t] - hi[t - n]) + (lo[t] - lo[t - n]) if run > n else hi[t] + lo[t]
+        if not _prefix_ok(r, run, mag):
+            r = 0.0
+            for j in range(t - n + 1, t + 1):
+                r += x[j]
+            out[t] = r / div

@@ -150,7 +150,9 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, 
     V = regs[4]
     share, n_blocks = shared_prefixes_nb(code, n_regs)
     pre = np.empty((n_blocks, PREFIX_ROWS, n))
-    built = np.zeros(n_blocks, dtype=np.bool_)
+    built = np.empty(n_blocks, dtype=np.bool_)
+    for s in range(n_blocks):
+        built[s] = False
     for i in range(code.shape[0]):
         op = code[i, 0]
         d = regs[code[i, 1]]
@@ -310,11 +312,13 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, 
     return regs
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # inlined: no compile of its own on a first call
 def inputs_read_nb(code, keep):
     """Which of the input rows 0..4 a run must fill: those an instruction reads as a source
     (N_SOURCES of them) or as a bar series its kernel takes (BAR_READS), and those in `keep`."""
-    need = np.zeros(FIRST_FREE_REG, dtype=np.bool_)
+    need = np.empty(FIRST_FREE_REG, dtype=np.bool_)  # np.empty and loops: no np.zeros or np.full to compile
+    for r in range(FIRST_FREE_REG):
+        need[r] = False
     for r in keep:
         if 0 <= r < FIRST_FREE_REG:
             need[r] = True
@@ -332,24 +336,32 @@ def inputs_read_nb(code, keep):
     return need
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # inlined: no compile of its own on a first call
 def shared_prefixes_nb(code, n_regs):
     """(block, n_blocks): for each instruction the prefix block it shares (-1: none), and how many
     blocks there are. An sma or sum shares one when its source value (the register as the
     instruction that last wrote it left it) is read by another sma or sum. Blocks are numbered in
     order of first use; values past MAX_SHARED get none."""
     n_code = code.shape[0]
-    share = np.full(n_code, -1, dtype=np.int64)
-    version = np.full(n_regs, -1, dtype=np.int64)  # the instruction that wrote each register
-    key = np.full(n_code, -1, dtype=np.int64)  # which value each rolling sum reads
-    uses = np.zeros(n_code + n_regs, dtype=np.int64)
+    share = np.empty(n_code, dtype=np.int64)
+    key = np.empty(n_code, dtype=np.int64)  # which value each rolling sum reads
+    version = np.empty(n_regs, dtype=np.int64)  # the instruction that wrote each register
+    uses = np.empty(n_code + n_regs, dtype=np.int64)
+    block = np.empty(n_code + n_regs, dtype=np.int64)
+    for i in range(n_code):
+        share[i] = -1
+        key[i] = -1
+    for r in range(n_regs):
+        version[r] = -1
+    for v in range(n_code + n_regs):
+        uses[v] = 0
+        block[v] = -1
     for i in range(n_code):
         if code[i, 0] == Op.sma or code[i, 0] == Op.sum:
             r = code[i, 2]
             key[i] = version[r] if version[r] >= 0 else n_code + r  # a register not yet written: its input
             uses[key[i]] += 1
         version[code[i, 1]] = i
-    block = np.full(n_code + n_regs, -1, dtype=np.int64)
     n_blocks = 0
     for i in range(n_code):
         if key[i] >= 0 and uses[key[i]] >= 2:
