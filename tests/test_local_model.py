@@ -210,9 +210,17 @@ def test_evolve_with_the_local_model_under_the_typed_grammar(server, tmp_path, m
         assert record["status"] in ("keep", "discard", "duplicate"), record  # so all three were evaluated
 
 
+def _ctrl_c_reaches_it() -> None:
+    # A shell that started the tests in the background (`pytest &` in a script) ignores SIGINT,
+    # children inherit that, and Python then leaves Ctrl-C ignored: give serve-local the default a
+    # terminal gives it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_serve_local_prints_the_endpoint_and_stops_on_ctrl_c(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "autostrat", "serve-local", "--seed", "1"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ctrl_c_reaches_it)
     try:
         lines, url = [], None
         deadline = time.monotonic() + 120
