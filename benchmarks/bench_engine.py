@@ -159,6 +159,7 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
     from autostrat.sim.evaluate import _SCORERS, spans_array
     from autostrat.sim.simulate import backtest_args
     from autostrat.tape.kernel_table import kernel_table
+    from autostrat.tape.prefix import input_prefixes
     from autostrat.tape.template import compile_batch
     from autostrat.tape.vm import run_tape_nb
 
@@ -169,7 +170,8 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
 
     def run():
         return run_tape_nb(tape.run_code, tape.consts, tape.n_regs, kernel_table(tape.run_code), m.open, m.high,
-                           m.low, m.close, m.volume, tape.rules[:, :, 1:].reshape(-1))
+                           m.low, m.close, m.volume, tape.rules[:, :, 1:].reshape(-1),
+                           *input_prefixes(m.close))
 
     regs = run()
     parts = {

@@ -22,6 +22,7 @@ from autostrat.tape.kernel_table import ARG_TYPES, FINGERPRINT, TABLE_SIZE, call
 from autostrat.tape.opcodes import CODE, NAMES, WIDTH
 from autostrat.lang.parse import parse
 from autostrat.data.synthetic import synthetic_market
+from autostrat.tape.prefix import no_prefixes
 from autostrat.tape.vm import ALL_INPUTS, run_tape, run_tape_nb
 
 
@@ -76,7 +77,7 @@ def test_an_empty_slot_raises_instead_of_calling_address_zero():
     empty[-1] = FINGERPRINT
     with pytest.raises(RuntimeError, match=r"kernel (sma|gt|lt)_nb is not in the kernel table"):
         run_tape_nb(tape.code, tape.consts, tape.n_regs, empty, m.open, m.high, m.low, m.close, m.volume,
-                    ALL_INPUTS)
+                    ALL_INPUTS, *no_prefixes())
 
 
 @pytest.mark.parametrize("damage", ["fingerprint", "short", "long"])
@@ -91,7 +92,7 @@ def test_the_loop_refuses_a_table_of_another_instruction_set(damage):
         table = table[:-2] if damage == "short" else np.append(table, FINGERPRINT)
     with pytest.raises(ValueError, match="kernel table does not match this dispatch loop"):
         run_tape_nb(tape.code, tape.consts, tape.n_regs, table, m.open, m.high, m.low, m.close, m.volume,
-                    ALL_INPUTS)
+                    ALL_INPUTS, *no_prefixes())
 
 
 def test_series_of_different_lengths_are_refused_and_types_may_differ():
@@ -99,10 +100,10 @@ def test_series_of_different_lengths_are_refused_and_types_may_differ():
     m = synthetic_market(1, 60)
     with pytest.raises(ValueError, match="must have the same length"):
         run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), m.open, m.high,
-                    m.low, m.close, m.volume[:10], ALL_INPUTS)
+                    m.low, m.close, m.volume[:10], ALL_INPUTS, *no_prefixes())
     # an int64 volume and writable prices beside read-only ones still run
     regs = run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), m.open.copy(),
-                       m.high, m.low, m.close, m.volume.astype(np.int64), ALL_INPUTS)
+                       m.high, m.low, m.close, m.volume.astype(np.int64), ALL_INPUTS, *no_prefixes())
     np.testing.assert_array_equal(regs[4], m.volume.astype(np.int64).astype(float))
 
 

@@ -29,6 +29,7 @@ from autostrat.lang.parse import parse
 from autostrat.lang.registry import BUILTINS
 from autostrat.data.synthetic import synthetic_market
 from autostrat.tape.kernel_table import kernel_table
+from autostrat.tape.prefix import no_prefixes
 from autostrat.tape.vm import ALL_INPUTS, inputs_read_nb, run_tape_nb
 
 VM_SOURCE = Path(vm.__file__)
@@ -113,8 +114,8 @@ def test_vm_has_no_other_branches():
 def test_only_the_rolling_sums_share_a_prefix_and_pass_their_divisor():
     # sma divides the window's sum by its length, sum by 1 (the kernels' own divisors).
     assert {name: [ast.unparse(a) for a in call.args] for name, call in SHARED.items()} == {
-        "sma": ["a", "n1", "d", "float(n1)", "pre", "built", "share[i]"],
-        "sum": ["a", "n1", "d", "1.0", "pre", "built", "share[i]"],
+        "sma": ["a", "n1", "d", "float(n1)", "pre", "built", "share[i]", "given"],
+        "sum": ["a", "n1", "d", "1.0", "pre", "built", "share[i]", "given"],
     }
 
 
@@ -262,7 +263,7 @@ def test_vm_rejects_an_unknown_opcode(jit):
     m = synthetic_market(1, 10)
     with pytest.raises(ValueError):
         run_tape_nb(code, np.zeros(1), 6, kernel_table(code), m.open, m.high, m.low, m.close, m.volume,
-                    ALL_INPUTS)
+                    ALL_INPUTS, *no_prefixes())
 
 
 def test_vm_is_generated_and_current():

@@ -405,6 +405,7 @@ def test_builtins_that_read_the_bars_unnamed_get_every_series_on_each_assets_own
 
     from autostrat.tape.compile import compile_many
     from autostrat.tape.kernel_table import kernel_table
+    from autostrat.tape.prefix import no_prefixes
     from autostrat.tape.vm import ALL_INPUTS, run_tape_nb
 
     p = random_panel(31, assets=5, bars=120)
@@ -420,6 +421,6 @@ def test_builtins_that_read_the_bars_unnamed_get_every_series_on_each_assets_own
             rows = np.flatnonzero(np.isfinite(p.close[a]))
             series = [np.ascontiguousarray(getattr(p, s)[a, rows]) for s in ("open", "high", "low", "close", "volume")]
             regs = run_tape_nb(alone.code, alone.consts, alone.n_regs, kernel_table(alone.code), *series,
-                               ALL_INPUTS)
+                               ALL_INPUTS, *no_prefixes())
             np.testing.assert_array_equal(got[a, rows], regs[alone.outputs[0, 0]], err_msg=f"{name}, asset {a}")
         assert np.isfinite(got).sum() > 100, name

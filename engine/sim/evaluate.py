@@ -16,6 +16,7 @@ from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import (evaluation_args, simulate_close_long_nb, simulate_close_nb, simulate_into_nb,
                                     simulate_long_nb)
 from autostrat.tape.kernel_table import kernel_table
+from autostrat.tape.prefix import input_prefixes, no_prefixes
 from autostrat.tape.vm import run_tape_nb
 
 N_METRICS = len(METRIC_NAMES)
@@ -122,7 +123,8 @@ def _long_only(rules: np.ndarray) -> np.ndarray:
 
 
 def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, low, close, volume,
-                     spans, fill_close, commission, slippage, capital, per_period=False, parallel=True):
+                     spans, fill_close, commission, slippage, capital, per_period=False, parallel=True,
+                     kept_prefix=True):
     """Metrics float64[n_programs, n_periods, N_METRICS] for every program of a tape.
 
     `code` is a tape's run_code and `rules` its rule forms (autostrat.tape.compile.Tape). Runs the
@@ -131,6 +133,9 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
     itself one of many, e.g. on a Dask cluster), runs on the calling thread only.
     `per_period` (backtest.indicators = "period"): the tape runs on each period's bars alone, so
     every indicator warms up again inside the period, as if the period were the whole data.
+    `kept_prefix`: a read-only close's rolling-sum prefix block is made once and kept
+    (autostrat.tape.prefix.input_prefixes), for the next strategy on the same market; a period's
+    slice, made anew for each call, does not keep one.
     """
     if per_period:
         out = np.empty((rules.shape[0], spans.shape[0], N_METRICS))
@@ -138,11 +143,12 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
             a, b = int(spans[s, 0]), int(spans[s, 1])
             out[:, s:s + 1] = evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_[a:b], high[a:b],
                                               low[a:b], close[a:b], volume[a:b], np.array([[0, b - a]], np.int64),
-                                              fill_close, commission, slippage, capital, False, parallel)
+                                              fill_close, commission, slippage, capital, False, parallel, False)
         return out
     # The rules' operand registers (a comparison's two, or a register) are read after the run.
+    given = input_prefixes(close) if kept_prefix else no_prefixes(close.shape[0])
     regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume,
-                       rules[:, :, 1:].reshape(-1))
+                       rules[:, :, 1:].reshape(-1), *given)
     args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
     if rules.shape[0] == 1:  # one backtest: its flags without array operations, which cost more here
         e, r = exits[0].tolist(), rules[0]
@@ -170,10 +176,24 @@ def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:
     return np.array(list(spans.values()), dtype=np.int64).reshape(-1, 2)
 
 
+_SPANS: dict[tuple, np.ndarray] = {}  # spans_array of the period ranges evaluate_tape saw, by range
+
+
+def _kept_spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:
+    """spans_array(spans), made once per distinct ranges (the kernels only read it)."""
+    key = tuple(spans.values())
+    hit = _SPANS.get(key)
+    if hit is None:
+        if len(_SPANS) >= 256:
+            _SPANS.clear()
+        hit = _SPANS[key] = spans_array(spans)
+    return hit
+
+
 def evaluate_tape(tape, market, spans: dict[str, tuple[int, int]], backtest) -> np.ndarray:
     """`evaluate_arrays` for a Tape, a Market, named periods and BacktestSettings."""
     return evaluate_arrays(tape.run_code, tape.consts, tape.n_regs, tape.rules, tape.warmups, tape.exits,
-                           market.open, market.high, market.low, market.close, market.volume, spans_array(spans),
+                           market.open, market.high, market.low, market.close, market.volume, _kept_spans_array(spans),
                            *evaluation_args(backtest))
 
 

@@ -14,12 +14,21 @@ The prefix block depends on the series only, not on the window, so a tape holdin
 it: the dispatch loop (autostrat.tape.vm) shares it whenever two rolling sums of a tape read the
 same value, and `_rolling_sum_nb` (sma, sum and the kernels built on them) makes both passes for
 one window. tests/test_prefix.py checks both against the one-pass loop this replaced, bit for bit.
+
+A market's close is read by most tapes, one strategy after another: `input_prefixes` keeps its
+block for the markets used last (CACHED_BYTES in all), and the dispatch loop takes it as given
+(`given`, `given_at`) instead of making the prefix pass again.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 from numba import njit
+
+from autostrat.tape.opcodes import FIRST_FREE_REG, SERIES_REGS
 
 EPS = 2.220446049250313e-16  # float64 machine epsilon
 RECOMPUTE_AT = 1e-12  # relative rounding bound that triggers an exact recomputation
@@ -109,3 +118,79 @@ def _direct_windows_nb(x, n, out, div, hi, lo):
             for j in range(t - n + 1, t + 1):
                 r += x[j]
             out[t] = r / div
+
+
+# ---------------------------------------------------------------- blocks kept across runs
+
+CACHED_BYTES = 32 * 2**20  # blocks kept, and the series they hold alive: 150 markets of 6,750 bars
+_BLOCKS: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # id(series) -> (series, block)
+_LOCK = threading.Lock()
+_kept_bytes = 0
+
+
+def series_prefix(x: np.ndarray) -> np.ndarray | None:
+    """The prefix block of a read-only float64 series, made on first use and kept while the
+    blocks used since take less than CACHED_BYTES; None for a series whose values can change
+    (`_immutable`), which would leave its block stale.
+
+    Keyed by the array's identity: the entry holds the array, so its id is not reused while the
+    block is kept. A series too long to keep gets its block made anew each call.
+    """
+    global _kept_bytes
+    if x.dtype != np.float64 or x.ndim != 1 or not x.flags.c_contiguous or not _immutable(x):
+        return None
+    key = id(x)
+    with _LOCK:
+        hit = _BLOCKS.get(key)
+        if hit is not None and hit[0] is x:
+            _BLOCKS.move_to_end(key)
+            return hit[1]
+    block = np.empty((PREFIX_ROWS, x.shape[0]))
+    # A writable copy: the read-only array would be compiled as a signature of its own (numba
+    # types the two apart), a second compile of this kernel on a first backtest.
+    rolling_prefix_nb(x.copy(), block)
+    size = block.nbytes + x.nbytes
+    if size > CACHED_BYTES:
+        return block
+    with _LOCK:
+        if key not in _BLOCKS:
+            _BLOCKS[key] = (x, block)
+            _kept_bytes += size
+        while _kept_bytes > CACHED_BYTES:
+            old, old_block = _BLOCKS.popitem(last=False)[1]
+            _kept_bytes -= old_block.nbytes + old.nbytes
+    return block
+
+
+def _immutable(x: np.ndarray) -> bool:
+    """Whether nothing can write x's values: x and every array it views are read-only, down to the
+    one that owns the memory (a Market's arrays and their slices). A read-only view of a writable
+    array is not: the values change when the array does."""
+    while True:
+        if x.flags.writeable:
+            return False
+        if x.base is None:
+            return True
+        if not isinstance(x.base, np.ndarray):
+            return False  # memory of another object (a buffer, a memory map)
+        x = x.base
+
+
+_NONE_AT = np.full(FIRST_FREE_REG, -1, dtype=np.int64)
+_CLOSE_AT = _NONE_AT.copy()
+_CLOSE_AT[SERIES_REGS["close"]] = 0
+
+
+def no_prefixes(n: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(`given`, `given_at`) for a run of the dispatch loop without blocks from outside."""
+    return np.empty((0, PREFIX_ROWS, n)), _NONE_AT
+
+
+def input_prefixes(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(`given`, `given_at`) for a run on a market whose close is `close`: its kept block when the
+    close is read-only (a Market's is), none otherwise. given_at[r] is the block of input row r in
+    `given`, -1 for none."""
+    block = series_prefix(close)
+    if block is None:
+        return no_prefixes(close.shape[0])
+    return block.reshape(1, PREFIX_ROWS, -1), _CLOSE_AT

@@ -10,7 +10,8 @@ compile-time constants); every opcode has one branch here, grouped as the regist
 A branch calls its kernel through `kernels`, the process's kernel table (autostrat.tape.kernel_table),
 so the loop compiles without compiling the kernels, and a kernel compiles when a tape first uses it.
 Rolling sums (sma, sum) of one value share its prefix pass (autostrat.tape.prefix): a sweep's
-hundred windows of `close` make one pass over it, not a hundred.
+hundred windows of `close` make one pass over it, not a hundred; and an input's block can come
+from the caller (`given`), made once per market.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from numba import njit
 
 from autostrat.tape.kernel_table import FINGERPRINT, TABLE_SIZE, caller, kernel_table
 from autostrat.tape.opcodes import FIRST_FREE_REG, Op
-from autostrat.tape.prefix import PREFIX_ROWS, rolling_prefix_nb, rolling_window_nb
+from autostrat.tape.prefix import PREFIX_ROWS, input_prefixes, rolling_prefix_nb, rolling_window_nb
 
 ALL_INPUTS = np.arange(FIRST_FREE_REG, dtype=np.int64)  # `keep` for a caller that may read any input row
 
@@ -109,13 +110,15 @@ BAR_READS = np.array([
 
 
 @njit(cache=True)
-def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, keep):
+def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, keep, given, given_at):
     """Run a tape over one market's arrays; return the register file (n_regs, n_bars).
 
     `kernels` is the int64 kernel table of `kernel_table(code)`, with every opcode of `code` filled.
     `keep` (int64) lists the registers the caller reads after the run (ALL_INPUTS: every input).
     An input row (0..4) that no instruction reads and `keep` does not list is not copied in: its
     values are undefined. (A backtest of two averages of the close copies one series, not five.)
+    `given` holds prefix blocks (autostrat.tape.prefix) of inputs, made by the caller from the very
+    arrays passed here: given_at[r] is input row r's block, -1 for none (`no_prefixes()`: none).
     """
     if kernels.shape[0] != TABLE_SIZE or kernels[TABLE_SIZE - 1] != FINGERPRINT:
         # A loop compiled for another instruction set (a stale cache in a NUMBA_CACHE_DIR of the
@@ -125,6 +128,8 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, 
     n = close.shape[0]
     if open_.shape[0] != n or high.shape[0] != n or low.shape[0] != n or volume.shape[0] != n:
         raise ValueError("open, high, low, close and volume must have the same length")
+    if given_at.shape[0] != FIRST_FREE_REG or (given.shape[0] > 0 and given.shape[2] != n):
+        raise ValueError("given prefix blocks must be as long as the series, given_at one entry an input")
     regs = np.empty((n_regs, n))
     need = inputs_read_nb(code, keep)
     # One loop per row, not `regs[0, :] = open_`: slice assignment compiles numba's shape-error
@@ -148,7 +153,7 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, 
     L = regs[2]
     Cl = regs[3]
     V = regs[4]
-    share, n_blocks = shared_prefixes_nb(code, n_regs)
+    share, n_blocks = shared_prefixes_nb(code, n_regs, given_at, given.shape[0])
     pre = np.empty((n_blocks, PREFIX_ROWS, n))
     built = np.empty(n_blocks, dtype=np.bool_)
     for s in range(n_blocks):
@@ -198,8 +203,8 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, 
             or_nb(kernels, a, b, d)
         # ---- averages
         elif op == Op.sma:
-            if share[i] >= 0:
-                _shared_rolling_sum_nb(a, n1, d, float(n1), pre, built, share[i])
+            if share[i] != -1:
+                _shared_rolling_sum_nb(a, n1, d, float(n1), pre, built, share[i], given)
             else:
                 sma_nb(kernels, a, n1, d)
         elif op == Op.ema:
@@ -218,8 +223,8 @@ def run_tape_nb(code, consts, n_regs, kernels, open_, high, low, close, volume, 
         elif op == Op.lowest:
             lowest_nb(kernels, a, n1, d)
         elif op == Op.sum:
-            if share[i] >= 0:
-                _shared_rolling_sum_nb(a, n1, d, 1.0, pre, built, share[i])
+            if share[i] != -1:
+                _shared_rolling_sum_nb(a, n1, d, 1.0, pre, built, share[i], given)
             else:
                 sum_nb(kernels, a, n1, d)
         elif op == Op.percent_rank:
@@ -337,11 +342,12 @@ def inputs_read_nb(code, keep):
 
 
 @njit(cache=True, inline="always")  # inlined: no compile of its own on a first call
-def shared_prefixes_nb(code, n_regs):
+def shared_prefixes_nb(code, n_regs, given_at, n_given):
     """(block, n_blocks): for each instruction the prefix block it shares (-1: none), and how many
-    blocks there are. An sma or sum shares one when its source value (the register as the
+    blocks the run builds. An sma or sum shares one when its source value (the register as the
     instruction that last wrote it left it) is read by another sma or sum. Blocks are numbered in
-    order of first use; values past MAX_SHARED get none."""
+    order of first use; values past MAX_SHARED get none. An sma or sum of an input with a given
+    block (given_at, see run_tape_nb) reads that one, even alone: its block is -2 - given_at[r]."""
     n_code = code.shape[0]
     share = np.empty(n_code, dtype=np.int64)
     key = np.empty(n_code, dtype=np.int64)  # which value each rolling sum reads
@@ -364,7 +370,9 @@ def shared_prefixes_nb(code, n_regs):
         version[code[i, 1]] = i
     n_blocks = 0
     for i in range(n_code):
-        if key[i] >= 0 and uses[key[i]] >= 2:
+        if n_code <= key[i] < n_code + FIRST_FREE_REG and 0 <= given_at[key[i] - n_code] < n_given:
+            share[i] = -2 - given_at[key[i] - n_code]
+        elif key[i] >= 0 and uses[key[i]] >= 2:
             if block[key[i]] < 0 and n_blocks < MAX_SHARED:
                 block[key[i]] = n_blocks
                 n_blocks += 1
@@ -373,8 +381,12 @@ def shared_prefixes_nb(code, n_regs):
 
 
 @njit(cache=True, inline="always")
-def _shared_rolling_sum_nb(x, n, out, div, pre, built, s):
-    """A rolling sum from block s of `pre`, which the first rolling sum of the value builds."""
+def _shared_rolling_sum_nb(x, n, out, div, pre, built, s, given):
+    """A rolling sum from block s of `pre`, which the first rolling sum of the value builds, or
+    from block -2 - s of `given` (s <= -2)."""
+    if s <= -2:
+        rolling_window_nb(x, n, out, div, given[-2 - s])
+        return
     if not built[s]:
         rolling_prefix_nb(x, pre[s])
         built[s] = True
@@ -384,4 +396,5 @@ def _shared_rolling_sum_nb(x, n, out, div, pre, built, s):
 def run_tape(tape, market) -> np.ndarray:
     """Evaluate a tape on a market (anything with open/high/low/close/volume arrays)."""
     return run_tape_nb(tape.code, tape.consts, tape.n_regs, kernel_table(tape.code), market.open,
-                       market.high, market.low, market.close, market.volume, ALL_INPUTS)
+                       market.high, market.low, market.close, market.volume, ALL_INPUTS,
+                       *input_prefixes(market.close))

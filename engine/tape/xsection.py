@@ -21,6 +21,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from autostrat.tape.opcodes import FIRST_FREE_REG
+from autostrat.tape.prefix import PREFIX_ROWS
 from autostrat.tape.vm import run_tape_nb
 
 # The kernels by built-in name, in the registry's order; `xsection_nb` dispatches on the number.
@@ -106,6 +108,10 @@ def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume
     close in its place. The assets run in parallel on all cores: each writes its own rows of
     `out`, and its values do not depend on which thread computed them.
     """
+    no_given = np.empty((0, PREFIX_ROWS, 0))  # (each asset's bars are gathered anew: no block is kept)
+    no_given_at = np.empty(FIRST_FREE_REG, dtype=np.int64)
+    for r in range(FIRST_FREE_REG):
+        no_given_at[r] = -1
     for a in prange(offsets.shape[0] - 1):
         idx = rows[offsets[a]:offsets[a + 1]]
         m = idx.shape[0]
@@ -129,7 +135,7 @@ def run_assets_nb(code, consts, n_regs, kernels, open_, high, low, close, volume
         if reads[4]:
             v = np.empty(m)
             _gather_nb(volume, a, idx, v)
-        regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v, out_regs)
+        regs = run_tape_nb(code, consts, n_regs, kernels, o, h, lo, c, v, out_regs, no_given, no_given_at)
         for k in range(out_regs.shape[0]):
             r = out_regs[k]
             t = 0  # the next bar of the row to write
