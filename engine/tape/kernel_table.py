@@ -66,7 +66,9 @@ def kernel_table(code: np.ndarray) -> np.ndarray:
     The slots of opcodes the tape does not use may stay empty. Unknown opcodes are left to the
     dispatch loop, which raises on them.
     """
-    if _READY.get(id(code)) is code:  # checked before: slots are never emptied
+    # Checked before: slots are never emptied. (Opcodes written into `code` in place after its
+    # check could reach an empty slot, which the dispatch loop refuses with an error.)
+    if _READY.get(id(code)) is code:
         return _TABLE
     if not _TABLE[:-1].take(code[:, 0], mode="clip").all():
         ops = code[:, 0]
