@@ -123,3 +123,62 @@ def test_a_sweep_warns_about_values_outside_the_declared_range_and_prints_whole_
     out, err = capsys.readouterr()
     assert "warning: fast: 1 of 3 values lie outside its declared range 5..50 (for example 2)" in err
     assert " 5.0 " not in out and " 8.0 " not in out
+
+
+def test_a_chunk_whose_registers_pass_the_budget_is_cut_and_scores_the_same(market, monkeypatch, tmp_path):
+    """programs_per_chunk sizes chunks from the first program; later, bigger programs are cut into
+    tapes that fit (budget_tapes), and the rows do not change, in memory, on a universe, streamed."""
+    from autostrat.cli import main
+    from autostrat.data.load import load_universe
+    from autostrat.lang.check import TypedProgram
+    from autostrat.sim import bulk
+    from autostrat.sim.backtest import load_strategy
+    from autostrat.tape.opcodes import FIRST_FREE_REG
+    from autostrat.tape.template import compile_batch
+
+    tiny = tmp_path / "tiny.strat"  # no register of its own: the first program says "small"
+    tiny.write_text('strategy "tiny"\nbuy when close > open\nsell when close < open\n')
+    files = [tiny, *EXAMPLES]
+    typed = [load_strategy(p) for p in files]
+    universe = load_universe("synthetic:seed=1..2,bars=1500,start=2015-01-01")
+    expected = evaluate_many(files, market), evaluate_many(files, universe)
+    plain = tmp_path / "plain.csv"
+    assert main(["bulk", *map(str, files), "--data", "synthetic:seed=5,bars=6750", "--out", str(plain)]) == 0
+
+    row = len(market) * 8
+    monkeypatch.setattr(bulk, "REGISTER_BUDGET", row * 30)
+    own = compile_batch(typed[:1]).n_regs - FIRST_FREE_REG
+    assert bulk.programs_per_chunk(typed[0], (market,)) == (30 - FIRST_FREE_REG) // own >= len(typed)
+    assert compile_batch(typed).n_regs > 30  # but the batch outgrows the budget
+    parts = bulk.budget_tapes(typed, len(market))
+    assert len(parts) > 1  # the examples after sma_cross need more
+    assert [i for part, _ in parts for i in range(part.start, part.stop)] == list(range(len(typed)))
+    for part, tape in parts:
+        assert tape.n_regs * row <= bulk.REGISTER_BUDGET or part.stop - part.start == 1
+    assert all(isinstance(t, TypedProgram) for t in typed)
+
+    assert evaluate_many(files, market).equals(expected[0])
+    assert evaluate_many(files, universe).equals(expected[1])
+    cut = tmp_path / "cut.csv"
+    assert main(["bulk", *map(str, files), "--data", "synthetic:seed=5,bars=6750", "--out", str(cut)]) == 0
+    assert cut.read_text() == plain.read_text()
+
+
+def test_a_universe_run_reports_progress_once_per_planned_chunk(monkeypatch, tmp_path):
+    from autostrat.data.load import load_universe
+    from autostrat.sim import bulk
+
+    universe = load_universe("synthetic:seed=1..3,bars=1500,start=2015-01-01")
+    tiny = 'strategy "tiny"\nbuy when close > open\nsell when close < open\n'
+    typed = [bulk.load_strategy(p) for p in (tiny, *EXAMPLES[:3])]
+    settings = bulk.resolve_settings(None, {})
+    expected, _ = bulk.universe_array(typed, universe, settings)
+    monkeypatch.setattr(bulk, "REGISTER_BUDGET", 1500 * 8 * 10)  # the first says 2 programs fit; they do not
+    cuts, budget_tapes = [], bulk.budget_tapes
+    monkeypatch.setattr(bulk, "budget_tapes", lambda *a: cuts.append(budget_tapes(*a)) or cuts[-1])
+    seen = []
+    values, _ = bulk.universe_array(typed, universe, settings, chunk_size=2, assets_per_chunk=2,
+                                    progress=lambda done, total: seen.append((done, total)))
+    assert [len(parts) for parts in cuts if parts[-1][0].stop == 2] == [2, 2]  # each slice of 2 cut in two
+    assert seen == [(i, 4) for i in range(1, 5)]  # 2 program slices x 2 asset slices
+    np.testing.assert_array_equal(values, expected)

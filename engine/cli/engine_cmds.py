@@ -16,8 +16,10 @@ from autostrat.data.universe import ACROSS, Universe
 from autostrat.errors import EXIT_FINDINGS, EXIT_OK, AutostratError, StrategyError
 from autostrat.sim.backtest import ALL_PERIODS, SEARCH_PERIODS, backtest, buy_and_hold, load_strategy
 from autostrat.resources import read_text
+from autostrat.sim.bulk import DEFAULT_CHUNK, REGISTER_BUDGET
 from autostrat.sim.grid import MAX_SWEEP_POINTS, grid_size, outside_ranges, parse_grid
 from autostrat.sim.metrics import METRIC_NAMES, format_metric
+from autostrat.sim.portfolio_bulk import MAX_CHUNK
 from autostrat.sim.portfolio_metrics import PORTFOLIO_METRIC_NAMES
 
 MAX_FILE_LIST_BYTES = 256 << 20  # --files-from: millions of paths; a larger list is not a list of strategies
@@ -225,7 +227,7 @@ def _stream(args, s, objective: str, make_batches, *, keys: list[str], named: bo
         raise AutostratError("--per-asset writes one row per market of a universe; --data names one market")
     across = args.across or s.search.across
     # progress when it helps: many markets, a cluster, or more than a few chunks of work
-    show = universe or args.scheduler or total > 10 * args.chunk_size
+    show = universe or args.scheduler or total > 10 * _chunk_size(args)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(streamed_output(args.out, "--out"))
         per_asset = stack.enter_context(streamed_output(args.per_asset, "--per-asset"))
@@ -294,7 +296,7 @@ def cmd_bulk(args) -> int:
         result, label = _bulk_portfolios(args, s, objective, items, len(files))
     else:
         objective = _objective(args, s)
-        result, label = _stream(args, s, objective, lambda data: file_batches(items, _universe(data), args.chunk_size),
+        result, label = _stream(args, s, objective, lambda data: file_batches(items, _universe(data), _chunk_size(args)),
                                 keys=["file", "name"], named=True, total=len(files), unit="files")
     if skipped:
         print(f"skipped {skipped} of {len(files)} files that do not check (listed above)", file=sys.stderr)
@@ -329,10 +331,10 @@ def _bulk_portfolios(args, s, objective: str, items, total: int):
     output_path(args.out, "--out")
     panel = as_panel(s.data.spec, s)
     kept, rows = TopRows(objective, args.top), 0
-    progress = _progress("bulk", "files", total) if total > 10 * args.chunk_size else None
+    size = MAX_CHUNK if args.chunk_size is None else args.chunk_size
+    progress = _progress("bulk", "files", total) if total > 10 * size else None
     with streamed_output(args.out, "--out") as out:
-        for chunk, periods in evaluate_chunks(((t, (i, f)) for i, t, f in items), panel, s, SEARCH_PERIODS,
-                                              args.chunk_size):
+        for chunk, periods in evaluate_chunks(((t, (i, f)) for i, t, f in items), panel, s, SEARCH_PERIODS, size):
             frame = portfolio_frame(chunk.values, periods, [t.name for t in chunk.typed])
             frame.insert(0, "file", [f for _, f in chunk.records])
             if out is not None:
@@ -351,6 +353,10 @@ def _bulk_portfolios(args, s, objective: str, items, total: int):
     return SimpleNamespace(rows=rows, best=kept.best), f"{panel.n_assets} assets, as portfolios"
 
 
+def _chunk_size(args) -> int:
+    return DEFAULT_CHUNK if args.chunk_size is None else args.chunk_size
+
+
 def _universe(data) -> Universe:
     return data if isinstance(data, Universe) else Universe((data,), data.name)
 
@@ -364,7 +370,7 @@ def cmd_sweep(args) -> int:
     for line in outside_ranges(Path(args.file), grid):
         print(f"warning: {line}", file=sys.stderr)
     result, label = _stream(args, s, objective,
-                            lambda data: sweep_batches(Path(args.file), grid, _universe(data), args.chunk_size),
+                            lambda data: sweep_batches(Path(args.file), grid, _universe(data), _chunk_size(args)),
                             keys=list(grid), named=False, total=grid_size(grid), unit="grid points")
     print(f"{result.rows} combinations of {', '.join(grid)} on {label}; best {len(result.best)} by {objective}:")
     _print_ranked(result.best, objective, list(grid))
@@ -412,7 +418,11 @@ def register(sub) -> None:
         p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
         p.add_argument("--out", metavar="CSV", help="write every row to a CSV file, as chunks finish (renamed into "
                        "place at the end; without it only the best --top rows are kept)")
-        p.add_argument("--chunk-size", type=int, default=256, help="programs per compiled batch (bounds memory)")
+        p.add_argument("--chunk-size", type=int, metavar="N",
+                       help=f"programs per compiled batch (default {DEFAULT_CHUNK}, {MAX_CHUNK} for portfolio "
+                       f"strategies; lowered where a batch's registers would pass {REGISTER_BUDGET >> 20} MiB a "
+                       "market). Bigger batches compute the "
+                       "sub-expressions their programs share once; smaller ones balance a cluster's workers")
         p.add_argument("--across", choices=ACROSS, help="on a universe: rank by the mean (default search.across), "
                        "median or min of the objective over the markets")
         p.add_argument("--per-asset", metavar="CSV", help="on a universe: also write one row per strategy and market")

@@ -2,13 +2,18 @@
 
 `evaluate_many` compiles a batch of programs into one tape per chunk (identical sub-expressions
 computed once for the whole chunk), runs it, and simulates the programs in parallel on all cores.
-Chunks bound memory: a chunk's registers are (registers x bars) floats. The work is the pure
+Chunks bound memory: a chunk's registers are (registers x bars) floats, and a chunk is cut
+until its tape's registers fit `REGISTER_BUDGET` (`budget_tapes`). Within that, bigger chunks are
+faster: sub-expressions the chunk's programs share (the same average in a thousand rules) are
+computed once per chunk. The work is the pure
 function `autostrat.sim.evaluate.evaluate_arrays`, so an executor can map it over chunks elsewhere.
 These functions return every row at once; `autostrat.sim.stream` writes them chunk by chunk
 (what the `bulk` and `sweep` commands do), and `autostrat.sim.grid` builds a sweep's points.
 """
 
 from __future__ import annotations
+
+import collections
 
 import numpy as np
 
@@ -24,9 +29,10 @@ from autostrat.sim.grid import param_frame, sweep_programs
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import evaluation_args
 from autostrat.tape.compile import compile_many
+from autostrat.tape.opcodes import FIRST_FREE_REG
 from autostrat.tape.template import compile_batch
 
-DEFAULT_CHUNK = 256
+DEFAULT_CHUNK = 1024
 DEFAULT_ASSETS_PER_CHUNK = 8
 REGISTER_BUDGET = 256 * 2**20  # bytes of VM registers one chunk may hold (per asset, at a time)
 
@@ -82,13 +88,31 @@ def _data(data, settings: Settings) -> Market | Universe:
 def metrics_array(typed: list[TypedProgram], market: Market, spans, settings: Settings,
                   chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
     """float64 (n_programs, n_periods, n_metrics), evaluated chunk by chunk."""
-    if chunk_size < 1:
-        raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
     out = np.empty((len(typed), len(spans), len(METRIC_NAMES)))
-    for start in range(0, len(typed), chunk_size):
-        batch = typed[start : start + chunk_size]
-        out[start : start + len(batch)] = evaluate_tape(compile_batch(batch), market, spans, settings.backtest)
+    if not typed:
+        return out
+    size = programs_per_chunk(typed[0], (market,), chunk_size)
+    for start in range(0, len(typed), size):
+        for part, tape in budget_tapes(typed[start : start + size], len(market)):
+            out[start + part.start : start + part.stop] = evaluate_tape(tape, market, spans, settings.backtest)
     return out
+
+
+def budget_tapes(typed: list[TypedProgram], bars: int, budget: int | None = None) -> list[tuple[slice, object]]:
+    """[(slice of `typed`, its Tape)] covering `typed` in order: one tape when its registers
+    (n_regs x `bars` floats) fit `budget` (default REGISTER_BUDGET), else the batch halved until
+    each part fits or is one program.
+
+    `programs_per_chunk` sizes a chunk from its first program; this is what holds when later
+    programs are bigger. Compiling a part again costs less than a few of its evaluations.
+    """
+    budget = REGISTER_BUDGET if budget is None else budget
+    tape = compile_batch(typed)
+    if len(typed) == 1 or tape.n_regs * bars * 8 <= budget:
+        return [(slice(0, len(typed)), tape)]
+    mid = len(typed) // 2
+    right = [(slice(mid + s.start, mid + s.stop), t) for s, t in budget_tapes(typed[mid:], bars, budget)]
+    return budget_tapes(typed[:mid], bars, budget) + right
 
 
 # --- universes and executors ------------------------------------------------------------------
@@ -137,13 +161,16 @@ def plan_chunks(typed: list[TypedProgram], universe: Universe, chunk_size: int =
             for p in range(0, len(typed), size) for asl in asset_slices(universe, assets_per_chunk)]
 
 
-def programs_per_chunk(first: TypedProgram, universe: Universe, chunk_size: int = DEFAULT_CHUNK) -> int:
-    """`chunk_size`, lowered so that one chunk's registers (estimated from its first program) stay in budget."""
+def programs_per_chunk(first: TypedProgram, markets, chunk_size: int = DEFAULT_CHUNK) -> int:
+    """`chunk_size`, lowered so that one chunk's registers stay in budget on the longest of
+    `markets` (a Universe, or any markets), estimated from its first program: the input rows once,
+    its own registers once per program (shared sub-expressions only make it smaller;
+    `budget_tapes` cuts a chunk whose later programs are bigger)."""
     if chunk_size < 1:
         raise AutostratError(f"chunk size must be at least 1, got {chunk_size}")
-    bars = max(len(m) for m in universe)
-    per_program = max(compile_many([first]).n_regs, 1) * bars * 8
-    return max(1, min(chunk_size, REGISTER_BUDGET // per_program))
+    row = max(len(m) for m in markets) * 8
+    own = max(compile_many([first]).n_regs - FIRST_FREE_REG, 1)
+    return max(1, min(chunk_size, (REGISTER_BUDGET // row - FIRST_FREE_REG) // own))
 
 
 def asset_slices(universe: Universe, assets_per_chunk: int = DEFAULT_ASSETS_PER_CHUNK) -> list[slice]:
@@ -167,13 +194,17 @@ class LocalExecutor:
             yield chunk_metrics(tape, universe.markets[asl], spans[asl], costs)
 
 
-def chunk_jobs(typed: list[TypedProgram], chunks):
-    """The executor jobs of `plan_chunks`' chunks: each program slice's tape compiled once, when first reached."""
-    key, tape = None, None
+def chunk_jobs(typed: list[TypedProgram], chunks, bars: int):
+    """((programs, assets), tape arrays) jobs of `plan_chunks`' chunks: each program slice compiled
+    once, when first reached, into the tapes `budget_tapes` cuts it into (one, as a rule)."""
+    key, parts = None, []
     for ps, asl in chunks:
-        if (ps.start, ps.stop) != key:  # chunks come program slice by program slice: one tape alive
-            key, tape = (ps.start, ps.stop), tape_arrays(compile_batch(typed[ps]))
-        yield tape, asl
+        if (ps.start, ps.stop) != key:  # chunks come program slice by program slice: one slice's tapes alive
+            key = (ps.start, ps.stop)
+            parts = [(slice(ps.start + s.start, ps.start + s.stop), tape_arrays(t))
+                     for s, t in budget_tapes(typed[ps], bars)]
+        for sub, tape in parts:
+            yield (sub, asl), tape
 
 
 def universe_array(typed: list[TypedProgram], universe: Universe, settings: Settings, periods=SEARCH_PERIODS,
@@ -183,12 +214,23 @@ def universe_array(typed: list[TypedProgram], universe: Universe, settings: Sett
     names, spans = universe_spans(universe, settings, periods)
     chunks = plan_chunks(typed, universe, chunk_size, assets_per_chunk)
     out = np.full((len(typed), len(universe), len(names), len(METRIC_NAMES)), np.nan)
+    keys: collections.deque = collections.deque()  # the jobs' (programs, assets), taken in order
+
+    def jobs():
+        for key, tape in chunk_jobs(typed, chunks, max(len(m) for m in universe)):
+            keys.append(key)
+            yield tape, key[1]
+
     runner = executor or LocalExecutor()
-    results = runner.map(chunk_jobs(typed, chunks), universe, spans, evaluation_args(settings.backtest))
-    for done, ((ps, asl), values) in enumerate(zip(chunks, results), 1):
+    results = runner.map(jobs(), universe, spans, evaluation_args(settings.backtest))
+    done = 0
+    for values in results:
+        ps, asl = keys.popleft()
         out[ps, asl] = values
-        if progress:
-            progress(done, len(chunks))
+        if ps.stop == chunks[done][0].stop and asl == chunks[done][1]:  # a planned chunk's last part
+            done += 1
+            if progress:
+                progress(done, len(chunks))
     return out, names
 
 

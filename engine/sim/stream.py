@@ -18,12 +18,11 @@ import numpy as np
 
 from autostrat.data.universe import Universe
 from autostrat.sim.backtest import SEARCH_PERIODS
-from autostrat.sim.bulk import (DEFAULT_CHUNK, LocalExecutor, across_assets_frame, asset_slices, programs_per_chunk,
-                                tape_arrays, universe_frame, universe_spans)
+from autostrat.sim.bulk import (DEFAULT_CHUNK, LocalExecutor, across_assets_frame, asset_slices, budget_tapes,
+                                programs_per_chunk, tape_arrays, universe_frame, universe_spans)
 from autostrat.sim.grid import iter_variants, param_frame
 from autostrat.sim.simulate import evaluation_args
 from autostrat.sim.simulation import check_backtest
-from autostrat.tape.template import compile_batch
 
 
 @dataclass
@@ -84,18 +83,23 @@ def evaluate_batches(batch_iter, universe: Universe, settings, periods=SEARCH_PE
     check_backtest(settings.backtest)  # costs and capital the simulator would misread
     names, spans = universe_spans(universe, settings, periods)
     slices = asset_slices(universe)
-    waiting: collections.deque = collections.deque()
+    bars = max(len(m) for m in universe)
+    waiting: collections.deque = collections.deque()  # (batch, its number of tapes), compiled and not yet handed out
 
     def jobs():
         for batch in batch_iter:
-            tape = tape_arrays(compile_batch(batch.typed))
-            waiting.append(batch)
-            for asl in slices:
-                yield tape, asl
+            tapes = [tape_arrays(t) for _, t in budget_tapes(batch.typed, bars)]  # one, as a rule
+            waiting.append((batch, len(tapes)))
+            for tape in tapes:
+                for asl in slices:
+                    yield tape, asl
 
-    results = (executor or LocalExecutor()).map(jobs(), universe, spans, evaluation_args(settings.backtest))
-    while parts := list(itertools.islice(results, len(slices))):
-        yield waiting.popleft(), np.concatenate(parts, axis=1), names
+    results = iter((executor or LocalExecutor()).map(jobs(), universe, spans, evaluation_args(settings.backtest)))
+    for first in results:
+        batch, n_tapes = waiting.popleft()
+        got = [first, *itertools.islice(results, n_tapes * len(slices) - 1)]
+        per_tape = [np.concatenate(got[i : i + len(slices)], axis=1) for i in range(0, len(got), len(slices))]
+        yield batch, np.concatenate(per_tape, axis=0), names
 
 
 def batch_frame(batch: Batch, values: np.ndarray, periods: list[str], universe: Universe, named: bool):
