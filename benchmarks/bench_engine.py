@@ -25,7 +25,8 @@ Goals: (a) <= 3x floor, (b) <= 1x, (c) <= 0.5x, bulk >= 20x faster than vectorbt
 (b)'s time goes, in CPU time of one thread (`time.thread_time`, so other processes on the machine
 count less): compiling the 1,000 programs into one tape, running it, and scoring them on one
 thread against the floor's own pass. Then the first call with an empty numba cache (in a
-subprocess) and the warm `autostrat backtest` wall time.
+subprocess) and the warm `autostrat backtest` wall time (numba's and Python's bytecode caches
+written, as on a user's second run).
 """
 
 from __future__ import annotations
@@ -274,11 +275,14 @@ def main() -> None:
                                     text=True, check=True).stdout.strip())
     print(f"first call with an empty numba cache   {cold:8.1f} s  (import, compile, backtest; goal < 20 s)")
     cmd = [sys.executable, "-m", "autostrat", "backtest", "grammar/examples/sma_cross.strat", "--data", "synthetic"]
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
+    # Warm as a user's second run is: numba's cache and Python's bytecode cache both written (an
+    # environment with PYTHONDONTWRITEBYTECODE set compiles every module from source each run).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=True)
     walls = []
     for _ in range(5):
         t = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, check=True)
         walls.append(time.perf_counter() - t)
     print(f"autostrat backtest ... (warm cache)    {statistics.median(walls):8.2f} s  wall (goal < 2 s)")
 

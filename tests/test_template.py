@@ -19,7 +19,7 @@ from autostrat.sim.evaluate import evaluate_tape
 from autostrat.tape.opcodes import FIRST_FREE_REG
 from autostrat.resources import example_path, examples_dir
 from autostrat.data.synthetic import synthetic_market
-from autostrat.tape.template import compile_batch, compile_variants, same_structure
+from autostrat.tape.template import compile_batch, compile_variants, same_structure, unique_rows
 from autostrat.tape.vm import run_tape
 
 WITH_PARAMS = sorted(p.stem for p in examples_dir().glob("*.strat") if "\nparam " in "\n" + p.read_text())
@@ -131,3 +131,32 @@ def test_random_programs_with_params_evaluate_exactly_as_compile_many(program, r
 
 
 _MARKET = synthetic_market(seed=12, bars=2000, start="2014-01-01")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 40), st.lists(st.sampled_from(["const", "small", "wide"]), min_size=8, max_size=8),
+       st.integers(0, 2**32 - 1))
+def test_unique_rows_is_np_unique_of_the_rows(n, columns, seed):
+    """The step keys' unique rows and inverse, in np.unique's order, whatever the columns vary by."""
+    rng = np.random.default_rng(seed)
+    keys = np.empty((n, 8), dtype=np.int64)
+    for j, kind in enumerate(columns):
+        if kind == "const":
+            keys[:, j] = rng.integers(-9, 9)
+        elif kind == "small":
+            keys[:, j] = rng.integers(-3, 4, size=n)
+        else:
+            keys[:, j] = rng.integers(-2**62, 2**62, size=n)
+    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    got = unique_rows(keys)
+    np.testing.assert_array_equal(got[0], distinct)
+    np.testing.assert_array_equal(got[1], inverse.reshape(-1))
+
+
+def test_unique_rows_falls_back_where_the_ranks_would_overflow():
+    keys = np.random.default_rng(3).integers(0, 10**6, size=(900, 8))  # (600 distinct) ** 8 > 2 ** 62
+    keys[::3] = keys[1::3]
+    distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+    got = unique_rows(keys)
+    np.testing.assert_array_equal(got[0], distinct)
+    np.testing.assert_array_equal(got[1], inverse.reshape(-1))
