@@ -77,7 +77,10 @@ def test_a_grid_checked_a_block_at_a_time_is_check_point_by_point(program, data)
             want.append((index, _by_check(typed, combo), combo))
         except StrategyError:
             pass
-    assert list(iter_variants(typed, grid)) == want
+    got = list(iter_variants(typed, grid))
+    assert got == want
+    # every field of the program too, those equality skips (path, source, comments) included
+    assert [vars(t.program) for _, t, _ in got] == [vars(t.program) for _, t, _ in want]
 
 
 SOURCE = """strategy "windows, constants and exits from params"

@@ -165,14 +165,17 @@ class GridVariants:
         index, picks = index[ok], picks[ok]
         warmups = self._warmups(picks)
         base, programs = self.base, []
-        statements = list(base.program.statements)
+        source_program = base.program
+        statements = list(source_program.statements)
         slots = [self._slot[n] for n in self.names]
         for row, warmup in zip(picks.tolist(), warmups.tolist()):
             params, exits = dict(base.params), dict(base.exits)
             for name, slot, i in zip(self.names, slots, row):
                 statements[slot] = params[name] = self.statements[name][i]
                 exits.update(self.exits[name][i])
-            program = dataclasses.replace(base.program, statements=tuple(statements))
+            # The constructor with every field, not dataclasses.replace: a third of a point's time.
+            program = N.Program(tuple(statements), source_program.path, source_program.end_comments,
+                                source_program.source)
             programs.append(TypedProgram(program, params, base.bindings, base.types, base.rules, exits, warmup,
                                          base.max_lookback, {k: p.value.value for k, p in params.items()}))
         return index, picks, programs
