@@ -86,7 +86,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import autostrat
-    from autostrat.sim.bulk import (DEFAULT_ASSETS_PER_CHUNK, DEFAULT_CHUNK, REGISTER_BUDGET, LocalExecutor, plan_chunks,
+    from autostrat.sim.bulk import (DEFAULT_ASSETS_PER_CHUNK, LocalExecutor, plan_chunks, programs_per_chunk,
                                 universe_array)
     from autostrat.tape.compile import compile_many
     from autostrat.data.load import load_universe
@@ -177,7 +177,7 @@ def main() -> None:
 
     # --- extrapolation ---------------------------------------------------------------------
     S, A, N = SCALE_PROGRAMS, SCALE_ASSETS, SCALE_NODES
-    size = min(DEFAULT_CHUNK, REGISTER_BUDGET // (max(compile_many(typed[:1]).n_regs, 1) * bars * 8))  # plan_chunks'
+    size = programs_per_chunk(typed[0], universe)  # plan_chunks' program slices (the markets are alike)
     n_tasks = math.ceil(S / size) * math.ceil(A / DEFAULT_ASSETS_PER_CHUNK)
     o = max(over_tiny, 0.0)
     sched = t_empty / n_empty  # one scheduler hands out tasks one after another
