@@ -121,8 +121,8 @@ def bar_nb(acc, t, e, held_now, rets):
     """Take bar t (0-based in the period) with equity e into the per-bar sums; rets[t-1] = its return.
 
     The return is divided out on every bar, flat ones included: e / e - 1 is exactly 0 for a
-    finite e > 0, the bits a skipped division would give, and a loop without that branch runs
-    about a fifth faster (the division overlaps the rest of the bar; the branch did not).
+    finite e > 0, the bits a skipped division would give, and without that branch scoring 1,000
+    crossovers ran about a tenth faster, side by side.
     """
     prev, ret_total, down, peak, max_dd, held, equity_total = acc
     if t > 0:
