@@ -5,7 +5,8 @@ kernel in another module the dispatch loop could run stale machine code. A folde
 makes every edit start a fresh cache, and lets the same sources share one cache across runs,
 commands and the test suite. The hash covers the modules that mention numba (every module with a
 jitted function or a constant that jitted code reads says so), so an edit elsewhere does not cost
-a recompile. A NUMBA_CACHE_DIR set by the user wins. Must run before numba is imported.
+a recompile. A NUMBA_CACHE_DIR set by the user wins. Runs before any autostrat kernel is defined
+(numba picks a function's cache folder when it is decorated).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 
 
@@ -20,7 +22,14 @@ def configure() -> None:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autostrat" / "numba"
-    os.environ["NUMBA_CACHE_DIR"] = str(base / source_key())
+    folder = str(base / source_key())
+    os.environ["NUMBA_CACHE_DIR"] = folder
+    # A program that imported numba before autostrat (a notebook, a script with its own kernels)
+    # has numba's config read already: without this, the kernels would be cached next to their
+    # sources, checked against their own file only, and could run stale after an edit elsewhere.
+    config = sys.modules.get("numba.core.config")
+    if config is not None:
+        config.CACHE_DIR = folder
 
 
 def source_key(root: Path | None = None) -> str:

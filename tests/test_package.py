@@ -76,6 +76,30 @@ def test_a_kernel_in_a_subfolder_is_part_of_the_numba_cache_key(tmp_path):
     assert source_key(tmp_path) != changed
 
 
+@pytest.mark.parametrize("numba_first", [False, True])
+def test_kernels_cache_in_the_keyed_folder_whichever_is_imported_first(tmp_path, numba_first):
+    # A program that imports numba before autostrat must not get numba's own per-file cache next to
+    # the sources, which checks a kernel against its own file only and so could run stale code.
+    import os
+
+    from autostrat._numba_cache import source_key
+
+    code = ("import numba\n" if numba_first else "") + (
+        "import autostrat\n"
+        "from autostrat.sim import evaluate, simulate\n"
+        "from autostrat.tape import vm\n"
+        "for f in (vm.run_tape_nb, simulate.simulate_close_long_nb, evaluate._SCORERS[(True, True)][1]):\n"
+        "    print(f._cache._cache_path)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    folders = run.stdout.split()
+    assert len(folders) == 3
+    for folder in folders:
+        assert Path(folder).is_relative_to(tmp_path / "autostrat" / "numba" / source_key()), folder
+
+
 def test_a_second_process_compiles_nothing_the_first_one_compiled():
     """Every kernel a backtest, a bulk run at fill close (long and short programs, with and without
     exits) and a portfolio backtest call must load from numba's disk cache in the next process. A
