@@ -247,6 +247,32 @@ def test_long_program_reuses_registers():
     assert tape.n_regs == min_registers(tape)
 
 
+def test_a_batch_with_every_register_kept_skips_the_allocation_with_the_same_tape(monkeypatch):
+    """Crossovers write only averages (a fused rule's operands) and comparisons (rule outputs), all
+    live to the end: the allocation pass is skipped, and the tape is the one the pass would make."""
+    from autostrat.tape import compile as C
+
+    texts = [f"buy when sma(close, {f}) > sma(close, {s})\nsell when sma(close, {f}) < sma(close, {s})\n"
+             for f in (5, 10) for s in (50, 60, 70)]
+    typed = [load(t) for t in texts] + [load("x = sma(close, 5) + 1\nbuy when x > close\nsell when x < close\n")]
+    calls = []
+    real = C._allocate
+    monkeypatch.setattr(C, "_allocate", lambda *a: calls.append(1) or real(*a))
+    skipped = compile_many(typed[:-1])
+    assert not calls
+    monkeypatch.setattr(C, "_all_kept", lambda *a: False)
+    full = compile_many(typed[:-1])
+    assert calls
+    for field in ("code", "run_code", "rules", "outputs"):
+        assert np.array_equal(getattr(skipped, field), getattr(full, field)), field
+    assert skipped.n_regs == full.n_regs == min_registers(full)
+    calls.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(C, "_allocate", lambda *a: calls.append(1) or real(*a))
+    compile_many(typed)  # x's sma is read only by x: its register can be reused
+    assert calls
+
+
 # ------------------------------------------------------------------------------ lowering
 
 

@@ -303,7 +303,7 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
         rules[fuse] = code[row[fuse]][:, [0, 2, 3]]
         fused[row[fuse]] = True
         live = set(rules[fuse][:, 1:].ravel().tolist())
-    if allocate:
+    if allocate and not _all_kept(n, out, live):
         n_regs, mapping = _allocate(rows, out, live, last_read)
         m = np.array(mapping, dtype=np.int64)
         code[:, 1:5] = m[code[:, 1:5]]  # unused source fields are 0, which maps to itself
@@ -312,6 +312,15 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
     else:
         n_regs = FIRST_FREE_REG + n
     return code, n_regs, out, rules, np.ascontiguousarray(code[~fused])
+
+
+def _all_kept(n: int, outputs: np.ndarray, live: set[int]) -> bool:
+    """Whether all n instructions write a rule's register or a fused rule's operand, which stay
+    live to the end: then `_allocate` frees nothing and maps every register to itself, and the pass
+    is skipped (a batch of crossovers is all averages and comparisons: a tenth of its compile)."""
+    kept = set(outputs[outputs >= FIRST_FREE_REG].tolist())
+    kept.update(r for r in live if r >= FIRST_FREE_REG)
+    return len(kept) == n
 
 
 def _int_array(rows: list[list[int]], width: int) -> np.ndarray:
