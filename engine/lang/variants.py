@@ -70,6 +70,28 @@ class ParamVariants:
 
     def __call__(self, params: dict[str, N.Param]) -> TypedProgram:
         base = self.base
+        program, c, exits = self.checked(params)
+        memo = self._memo
+        c.lookbacks = dict.fromkeys(c.params, 0)
+        warmup = 0
+        for key, expr, window_params, names in self._terms:
+            used = tuple(c.params[n] for n in window_params)
+            memo_key = (id(expr), *map(id, used), *(c.lookbacks[n] for n in names))
+            hit = memo.get(memo_key)
+            if hit is None:
+                hit = memo[memo_key] = (used, c.lookback(expr))
+            if key is None:
+                warmup = max(warmup, hit[1])
+            else:
+                c.lookbacks[key] = hit[1]
+        return TypedProgram(program, c.params, base.bindings, base.types, base.rules, exits, warmup,
+                            base.max_lookback, {k: p.value.value for k, p in c.params.items()})
+
+    def checked(self, params: dict[str, N.Param]) -> tuple[N.Program, _Checker, dict[str, float]]:
+        """(program, its checker, its exits) after the value-dependent checks, the warm-up not yet
+        computed (GridVariants computes it for a block of points at once); raises the
+        StrategyError `check` would."""
+        base = self.base
         statements = list(base.program.statements)
         for name, p in params.items():
             statements[self._slot[name]] = p
@@ -100,20 +122,7 @@ class ParamVariants:
                 exits[site.kind] = hit[1]
         if c.diags:
             raise StrategyError(c.diags)
-        c.lookbacks = dict.fromkeys(c.params, 0)
-        warmup = 0
-        for key, expr, window_params, names in self._terms:
-            used = tuple(c.params[n] for n in window_params)
-            memo_key = (id(expr), *map(id, used), *(c.lookbacks[n] for n in names))
-            hit = memo.get(memo_key)
-            if hit is None:
-                hit = memo[memo_key] = (used, c.lookback(expr))
-            if key is None:
-                warmup = max(warmup, hit[1])
-            else:
-                c.lookbacks[key] = hit[1]
-        return TypedProgram(program, c.params, base.bindings, base.types, base.rules, exits, warmup,
-                            base.max_lookback, {k: p.value.value for k, p in c.params.items()})
+        return program, c, exits
 
 
 _MEMO_LIMIT = 100_000
@@ -144,12 +153,12 @@ class GridVariants:
             ok, exits = np.zeros(len(values), dtype=bool), []
             for i, p in enumerate(values):
                 try:
-                    alone = variants({name: p})
+                    _, _, alone = variants.checked({name: p})  # the warm-up: for a block at once (_warmups)
                 except StrategyError:
                     exits.append({})
                     continue
                 ok[i] = True
-                exits.append({kind: alone.exits[kind] for kind in driven[name]})
+                exits.append({kind: alone[kind] for kind in driven[name]})
             self.valid[name], self.exits[name] = ok, exits
         self._values = {n: np.array([p.value.value for p in v], dtype=np.float64) for n, v in statements.items()}
 
