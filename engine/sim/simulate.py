@@ -86,7 +86,7 @@ def _enter_nb(side, price, equity, commission, slippage):
 def _close_nb(trades, record, acc, b, price, reason, side, shares, entry_fill, invested,
               equity_before, entry_bar, commission, slippage):
     """Close the whole position at `price` on bar b, append its trade row (when recording) and take
-    it into the metric sums `acc`; returns the new sums and the cash, clamped at 0."""
+    it into the per-trade sums `acc` (in place); returns the cash, clamped at 0."""
     if side == 1:
         fill = price * (1.0 - slippage)
         cash = shares * fill * (1.0 - commission)
@@ -96,7 +96,7 @@ def _close_nb(trades, record, acc, b, price, reason, side, shares, entry_fill, i
     cash = max(cash, 0.0)
     ret = cash / equity_before - 1.0
     if record:
-        n_trades = acc[0]
+        n_trades = int(acc[0])
         trades[n_trades, 0] = entry_bar
         trades[n_trades, 1] = b
         trades[n_trades, 2] = entry_fill
@@ -105,7 +105,8 @@ def _close_nb(trades, record, acc, b, price, reason, side, shares, entry_fill, i
         trades[n_trades, 5] = ret
         trades[n_trades, 6] = reason
         trades[n_trades, 7] = b - entry_bar
-    return trade_nb(acc, ret, entry_fill, fill), cash
+    trade_nb(acc, ret, entry_fill, fill)
+    return cash
 
 
 @njit(cache=True)
@@ -245,9 +246,9 @@ def _simulator(shorts: bool, general: bool = True):
             # Step 1: orders decided at the previous close fill at this open (next_open only).
             if not fill_close:
                 if pend_exit and side != 0:
-                    acc, cash = _close_nb(trades, record, acc, b, open_[b], SIGNAL, side, shares,
-                                               entry_fill, invested, equity_before, entry_bar,
-                                               commission, slippage)
+                    cash = _close_nb(trades, record, acc, b, open_[b], SIGNAL, side, shares,
+                                     entry_fill, invested, equity_before, entry_bar,
+                                     commission, slippage)
                     side = 0
                 if pend_side != 0 and side == 0 and cash > 0.0:
                     side = pend_side
@@ -311,9 +312,9 @@ def _simulator(shorts: bool, general: bool = True):
                 exit_price, reason = close[b], LIQUIDATION
 
             if reason >= 0:
-                acc, cash = _close_nb(trades, record, acc, b, exit_price, reason, side, shares,
-                                           entry_fill, invested, equity_before, entry_bar,
-                                           commission, slippage)
+                cash = _close_nb(trades, record, acc, b, exit_price, reason, side, shares,
+                                 entry_fill, invested, equity_before, entry_bar,
+                                 commission, slippage)
                 side = 0
 
             # Step 5: the rules at this close.
@@ -328,9 +329,9 @@ def _simulator(shorts: bool, general: bool = True):
                         new_side = -1
                 if fill_close:
                     if want_exit:
-                        acc, cash = _close_nb(trades, record, acc, b, close[b], SIGNAL, side,
-                                                   shares, entry_fill, invested, equity_before,
-                                                   entry_bar, commission, slippage)
+                        cash = _close_nb(trades, record, acc, b, close[b], SIGNAL, side,
+                                         shares, entry_fill, invested, equity_before,
+                                         entry_bar, commission, slippage)
                         side = 0
                     if new_side != 0 and side == 0 and cash > 0.0:
                         side = new_side
@@ -347,8 +348,8 @@ def _simulator(shorts: bool, general: bool = True):
             # Step 6: mark to the close; the last bar closes out what is still open.
             held = side
             if side != 0 and b == stop - 1:
-                acc, cash = _close_nb(trades, record, acc, b, close[b], END, side, shares, entry_fill,
-                                      invested, equity_before, entry_bar, commission, slippage)
+                cash = _close_nb(trades, record, acc, b, close[b], END, side, shares, entry_fill,
+                                 invested, equity_before, entry_bar, commission, slippage)
                 side = 0
             if side == 0:
                 e = cash
@@ -364,7 +365,7 @@ def _simulator(shorts: bool, general: bool = True):
 
         if score:
             finish_nb(bars, acc, rets, n, close, start, stop, initial_capital, out)
-        return equity, position, trades[:acc[0]].copy()
+        return equity, position, trades[:int(acc[0])].copy()
     return simulate_into_nb
 
 
