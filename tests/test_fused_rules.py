@@ -136,3 +136,45 @@ def test_a_batch_at_fill_close_mixing_exits_scores_each_program_as_alone(market_
     for p, t in enumerate(typed):
         alone = evaluate_tape(compile(t), market, spans, settings.backtest)[0]
         assert batch[p].tobytes() == alone.tobytes() == reference(tape, market, spans, settings, p).tobytes(), t.name
+
+
+def _bits_by_hand(x, y, kind, start, stop):
+    """A rule's bits over [start, stop) by plain Python comparisons, the kernels' NaN rules included."""
+    from autostrat.tape.opcodes import Op
+    out = []
+    for t in range(start, stop):
+        u, v = x[t], y[t]
+        if kind == -1:
+            on = u > 0.0
+        elif kind == Op.ne:
+            on = u != v and not np.isnan(u) and not np.isnan(v)
+        elif kind in (Op.cross_above, Op.cross_below):
+            above = kind == Op.cross_above
+            on = t >= 1 and ((u > v and x[t - 1] <= y[t - 1]) if above else (u < v and x[t - 1] >= y[t - 1]))
+        else:
+            on = {Op.gt: u > v, Op.lt: u < v, Op.ge: u >= v, Op.le: u <= v, Op.eq: u == v}[kind]
+        out.append(1 if on else 0)
+    return out
+
+
+def test_rule_bits_match_plain_comparisons_at_every_period_edge():
+    """rule_bits_nb indexes the period's slices from 0: every kind, on rows with NaNs and ties,
+    over the whole history, an empty period and a short period starting at every later bar,
+    gives the bits plain comparisons of the whole rows give, and writes nothing past the period."""
+    from autostrat.sim.simulate import rule_bits_nb
+    rng = np.random.default_rng(7)
+    n = 60
+    regs = rng.integers(0, 4, size=(3, n)).astype(np.float64) - 1.0  # ties, signs and zeros
+    regs[:2, rng.integers(2, n, size=12)] = np.nan
+    regs[:2, :2] = [[0.0, 1.0], [1.0, 0.0]]  # rows 0 and 1 cross at bar 1, the first bar of a period from 1
+    for kind in [-1, *sorted(FUSED_OPS)]:
+        for a, b in [(0, 1), (1, 0), (0, 2), (2, 1)]:
+            for start, stop in [(0, n), (9, 9), *((s, min(n, s + 13)) for s in range(1, n))]:
+                out = np.full(n + 2, 7, dtype=np.uint8)
+                rule_bits_nb(regs, kind, a, b, start, stop, out)
+                want = _bits_by_hand(regs[a], regs[b], kind, start, stop)
+                assert out[:stop - start].tolist() == want, (kind, a, b, start)
+                assert (out[stop - start:] == 7).all()
+    out = np.full(5, 7, dtype=np.uint8)
+    rule_bits_nb(regs, -1, -1, -1, 2, 6, out)  # no rule: off
+    assert out.tolist() == [0, 0, 0, 0, 7]

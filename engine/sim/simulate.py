@@ -117,46 +117,59 @@ def rule_bits_nb(regs, kind, a, b, start, stop, out):
     comparison of registers a and b, with its kernel's NaN rules (`!=` is false on NaN, a cross is
     false on the first bar); a < 0: off. One tight loop per kind, so the simulator's bar loop
     reads a byte instead of dispatching on the kind at every bar.
+
+    The loops index slices of the period from 0: an index numba knows is not negative needs no
+    wraparound, so each loop compiles to vector code (about 18x faster than indexing the whole
+    row at start + i, which ran at 4 ns a bar and cost a crossover a quarter of its scoring time).
     """
     n = stop - start
-    if a < 0:
-        for i in range(n):
-            out[i] = 0
+    if n <= 0:
         return
-    x = regs[a]
+    o = out[:n]
+    if a < 0:
+        o[:] = 0
+        return
+    x = regs[a, start:stop]
     if kind < 0:
         for i in range(n):
-            out[i] = 1 if x[start + i] > 0.0 else 0
+            o[i] = x[i] > 0.0
         return
-    y = regs[b]
+    y = regs[b, start:stop]
     if kind == Op.gt:
         for i in range(n):
-            out[i] = 1 if x[start + i] > y[start + i] else 0
+            o[i] = x[i] > y[i]
     elif kind == Op.lt:
         for i in range(n):
-            out[i] = 1 if x[start + i] < y[start + i] else 0
+            o[i] = x[i] < y[i]
     elif kind == Op.ge:
         for i in range(n):
-            out[i] = 1 if x[start + i] >= y[start + i] else 0
+            o[i] = x[i] >= y[i]
     elif kind == Op.le:
         for i in range(n):
-            out[i] = 1 if x[start + i] <= y[start + i] else 0
+            o[i] = x[i] <= y[i]
     elif kind == Op.eq:
         for i in range(n):
-            out[i] = 1 if x[start + i] == y[start + i] else 0
+            o[i] = x[i] == y[i]
     elif kind == Op.ne:
         for i in range(n):
-            u = x[start + i]
-            v = y[start + i]
-            out[i] = 1 if u != v and not math.isnan(u) and not math.isnan(v) else 0
-    elif kind == Op.cross_above:
-        for i in range(n):
-            t = start + i
-            out[i] = 1 if t >= 1 and x[t] > y[t] and x[t - 1] <= y[t - 1] else 0
-    elif kind == Op.cross_below:
-        for i in range(n):
-            t = start + i
-            out[i] = 1 if t >= 1 and x[t] < y[t] and x[t - 1] >= y[t - 1] else 0
+            u = x[i]
+            v = y[i]
+            o[i] = u != v and not math.isnan(u) and not math.isnan(v)
+    elif kind == Op.cross_above or kind == Op.cross_below:
+        # Bar start + i against bar start + i - 1: the first bar of the period looks back
+        # before the slice, and the first bar of the history has nothing to look back at.
+        above = kind == Op.cross_above
+        if start >= 1:
+            u, v, pu, pv = x[0], y[0], regs[a, start - 1], regs[b, start - 1]
+            o[0] = (u > v and pu <= pv) if above else (u < v and pu >= pv)
+        else:
+            o[0] = 0
+        if above:
+            for i in range(1, n):
+                o[i] = x[i] > y[i] and x[i - 1] <= y[i - 1]
+        else:
+            for i in range(1, n):
+                o[i] = x[i] < y[i] and x[i - 1] >= y[i - 1]
     else:
         raise ValueError("unknown rule kind")
 
@@ -242,18 +255,22 @@ def _simulator(shorts: bool, general: bool = True):
         use_stops = use_sl or use_tp or use_ts
         use_max_hold = general and max_hold >= 1
 
-        for b in range(start, stop):
+        # The bar loop indexes the period's slices from 0: an index numba knows is not negative
+        # needs no wraparound code (the rule bits likewise, rule_bits_nb).
+        op, hi, lo, cl = open_[start:stop], high[start:stop], low[start:stop], close[start:stop]
+        for i in range(n):
+            b = start + i
             # Step 1: orders decided at the previous close fill at this open (next_open only).
             if not fill_close:
                 if pend_exit and side != 0:
-                    cash = _close_nb(trades, record, acc, b, open_[b], SIGNAL, side, shares,
+                    cash = _close_nb(trades, record, acc, b, op[i], SIGNAL, side, shares,
                                      entry_fill, invested, equity_before, entry_bar,
                                      commission, slippage)
                     side = 0
                 if pend_side != 0 and side == 0 and cash > 0.0:
                     side = pend_side
                     equity_before = cash
-                    entry_fill, shares, invested = _enter_nb(side, open_[b], cash, commission, slippage)
+                    entry_fill, shares, invested = _enter_nb(side, op[i], cash, commission, slippage)
                     entry_bar = b
                     extreme = entry_fill
                     cash = 0.0
@@ -273,16 +290,16 @@ def _simulator(shorts: bool, general: bool = True):
                         stop_level = extreme * (1.0 - trailing_stop)
                         stop_reason = TRAILING_STOP
                     target = entry_fill * (1.0 + take_profit) if use_tp else math.inf
-                    if open_[b] <= stop_level:
-                        exit_price, reason = open_[b], stop_reason
-                    elif open_[b] >= target:
-                        exit_price, reason = open_[b], TAKE_PROFIT
-                    elif low[b] <= stop_level:
+                    if op[i] <= stop_level:
+                        exit_price, reason = op[i], stop_reason
+                    elif op[i] >= target:
+                        exit_price, reason = op[i], TAKE_PROFIT
+                    elif lo[i] <= stop_level:
                         exit_price, reason = stop_level, stop_reason
-                    elif high[b] >= target:
+                    elif hi[i] >= target:
                         exit_price, reason = target, TAKE_PROFIT
                     else:  # the peak takes this bar's high only after the bar was checked
-                        extreme = max(extreme, high[b])
+                        extreme = max(extreme, hi[i])
                 else:
                     stop_level = math.inf
                     stop_reason = STOP_LOSS
@@ -292,24 +309,24 @@ def _simulator(shorts: bool, general: bool = True):
                         stop_level = extreme * (1.0 + trailing_stop)
                         stop_reason = TRAILING_STOP
                     target = entry_fill * (1.0 - take_profit) if use_tp else -math.inf
-                    if open_[b] >= stop_level:
-                        exit_price, reason = open_[b], stop_reason
-                    elif open_[b] <= target:
-                        exit_price, reason = open_[b], TAKE_PROFIT
-                    elif high[b] >= stop_level:
+                    if op[i] >= stop_level:
+                        exit_price, reason = op[i], stop_reason
+                    elif op[i] <= target:
+                        exit_price, reason = op[i], TAKE_PROFIT
+                    elif hi[i] >= stop_level:
                         exit_price, reason = stop_level, stop_reason
-                    elif low[b] <= target:
+                    elif lo[i] <= target:
                         exit_price, reason = target, TAKE_PROFIT
                     else:
-                        extreme = min(extreme, low[b])
+                        extreme = min(extreme, lo[i])
 
             # Step 3: max_hold at the close.
             if use_max_hold and reason < 0 and side != 0 and b - entry_bar >= max_hold:
-                exit_price, reason = close[b], MAX_HOLD
+                exit_price, reason = cl[i], MAX_HOLD
 
             # Step 4: a short whose equity at this close is gone is closed here.
-            if reason < 0 and side == -1 and invested + shares * (entry_fill - close[b]) <= 0.0:
-                exit_price, reason = close[b], LIQUIDATION
+            if reason < 0 and side == -1 and invested + shares * (entry_fill - cl[i]) <= 0.0:
+                exit_price, reason = cl[i], LIQUIDATION
 
             if reason >= 0:
                 cash = _close_nb(trades, record, acc, b, exit_price, reason, side, shares,
@@ -319,7 +336,6 @@ def _simulator(shorts: bool, general: bool = True):
 
             # Step 5: the rules at this close.
             if b >= warmup:
-                i = b - start
                 want_exit = (side == 1 and long_exit[i] != 0) or (shorts and side == -1 and short_exit[i] != 0)
                 new_side = 0
                 if side == 0 or want_exit:
@@ -329,14 +345,14 @@ def _simulator(shorts: bool, general: bool = True):
                         new_side = -1
                 if fill_close:
                     if want_exit:
-                        cash = _close_nb(trades, record, acc, b, close[b], SIGNAL, side,
+                        cash = _close_nb(trades, record, acc, b, cl[i], SIGNAL, side,
                                          shares, entry_fill, invested, equity_before,
                                          entry_bar, commission, slippage)
                         side = 0
                     if new_side != 0 and side == 0 and cash > 0.0:
                         side = new_side
                         equity_before = cash
-                        entry_fill, shares, invested = _enter_nb(side, close[b], cash, commission,
+                        entry_fill, shares, invested = _enter_nb(side, cl[i], cash, commission,
                                                                  slippage)
                         entry_bar = b
                         extreme = entry_fill
@@ -348,20 +364,20 @@ def _simulator(shorts: bool, general: bool = True):
             # Step 6: mark to the close; the last bar closes out what is still open.
             held = side
             if side != 0 and b == stop - 1:
-                cash = _close_nb(trades, record, acc, b, close[b], END, side, shares, entry_fill,
+                cash = _close_nb(trades, record, acc, b, cl[i], END, side, shares, entry_fill,
                                  invested, equity_before, entry_bar, commission, slippage)
                 side = 0
             if side == 0:
                 e = cash
             elif side == 1:
-                e = shares * close[b]
+                e = shares * cl[i]
             else:
-                e = invested + shares * (entry_fill - close[b])
+                e = invested + shares * (entry_fill - cl[i])
             if record:
-                equity[b - start] = e
-                position[b - start] = held
+                equity[i] = e
+                position[i] = held
             if score:
-                bars = bar_nb(bars, b - start, e, held != 0, rets)
+                bars = bar_nb(bars, i, e, held != 0, rets)
 
         if score:
             finish_nb(bars, acc, rets, n, close, start, stop, initial_capital, out)
