@@ -115,3 +115,46 @@ def test_a_grid_with_invalid_points_gives_what_check_gives_point_by_point():
     for (_, fast, _), (_, slow, _) in zip(got, want):
         np.testing.assert_array_equal(evaluate_tape(compile(fast), _MARKET, spans, Settings().backtest),
                                       evaluate_tape(compile(slow), _MARKET, spans, Settings().backtest))
+
+
+def test_a_point_block_holds_what_check_gives_point_by_point_and_compiles_from_its_arrays():
+    """A sweep's PointBlock: each point read from it is the program check gives; its arrays (values,
+    warm-ups, exits) are those programs'; its slices and joins are the same points; and the tape
+    compiled from the arrays is the tape compiled from the programs, bit for bit."""
+    from autostrat.sim.grid import param_frame, points_frame, sweep_points, sweep_programs
+    from autostrat.tape.compile import compile_many
+    from autostrat.tape.template import compile_variants
+
+    typed = check(parse(SOURCE))
+    grid = {"fast": [0.0, 3.0, 10.5, 20.0], "slow": [1.0, 60.0, 5000.0], "stop": [0.0, 0.05, 1.5],
+            "hold": [0.0, 30.0, 2.5]}
+    want = [t for _, t, _ in iter_variants(typed, grid)]
+    block = sweep_points(typed, grid)
+    assert len(block) == len(want) and list(block) == want and [block[i] for i in range(len(block))] == want
+    assert [vars(t.program) for t in block] == [vars(t.program) for t in want]
+    assert list(block[2:7]) == want[2:7] and list(block[:3].joined(block[3:])) == want
+    for name in typed.param_values:
+        assert block.values(name).tolist() == [float(t.param_values[name]) for t in want]
+    assert block.warmups.tolist() == [t.warmup for t in want]
+    assert block.exit_overrides() == [t.exits for t in want]
+    assert block.names == [t.name for t in want]
+    _, combos = sweep_programs(typed, grid)
+    assert points_frame(block, grid).equals(param_frame(combos, grid))
+
+    from_arrays, from_programs = compile_variants(block), compile_variants(want)
+    for field in ("code", "consts", "outputs", "rules", "run_code", "warmups", "exits"):
+        np.testing.assert_array_equal(getattr(from_arrays, field), getattr(from_programs, field), err_msg=field)
+    assert (from_arrays.n_regs, from_arrays.names, from_arrays.sources) == (
+        from_programs.n_regs, from_programs.names, from_programs.sources)
+    spans = period_spans(_MARKET, Settings(), ("train", "validation"))
+    np.testing.assert_array_equal(evaluate_tape(from_arrays, _MARKET, spans, Settings().backtest),
+                                  evaluate_tape(compile_many(want), _MARKET, spans, Settings().backtest))
+
+
+def test_a_point_block_of_a_grid_that_sets_no_exit_shares_the_base_exits():
+    from autostrat.sim.grid import sweep_points
+
+    typed = check(parse(SOURCE))
+    block = sweep_points(typed, {"fast": [5.0, 10.0], "k": [1.0, 2.0, 3.0]})
+    assert block.exit_overrides() is None  # no per-point dicts when no grid param sets an exit
+    assert all(t.exits == typed.exits for t in block)

@@ -165,29 +165,29 @@ class GridVariants:
     def __len__(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def block(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[TypedProgram]]:
-        """(valid point indices, their picks (points x params), their TypedPrograms) of `index`."""
+    def block(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, PointBlock]:
+        """(valid point indices, their picks (points x params), their PointBlock) of `index`."""
         picks = np.stack(np.unravel_index(index, self.shape), axis=1) if self.shape else np.zeros((len(index), 0), np.int64)
         ok = np.ones(len(index), dtype=bool)
         for j, name in enumerate(self.names):
             ok &= self.valid[name][picks[:, j]]
         index, picks = index[ok], picks[ok]
-        warmups = self._warmups(picks)
-        base, programs = self.base, []
+        return index, picks, PointBlock(self, picks, self._warmups(picks))
+
+    def program(self, row, warmup: int) -> TypedProgram:
+        """The TypedProgram of the point that picks value row[j] of param j, with its warm-up."""
+        base = self.base
         source_program = base.program
         statements = list(source_program.statements)
-        slots = [self._slot[n] for n in self.names]
-        for row, warmup in zip(picks.tolist(), warmups.tolist()):
-            params, exits = dict(base.params), dict(base.exits)
-            for name, slot, i in zip(self.names, slots, row):
-                statements[slot] = params[name] = self.statements[name][i]
-                exits.update(self.exits[name][i])
-            # The constructor with every field: dataclasses.replace costs twice as much (1.9 against 0.8 us).
-            program = N.Program(tuple(statements), source_program.path, source_program.end_comments,
-                                source_program.source)
-            programs.append(TypedProgram(program, params, base.bindings, base.types, base.rules, exits, warmup,
-                                         base.max_lookback, {k: p.value.value for k, p in params.items()}))
-        return index, picks, programs
+        params, exits = dict(base.params), dict(base.exits)
+        for name, i in zip(self.names, row):
+            statements[self._slot[name]] = params[name] = self.statements[name][i]
+            exits.update(self.exits[name][i])
+        # The constructor with every field: dataclasses.replace costs twice as much (1.9 against 0.8 us).
+        program = N.Program(tuple(statements), source_program.path, source_program.end_comments,
+                            source_program.source)
+        return TypedProgram(program, params, base.bindings, base.types, base.rules, exits, warmup,
+                            base.max_lookback, {k: p.value.value for k, p in params.items()})
 
     def _warmups(self, picks: np.ndarray) -> np.ndarray:
         """Each point's warm-up, as ParamVariants computes it, for all points at once."""
@@ -215,3 +215,64 @@ def _walk(e: N.Expr):
     yield e
     for child in N.children(e):
         yield from _walk(child)
+
+
+class PointBlock:
+    """Valid points of a grid as arrays: a sequence of their TypedPrograms, each made when read.
+
+    Compiling a block through the template (autostrat.tape.template.compile_variants) and scoring
+    it read only the arrays (`values`, `warmups`, `exit_overrides`): a sweep makes no Python
+    object per point. `block[i]` is the point's TypedProgram, as `GridVariants.program` makes it;
+    `block[a:b]` is the block of those points.
+    """
+
+    def __init__(self, grid: GridVariants, picks: np.ndarray, warmups: np.ndarray):
+        self.grid, self.picks, self.warmups = grid, picks, warmups
+        self.base = grid.base
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return PointBlock(self.grid, self.picks[i], self.warmups[i])
+        return self.grid.program(self.picks[i].tolist(), int(self.warmups[i]))
+
+    def __iter__(self):
+        for row, warmup in zip(self.picks.tolist(), self.warmups.tolist()):
+            yield self.grid.program(row, warmup)
+
+    def joined(self, other: PointBlock) -> PointBlock:
+        """This block's points, then `other`'s (points of the same grid)."""
+        return PointBlock(self.grid, np.concatenate([self.picks, other.picks]),
+                          np.concatenate([self.warmups, other.warmups]))
+
+    @property
+    def names(self) -> list[str]:
+        """Each point's strategy name: the base program's (a param value is not part of it)."""
+        return [self.base.name] * len(self)
+
+    def values(self, name: str) -> np.ndarray:
+        """float64 value of param `name` at each point (the base program's for a param off the grid)."""
+        if name in self.grid.statements:
+            return self.grid._values[name][self.picks[:, self.grid.names.index(name)]]
+        return np.full(len(self), float(self.base.param_values[name]))
+
+    def exit_overrides(self) -> list[dict] | None:
+        """Each point's exits (`TypedProgram.exits`), or None when every point has the base program's:
+        no grid param sets an exit."""
+        driving = [j for j, name in enumerate(self.grid.names) if any(self.grid.exits[name])]
+        if not driving:
+            return None
+        out = []
+        for row in self.picks[:, driving].tolist():
+            exits = dict(self.base.exits)
+            for j, i in zip(driving, row):
+                exits.update(self.grid.exits[self.grid.names[j]][i])
+            out.append(exits)
+        return out
+
+
+def program_names(typed) -> list[str]:
+    """The strategy name of each program of a list or PointBlock."""
+    return typed.names if isinstance(typed, PointBlock) else [t.name for t in typed]

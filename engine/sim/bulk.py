@@ -25,7 +25,7 @@ from autostrat.errors import AutostratError
 from autostrat.lang.check import TypedProgram
 from autostrat.sim.backtest import SEARCH_PERIODS, load_strategy, period_spans, resolve_settings
 from autostrat.sim.evaluate import evaluate_arrays, evaluate_tape
-from autostrat.sim.grid import param_frame, sweep_programs
+from autostrat.sim.grid import points_frame, sweep_points
 from autostrat.sim.metrics import METRIC_NAMES
 from autostrat.sim.simulate import evaluation_args
 from autostrat.tape.compile import compile_many
@@ -307,18 +307,18 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
     """
     import pandas as pd
     s = resolve_settings(settings, overrides)
-    typed, combos = sweep_programs(strategy, grid)
-    if not typed:
+    typed = sweep_points(strategy, grid)
+    if not len(typed):
         raise AutostratError("no valid parameter combination in the grid")
     data = _data(data, s)
-    params = param_frame(combos, grid)
+    params = points_frame(typed, grid)
     if isinstance(data, Universe) or executor is not None:
         universe = data if isinstance(data, Universe) else Universe((data,), data.name)
         values, names = universe_array(typed, universe, s, periods, chunk_size, executor=executor, progress=progress)
-        frame = universe_frame(values, names, universe.names, [t.name for t in typed]).drop(columns="name")
+        frame = universe_frame(values, names, universe.names, typed.names).drop(columns="name")
         params = params.loc[params.index.repeat(len(universe))].reset_index(drop=True)
         out = pd.concat([params, frame], axis=1)
         return out if isinstance(data, Universe) else out.drop(columns="asset")
     spans = period_spans(data, s, periods)
-    frame = metrics_frame(metrics_array(typed, data, spans, s, chunk_size), spans, [t.name for t in typed])
+    frame = metrics_frame(metrics_array(typed, data, spans, s, chunk_size), spans, typed.names)
     return pd.concat([params, frame.drop(columns="name")], axis=1)

@@ -16,8 +16,7 @@ import numpy as np
 
 from autostrat.errors import AutostratError
 from autostrat.lang import nodes as N
-from autostrat.lang.check import TypedProgram
-from autostrat.lang.variants import GridVariants
+from autostrat.lang.variants import GridVariants, PointBlock
 from autostrat.sim.backtest import load_strategy
 
 # The default cap on a sweep's points. Points are streamed, so memory does not limit a grid; time
@@ -94,12 +93,11 @@ def grid_size(grid: dict[str, list[float]]) -> int:
     return math.prod(len(v) for v in grid.values())
 
 
-def iter_variants(strategy, grid: dict[str, list[float]]):
-    """(point index, checked program, {param: value}) for every valid point, in grid order.
+def grid_variants(strategy, grid: dict[str, list[float]]) -> GridVariants:
+    """The grid's points of a strategy, checked a block at a time (autostrat.lang.variants).
 
-    Invalid points (e.g. a window of 0) are skipped: not a strategy, not a result. A value
-    outside a param's declared range widens the range: the range is the search's business, a
-    sweep asks for exactly these values.
+    A value outside a param's declared range widens the range: the range is the search's
+    business, a sweep asks for exactly these values.
     """
     base = load_strategy(strategy)
     params = base.program.params()
@@ -107,24 +105,38 @@ def iter_variants(strategy, grid: dict[str, list[float]]):
     if unknown:
         have = ", ".join(params) or "none"
         raise AutostratError(f"the strategy has no param {unknown[0]!r} (its params: {have})")
-    variants = GridVariants(base, {n: [set_param(params[n], v) for v in grid[n]] for n in grid})
+    return GridVariants(base, {n: [set_param(params[n], v) for v in grid[n]] for n in grid})
+
+
+def iter_variants(strategy, grid: dict[str, list[float]]):
+    """(point index, checked program, {param: value}) for every valid point, in grid order.
+
+    Invalid points (e.g. a window of 0) are skipped: not a strategy, not a result.
+    """
+    variants = grid_variants(strategy, grid)
     names = list(grid)
-    for first in range(0, len(variants), _BLOCK):
-        index, picks, programs = variants.block(np.arange(first, min(first + _BLOCK, len(variants))))
+    for first in range(0, len(variants), GRID_BLOCK):
+        index, picks, programs = variants.block(np.arange(first, min(first + GRID_BLOCK, len(variants))))
         for point, row, typed in zip(index.tolist(), picks.tolist(), programs):
             yield point, typed, {n: grid[n][i] for n, i in zip(names, row)}
 
 
-_BLOCK = 4096  # grid points checked together: bounded memory, and few enough Python calls
+GRID_BLOCK = 4096  # grid points checked together: bounded memory, and few enough Python calls
 
 
-def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[list[TypedProgram], list[dict]]:
-    """Every valid point of the grid as a checked program, and its param values (in memory: small grids)."""
-    programs, combos = [], []
-    for _, typed, combo in iter_variants(strategy, grid):
-        programs.append(typed)
-        combos.append(combo)
-    return programs, combos
+def sweep_points(strategy, grid: dict[str, list[float]]) -> PointBlock:
+    """Every valid point of the grid, in grid order, as one PointBlock (in memory: small grids).
+
+    A block makes no Python object per point: compiling and scoring it read its arrays."""
+    variants = grid_variants(strategy, grid)
+    return variants.block(np.arange(len(variants)))[2]
+
+
+def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[PointBlock, list[dict]]:
+    """Every valid point of the grid as a checked program (a PointBlock), and its param values."""
+    block = sweep_points(strategy, grid)
+    names = list(grid)
+    return block, [{n: grid[n][i] for n, i in zip(names, row)} for row in block.picks.tolist()]
 
 
 def param_frame(combos: list[dict], grid: dict[str, list[float]]):
@@ -134,13 +146,22 @@ def param_frame(combos: list[dict], grid: dict[str, list[float]]):
     prints as 5, not 5.0; decided by the grid, not the points, so every chunk of a streamed sweep
     prints alike.
     """
+    return _param_columns({name: np.array([c[name] for c in combos], dtype=np.float64) for name in grid}, grid)
+
+
+def points_frame(block: PointBlock, grid: dict[str, list[float]]):
+    """`param_frame` of a PointBlock's points, read from its picks."""
+    return _param_columns({name: np.asarray(values, dtype=np.float64)[block.picks[:, j]]
+                           for j, (name, values) in enumerate(grid.items())}, grid)
+
+
+def _param_columns(columns: dict[str, np.ndarray], grid: dict[str, list[float]]):
     import pandas as pd
 
     cols = {}
     for name, values in grid.items():
-        column = np.array([c[name] for c in combos], dtype=np.float64)
         whole = all(float(v).is_integer() and abs(v) < 2 ** 53 for v in values)
-        cols[name] = column.astype(np.int64) if whole else column
+        cols[name] = columns[name].astype(np.int64) if whole else columns[name]
     return pd.DataFrame(cols)
 
 

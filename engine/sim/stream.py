@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from autostrat.data.universe import Universe
+from autostrat.lang.variants import program_names
 from autostrat.sim.backtest import SEARCH_PERIODS
 from autostrat.sim.bulk import (DEFAULT_CHUNK, LocalExecutor, across_assets_frame, asset_slices, budget_tapes,
                                 programs_per_chunk, tape_arrays, universe_frame, universe_spans)
-from autostrat.sim.grid import iter_variants, param_frame
+from autostrat.sim.grid import GRID_BLOCK, grid_variants, points_frame
 from autostrat.sim.simulate import evaluation_args
 from autostrat.sim.simulation import check_backtest
 
@@ -41,30 +42,57 @@ def batches(items, universe: Universe, chunk_size: int, lead):
     `lead(records)` makes a batch's leading columns. The chunk size is fixed by the first program
     (as `plan_chunks` does), so the items are read one chunk ahead at most.
     """
-    size, typed, records = None, [], []
-    done, ready = 0, None  # a full batch is held back until the next item shows it is not the last
-    for done, program, record in items:
-        if size is None:
-            size = programs_per_chunk(program, universe, chunk_size)
+    def unmarked():
+        size, typed, records, done = None, [], [], 0
+        for done, program, record in items:
+            if size is None:
+                size = programs_per_chunk(program, universe, chunk_size)
+            typed.append(program)
+            records.append(record)
+            if len(typed) == size:
+                yield Batch(typed, lead(records), done)
+                typed, records = [], []
+        if typed:
+            yield Batch(typed, lead(records), done)
+
+    return _last_marked(unmarked())
+
+
+def _last_marked(batch_iter):
+    """The batches, the last one marked `last`: each is held back until the next shows it is not."""
+    ready = None
+    for batch in batch_iter:
         if ready is not None:
             yield ready
-            ready = None
-        typed.append(program)
-        records.append(record)
-        if len(typed) == size:
-            ready = Batch(typed, lead(records), done)
-            typed, records = [], []
-    if typed:
-        yield Batch(typed, lead(records), done, last=True)
-    elif ready is not None:
+        ready = batch
+    if ready is not None:
         ready.last = True
         yield ready
 
 
 def sweep_batches(strategy, grid: dict[str, list[float]], universe: Universe, chunk_size: int = DEFAULT_CHUNK):
-    """The grid's valid points in Batches, in grid order; `done` counts grid points walked."""
-    items = ((i + 1, typed, combo) for i, typed, combo in iter_variants(strategy, grid))
-    return batches(items, universe, chunk_size, lambda combos: param_frame(combos, grid))
+    """The grid's valid points in Batches of PointBlocks (no Python object per point), in grid
+    order; `done` counts grid points walked."""
+    variants = grid_variants(strategy, grid)
+
+    def unmarked():
+        size, held, held_index = None, None, np.zeros(0, dtype=np.int64)  # valid points not yet in a batch
+        for first in range(0, len(variants), GRID_BLOCK):
+            index, _, block = variants.block(np.arange(first, min(first + GRID_BLOCK, len(variants))))
+            if not len(block):
+                continue
+            if size is None:
+                size = programs_per_chunk(block[0], universe, chunk_size)
+            held = block if held is None else held.joined(block)
+            held_index = np.concatenate([held_index, index])
+            while len(held) >= size:
+                part = held[:size]
+                yield Batch(part, points_frame(part, grid), int(held_index[size - 1]) + 1)
+                held, held_index = held[size:], held_index[size:]
+        if held is not None and len(held):
+            yield Batch(held, points_frame(held, grid), int(held_index[-1]) + 1)
+
+    return _last_marked(unmarked())
 
 
 def file_batches(items, universe: Universe, chunk_size: int = DEFAULT_CHUNK):
@@ -106,7 +134,7 @@ def batch_frame(batch: Batch, values: np.ndarray, periods: list[str], universe: 
     """A batch's rows: one per program and market (the lead columns, `name` if `named`, `asset`)."""
     import pandas as pd
 
-    frame = universe_frame(values, periods, universe.names, [t.name for t in batch.typed])
+    frame = universe_frame(values, periods, universe.names, program_names(batch.typed))
     if not named:
         frame = frame.drop(columns="name")
     lead = batch.lead.loc[batch.lead.index.repeat(len(universe))].reset_index(drop=True)

@@ -228,8 +228,9 @@ class _ProgramCompiler:
 _NO_EXITS = (np.nan, np.nan, np.nan, -1.0)
 
 
-def _exits(typed: TypedProgram) -> tuple[float, ...]:
-    ex = typed.exits
+def exit_row(ex: dict[str, float]) -> tuple[float, ...]:
+    """A program's exits (TypedProgram.exits) as Tape.exits' row: stop_loss, take_profit,
+    trailing_stop (NaN = off), max_hold (-1 = off)."""
     if not ex:
         return _NO_EXITS
     return (ex.get("stop_loss", np.nan), ex.get("take_profit", np.nan), ex.get("trailing_stop", np.nan),
@@ -250,7 +251,7 @@ def compile_many(programs: list[TypedProgram]) -> Tape:
         n_regs=n_regs,
         outputs=out,
         warmups=np.array([t.warmup for t in programs], dtype=np.int64),
-        exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
+        exits=np.array([exit_row(t.exits) for t in programs], dtype=np.float64).reshape(-1, 4),
         rules=rules,
         run_code=run_code,
         spans=tuple(em.spans),

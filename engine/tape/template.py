@@ -16,14 +16,16 @@ import numpy as np
 
 from autostrat.lang import nodes as N
 from autostrat.lang.check import TypedProgram
-from autostrat.tape.compile import (FILL, NO_REG, RULE_ORDER, Tape, _Emitter, _exits, _ProgramCompiler, assemble,
-                                    compile_many)
+from autostrat.lang.variants import PointBlock
+from autostrat.tape.compile import (FILL, NO_REG, RULE_ORDER, Tape, _Emitter, _ProgramCompiler, assemble, compile_many,
+                                    exit_row)
 from autostrat.tape.opcodes import FIRST_FREE_REG, WIDTH
 
 
-def compile_batch(programs: list[TypedProgram]) -> Tape:
-    """`compile_many`, through a template when the programs are param variants of one program."""
-    if len(programs) > 1 and same_structure(programs):
+def compile_batch(programs: list[TypedProgram] | PointBlock) -> Tape:
+    """`compile_many`, through a template when the programs are param variants of one program
+    (always for a PointBlock, a grid's points)."""
+    if isinstance(programs, PointBlock) or (len(programs) > 1 and same_structure(programs)):
         return compile_variants(programs)
     return compile_many(programs)
 
@@ -87,22 +89,26 @@ class _SymbolicCompiler(_ProgramCompiler):
         return super().constant(arg)
 
 
-def compile_variants(programs: list[TypedProgram]) -> Tape:
-    """One tape for param variants of one program (see the module docstring).
+def compile_variants(programs: list[TypedProgram] | PointBlock) -> Tape:
+    """One tape for param variants of one program (see the module docstring); a PointBlock's
+    points are read from its arrays, without a TypedProgram per point.
 
     The recipe is replayed one step at a time for all variants at once: a step's instruction keys
     form one int64 array (a row per variant), `np.unique` finds the distinct ones, and only those
     meet the batch-wide table of instructions already emitted. Instructions come out step by step
     (every variant's first step, then every variant's second, ...), so sources precede their uses.
     """
+    block = isinstance(programs, PointBlock)
+    base = programs.base if block else programs[0]
     recorder = _Recorder()
-    template = _SymbolicCompiler(recorder, programs[0]).rule_regs()
+    template = _SymbolicCompiler(recorder, base).rule_regs()
     n = len(programs)
     values: dict[str, np.ndarray] = {}
 
     def param(name: str) -> np.ndarray:
         if name not in values:
-            values[name] = np.array([float(t.param_values[name]) for t in programs])
+            values[name] = (programs.values(name) if block
+                            else np.array([float(t.param_values[name]) for t in programs]))
         return values[name]
 
     consts: list[float] = []
@@ -157,11 +163,18 @@ def compile_variants(programs: list[TypedProgram]) -> Tape:
     intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
     code_arr, n_regs, out, rules, run_code = assemble([list(row) for row in rows], out.tolist(),
                                                       allocate=intermediates > len(rows) // 10)
+    if block:
+        warmups = programs.warmups.astype(np.int64)
+        overrides = programs.exit_overrides()
+        exits = (np.tile(np.array(exit_row(base.exits), dtype=np.float64), (n, 1)) if overrides is None
+                 else np.array([exit_row(e) for e in overrides], dtype=np.float64).reshape(-1, 4))
+        names, sources = (base.name,) * n, (base.program.source,) * n  # a point's program keeps the base text
+    else:
+        warmups = np.array([t.warmup for t in programs], dtype=np.int64)
+        exits = np.array([exit_row(t.exits) for t in programs], dtype=np.float64).reshape(-1, 4)
+        names, sources = tuple(t.name for t in programs), tuple(t.program.source for t in programs)
     return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
-                rules=rules, run_code=run_code,
-                warmups=np.array([t.warmup for t in programs], dtype=np.int64),
-                exits=np.array([_exits(t) for t in programs], dtype=np.float64).reshape(-1, 4),
-                names=tuple(t.name for t in programs), sources=tuple(t.program.source for t in programs))
+                rules=rules, run_code=run_code, warmups=warmups, exits=exits, names=names, sources=sources)
 
 
 def unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
