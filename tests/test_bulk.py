@@ -9,7 +9,7 @@ import pytest
 
 from autostrat.sim.backtest import backtest
 from autostrat.sim.bulk import evaluate_many, sweep
-from autostrat.sim.grid import parse_grid, sweep_programs
+from autostrat.sim.grid import parse_grid, points_frame, sweep_points
 from autostrat.errors import AutostratError
 from autostrat.resources import examples_dir, example_path
 from autostrat.sim.metrics import METRIC_NAMES
@@ -60,7 +60,7 @@ def test_sweep_shares_subexpressions():
     from autostrat.tape.opcodes import CODE
 
     fast, slow = list(range(5, 55, 5)), [50, 100, 150]
-    typed, _ = sweep_programs(example_path("sma_cross"), {"fast": fast, "slow": slow})
+    typed = sweep_points(example_path("sma_cross"), {"fast": fast, "slow": slow})
     tape = compile_many(typed)
     sma_count = sum(1 for row in tape.code if row[0] == CODE["sma"])
     assert len(typed) == 30
@@ -85,8 +85,8 @@ def test_sweep_errors(market):
 
 
 def test_sweep_widens_ranges_and_skips_invalid():
-    typed, combos = sweep_programs(example_path("sma_cross"), {"fast": [0, 3, 300]})
-    assert [c["fast"] for c in combos] == [3, 300]  # a window of 0 is not a strategy
+    typed = sweep_points(example_path("sma_cross"), {"fast": [0, 3, 300]})
+    assert points_frame(typed, {"fast": [0, 3, 300]})["fast"].tolist() == [3, 300]  # a window of 0 is not a strategy
     assert typed[1].param_values["fast"] == 300
 
 

@@ -112,11 +112,11 @@ def test_a_streamed_sweep_on_the_cluster_writes_the_local_bytes(cluster, univers
 
 def test_map_takes_jobs_only_as_the_window_allows_and_hands_results_in_order(cluster, universe, settings):
     from autostrat.sim.bulk import asset_slices, chunk_metrics, tape_arrays, universe_spans
-    from autostrat.sim.grid import sweep_programs
+    from autostrat.sim.grid import sweep_points
     from autostrat.sim.simulate import evaluation_args
     from autostrat.tape.template import compile_batch
 
-    typed, _ = sweep_programs(example_path("sma_cross"), GRID)
+    typed = sweep_points(example_path("sma_cross"), GRID)
     _, spans = universe_spans(universe, settings, PERIODS)
     costs = evaluation_args(settings.backtest)
     jobs = [(tape_arrays(compile_batch(typed[p:p + CHUNK])), asl)

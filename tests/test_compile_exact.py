@@ -21,7 +21,7 @@ from autostrat.lang.check import check
 from autostrat.lang.parse import parse
 from autostrat.resources import example_path
 from autostrat.sim.backtest import load_strategy
-from autostrat.sim.grid import sweep_programs
+from autostrat.sim.grid import sweep_points
 from autostrat.tape.compile import compile, compile_many
 from autostrat.tape.template import compile_batch, compile_variants
 
@@ -70,7 +70,7 @@ def test_separately_written_crossovers_share_averages_as_before():
 def test_sweep_variants_of_the_examples(name):
     typed = load_strategy(example_path(name))
     for seed in range(3):
-        variants, _ = sweep_programs(typed, grid_of(typed, np.random.default_rng(seed)))
+        variants = sweep_points(typed, grid_of(typed, np.random.default_rng(seed)))
         assert_same_tape(compile_variants(variants), ref.compile_variants(variants))
         assert_same_tape(compile_batch(variants), ref.compile_variants(variants))
 
@@ -78,7 +78,7 @@ def test_sweep_variants_of_the_examples(name):
 def test_a_large_sweep_without_register_reuse():
     typed = load_strategy(example_path("sma_cross"))
     grid = {"fast": [float(v) for v in range(5, 55, 5)], "slow": [float(v) for v in range(60, 260, 20)]}
-    variants, _ = sweep_programs(typed, grid)
+    variants = sweep_points(typed, grid)
     assert_same_tape(compile_batch(variants), ref.compile_variants(variants))
 
 
@@ -103,11 +103,11 @@ def test_random_sweeps(program, steps):
     typed = check(program)
     assume(typed.params)
     # each param's value and a few near it, one shared with the next param (equal windows share);
-    # points the checker refuses are left out by sweep_programs
+    # points the checker refuses are left out by sweep_points
     names = list(typed.param_values)
     grid = {n: sorted({float(v), *(float(v) + d for d in steps)}) for n, v in typed.param_values.items()}
     if len(names) >= 2:
         grid[names[1]] = sorted({*grid[names[1]], grid[names[0]][0]})
-    variants, _ = sweep_programs(typed, grid)
+    variants = sweep_points(typed, grid)
     assume(len(variants) >= 2)
     assert_same_tape(compile_variants(variants), ref.compile_variants(variants))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from strategies import programs
 
 from autostrat.sim.backtest import load_strategy, period_spans
-from autostrat.sim.grid import sweep_programs
+from autostrat.sim.grid import sweep_points
 from autostrat.lang.check import check
 from autostrat.tape.compile import compile_many
 from autostrat.config import Settings
@@ -55,7 +55,7 @@ def test_the_examples_have_params():
 @pytest.mark.parametrize("name", WITH_PARAMS)
 def test_variants_evaluate_exactly_as_compile_many(name, market):
     typed = load_strategy(example_path(name))
-    variants, _ = sweep_programs(typed, grid_of(typed, np.random.default_rng(len(name))))
+    variants = sweep_points(typed, grid_of(typed, np.random.default_rng(len(name))))
     assert len(variants) >= 3 and same_structure(variants)
     fast, slow = compile_variants(variants), compile_many(variants)
     assert fast.code.shape[0] <= slow.code.shape[0]  # sharing is never worse
@@ -80,7 +80,7 @@ def test_a_large_sweep_skips_register_reuse_and_still_evaluates_exactly(market):
     # pass, which could not save one here.
     typed = load_strategy(example_path("sma_cross"))
     grid = {"fast": [float(v) for v in range(5, 55, 5)], "slow": [float(v) for v in range(60, 260, 20)]}
-    variants, _ = sweep_programs(typed, grid)
+    variants = sweep_points(typed, grid)
     fast, slow = compile_variants(variants), compile_many(variants)
     assert fast.n_regs == FIRST_FREE_REG + fast.code.shape[0] >= slow.n_regs
     assert fast.code.shape[0] == slow.code.shape[0]
@@ -91,7 +91,7 @@ def test_a_large_sweep_skips_register_reuse_and_still_evaluates_exactly(market):
 
 def test_coinciding_values_share_one_instruction():
     typed = load_strategy(example_path("sma_cross"))
-    variants, combos = sweep_programs(typed, {"fast": [20.0, 30.0], "slow": [20.0, 30.0]})
+    variants = sweep_points(typed, {"fast": [20.0, 30.0], "slow": [20.0, 30.0]})
     tape = compile_variants(variants)
     # sma(close, 20) and sma(close, 30), the comparisons of 3 distinct pairs and 1 equal pair
     smas = [row for row in tape.code if row[0] == compile_many(variants[:1]).code[0][0]]
@@ -120,7 +120,7 @@ def test_random_programs_with_params_evaluate_exactly_as_compile_many(program, r
         hi = p.hi.value if p.hi is not None else value
         other = rnd.uniform(lo, hi)
         grid[name] = sorted({float(value), float(round(other)) if float(value).is_integer() else other})
-    variants, _ = sweep_programs(typed, grid)
+    variants = sweep_points(typed, grid)
     if len(variants) < 2:
         return
     market = _MARKET

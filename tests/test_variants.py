@@ -121,7 +121,7 @@ def test_a_point_block_holds_what_check_gives_point_by_point_and_compiles_from_i
     """A sweep's PointBlock: each point read from it is the program check gives; its arrays (values,
     warm-ups, exits) are those programs'; its slices and joins are the same points; and the tape
     compiled from the arrays is the tape compiled from the programs, bit for bit."""
-    from autostrat.sim.grid import param_frame, points_frame, sweep_points, sweep_programs
+    from autostrat.sim.grid import points_frame, sweep_points
     from autostrat.tape.compile import compile_many
     from autostrat.tape.template import compile_variants
 
@@ -138,8 +138,11 @@ def test_a_point_block_holds_what_check_gives_point_by_point_and_compiles_from_i
     assert block.warmups.tolist() == [t.warmup for t in want]
     assert block.exit_overrides() == [t.exits for t in want]
     assert block.names == [t.name for t in want]
-    _, combos = sweep_programs(typed, grid)
-    assert points_frame(block, grid).equals(param_frame(combos, grid))
+    combos = [combo for _, _, combo in iter_variants(typed, grid)]
+    frame = points_frame(block, grid)
+    assert frame.to_dict("records") == combos
+    assert [str(t) for t in frame.dtypes] == ["float64", "int64", "float64", "float64"]  # slow: whole values
+    assert points_frame(block, {**grid, "fast": [0.0, 3.0, 10.0, 20.0]})["fast"].dtype == np.int64  # whole values
 
     from_arrays, from_programs = compile_variants(block), compile_variants(want)
     for field in ("code", "consts", "outputs", "rules", "run_code", "warmups", "exits"):

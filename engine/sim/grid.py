@@ -1,10 +1,12 @@
 """Sweep grids: `--param` specs parsed into values, and the grid's points built as checked variants.
 
 A grid is walked lazily, in `itertools.product` order (the last param varies fastest), so a
-sweep of a million points never holds a million programs: `iter_variants` yields them one by one.
-The points are checked a block at a time by `autostrat.lang.variants.GridVariants` (each value
-checked once, the warm-ups of a block computed together), and a param statement is built once
-per distinct value, not once per point.
+sweep of a million points never holds a million programs. The points are checked a block at a
+time by `autostrat.lang.variants.GridVariants` (each value checked once, the warm-ups of a block
+computed together) into PointBlocks, arrays that the template compiler reads without a
+TypedProgram per point (`sweep_points`; autostrat.sim.stream batches blocks); a param statement
+is built once per distinct value, not once per point. `iter_variants` yields the points' programs
+one by one, for a caller that reads each.
 """
 
 from __future__ import annotations
@@ -132,36 +134,20 @@ def sweep_points(strategy, grid: dict[str, list[float]]) -> PointBlock:
     return variants.block(np.arange(len(variants)))[2]
 
 
-def sweep_programs(strategy, grid: dict[str, list[float]]) -> tuple[PointBlock, list[dict]]:
-    """Every valid point of the grid as a checked program (a PointBlock), and its param values."""
-    block = sweep_points(strategy, grid)
-    names = list(grid)
-    return block, [{n: grid[n][i] for n, i in zip(names, row)} for row in block.picks.tolist()]
-
-
-def param_frame(combos: list[dict], grid: dict[str, list[float]]):
-    """The points' param values as a DataFrame, one column per param in grid order.
+def points_frame(block: PointBlock, grid: dict[str, list[float]]):
+    """The block's param values as a DataFrame, one column per param in grid order.
 
     A param whose grid values are all whole numbers (windows, counts) is an int64 column, so it
     prints as 5, not 5.0; decided by the grid, not the points, so every chunk of a streamed sweep
     prints alike.
     """
-    return _param_columns({name: np.array([c[name] for c in combos], dtype=np.float64) for name in grid}, grid)
-
-
-def points_frame(block: PointBlock, grid: dict[str, list[float]]):
-    """`param_frame` of a PointBlock's points, read from its picks."""
-    return _param_columns({name: np.asarray(values, dtype=np.float64)[block.picks[:, j]]
-                           for j, (name, values) in enumerate(grid.items())}, grid)
-
-
-def _param_columns(columns: dict[str, np.ndarray], grid: dict[str, list[float]]):
     import pandas as pd
 
     cols = {}
-    for name, values in grid.items():
+    for j, (name, values) in enumerate(grid.items()):
+        column = np.asarray(values, dtype=np.float64)[block.picks[:, j]]
         whole = all(float(v).is_integer() and abs(v) < 2 ** 53 for v in values)
-        cols[name] = columns[name].astype(np.int64) if whole else columns[name]
+        cols[name] = column.astype(np.int64) if whole else column
     return pd.DataFrame(cols)
 
 

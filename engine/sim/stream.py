@@ -42,20 +42,24 @@ def batches(items, universe: Universe, chunk_size: int, lead):
     `lead(records)` makes a batch's leading columns. The chunk size is fixed by the first program
     (as `plan_chunks` does), so the items are read one chunk ahead at most.
     """
-    def unmarked():
-        size, typed, records, done = None, [], [], 0
-        for done, program, record in items:
-            if size is None:
-                size = programs_per_chunk(program, universe, chunk_size)
-            typed.append(program)
-            records.append(record)
-            if len(typed) == size:
-                yield Batch(typed, lead(records), done)
-                typed, records = [], []
-        if typed:
-            yield Batch(typed, lead(records), done)
-
-    return _last_marked(unmarked())
+    size, typed, records = None, [], []
+    done, ready = 0, None  # a full batch is held back until the next item shows it is not the last
+    for done, program, record in items:
+        if size is None:
+            size = programs_per_chunk(program, universe, chunk_size)
+        if ready is not None:
+            yield ready
+            ready = None
+        typed.append(program)
+        records.append(record)
+        if len(typed) == size:
+            ready = Batch(typed, lead(records), done)
+            typed, records = [], []
+    if typed:
+        yield Batch(typed, lead(records), done, last=True)
+    elif ready is not None:
+        ready.last = True
+        yield ready
 
 
 def _last_marked(batch_iter):
