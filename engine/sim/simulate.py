@@ -120,7 +120,7 @@ def rule_bits_nb(regs, kind, a, b, start, stop, out):
 
     The loops index slices of the period from 0: an index numba knows is not negative needs no
     wraparound, so each loop compiles to vector code (about 18x faster than indexing the whole
-    row at start + i, which ran at 4 ns a bar and cost a crossover a quarter of its scoring time).
+    row at start + i, which ran at 4 ns a bar and cost a crossover over half of its scoring time).
     """
     n = stop - start
     if n <= 0:
