@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from autostrat.config import BacktestSettings
 from autostrat.errors import ConfigError
-from autostrat.sim.metrics import METRIC_NAMES, metrics_nb
+from autostrat.sim.metrics import METRIC_NAMES, metrics_nb, sharpe_rows_nb
 from autostrat.sim.simulate import (EXIT_REASONS, TRADE_COLUMNS, simulate_close_long_nb, simulate_close_nb,
                                     simulate_into_nb, simulate_long_nb, simulate_nb)
 from autostrat.sim.simulation import simulate
@@ -229,9 +229,33 @@ def test_scoring_while_trading_gives_the_metrics_of_the_recorded_period_bit_for_
         got = np.empty(len(METRIC_NAMES))
         signals = np.stack(args[4:8])
         rules = np.array([[-1, j, -1] for j in range(4)], dtype=np.int64)
-        kept = simulate_into_nb(*args[:4], signals, rules, *args[8:], False, got)
+        kept = simulate_into_nb(*args[:4], signals, rules, *args[8:], False, got, np.empty(0))
         assert all(a.size == 0 for a in kept)
         assert want.tobytes() == got.tobytes(), (seed, dict(zip(METRIC_NAMES, zip(want, got))))
+
+
+def test_returns_kept_for_the_caller_finish_to_the_same_bits_four_rows_at_a_time():
+    """A simulator handed a returns buffer leaves the period's daily returns in it and the mean in
+    the Sharpe slot; sharpe_rows_nb then finishes 1 to 7 programs at once (four side by side, the
+    rest alone). Every metric of every program equals its own scoring, bit for bit."""
+    rules = np.array([[-1, j, -1] for j in range(4)], dtype=np.int64)
+    sharpe = METRIC_NAMES.index("sharpe")
+    for seed in range(150):
+        rng = np.random.default_rng(seed)
+        args = list(random_case(seed))
+        k = 1 + seed % 7
+        n = args[9] - args[8]
+        want = np.empty((k, len(METRIC_NAMES)))
+        got = np.full((k, len(METRIC_NAMES)), -123.0)
+        rets = np.full((k, max(n - 1, 1) + 3), np.nan)  # longer than the period: the tail is never read
+        for j in range(k):
+            signals = np.stack([random_signal(rng, len(args[3]), 0.2) for _ in range(4)])
+            simulate_into_nb(*args[:4], signals, rules, *args[8:], False, want[j], np.empty(0))
+            simulate_into_nb(*args[:4], signals, rules, *args[8:], False, got[j], rets[j])
+            if n >= 2:  # the slot holds the mean until the rows are finished
+                assert math.isclose(got[j, sharpe], rets[j, :n - 1].mean(), rel_tol=1e-9, abs_tol=1e-15)
+        sharpe_rows_nb(rets, n - 1, got)
+        assert want.tobytes() == got.tobytes(), (seed, k, want[:, sharpe], got[:, sharpe])
 
 
 def test_the_simulators_specialised_for_fill_close_score_bit_for_bit_as_the_general_ones():
@@ -251,9 +275,9 @@ def test_the_simulators_specialised_for_fill_close_score_bit_for_bit_as_the_gene
         for general, special, forms in ((simulate_into_nb, simulate_close_nb, rules),
                                         (simulate_long_nb, simulate_close_long_nb, long_rules)):
             want = np.empty(len(METRIC_NAMES))
-            general(*plain, forms, *args[8:], False, want)
+            general(*plain, forms, *args[8:], False, want, np.empty(0))
             got = np.full(len(METRIC_NAMES), -123.0)
-            kept = special(*plain, forms, *args[8:], False, got)
+            kept = special(*plain, forms, *args[8:], False, got, np.empty(0))
             assert all(a.size == 0 for a in kept)
             assert want.tobytes() == got.tobytes(), (seed, dict(zip(METRIC_NAMES, zip(want, got))))
             traded += want[METRIC_NAMES.index("num_trades")] > 0

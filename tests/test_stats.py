@@ -129,6 +129,28 @@ def test_period_inside_a_longer_history():
     assert out["excess_return"] == pytest.approx(0.4 - 0.5)
 
 
+def test_max_drawdown_is_the_per_bar_minimum_to_the_bit():
+    """The drawdown is divided out once per stretch between peaks (at its lowest equity), yet it
+    equals min(e / cummax(e) - 1) divided out at every bar, bit for bit: on random walks, curves
+    with flat stretches, repeated peaks, ties at the old peak, and equity that reaches 0."""
+    rng = np.random.default_rng(5)
+    for case in range(400):
+        n = int(rng.integers(1, 300))
+        steps = rng.normal(0.0, float(rng.choice([0.001, 0.01, 0.05])), n)
+        if case % 4 == 1:
+            steps[rng.random(n) < 0.5] = 0.0  # flat stretches: equal equities
+        equity = 100.0 * np.exp(np.cumsum(steps))
+        if case % 4 == 2:
+            equity = np.round(equity, 1)  # ties with the old peak and between troughs
+        if case % 4 == 3 and n > 3:
+            equity[int(rng.integers(1, n)):] = 0.0  # wiped out
+        peak = np.maximum.accumulate(equity)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = float(np.min(np.where(peak > 0, equity / peak - 1.0, 0.0), initial=0.0))
+        got = m(equity, np.zeros(n, dtype=np.int8), [], np.ones(n), capital=100.0)["max_drawdown"]
+        assert got == want, (case, got, want)
+
+
 def test_risk_metrics_match_pandas_on_a_random_curve():
     rng = np.random.default_rng(11)
     equity = 1000 * np.exp(np.cumsum(rng.normal(0.0004, 0.01, 500)))

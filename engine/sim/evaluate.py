@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from autostrat.sim.metrics import METRIC_NAMES
+from autostrat.sim.metrics import METRIC_NAMES, sharpe_rows_nb
 from autostrat.sim.simulate import (evaluation_args, simulate_close_long_nb, simulate_close_nb, simulate_into_nb,
                                     simulate_long_nb)
 from autostrat.tape.kernel_table import kernel_table
@@ -22,69 +22,90 @@ from autostrat.tape.vm import run_tape_nb
 N_METRICS = len(METRIC_NAMES)
 
 
-def _program_scorer(at_close: bool, long_only: bool):
-    """The kernel scoring one program on every period, through one simulator of
-    autostrat.sim.simulate._simulator: the one specialised for fill `close` with no stop, target or
-    max_hold (`at_close`) or the general one, each compiled without the short side for a program
+GROUP = 4  # programs a scorer trades one after another, then finishes their Sharpe ratios in one loop
+
+
+def _group_scorer(at_close: bool, long_only: bool):
+    """The kernel scoring a group of at most GROUP programs on every period, through one simulator
+    of autostrat.sim.simulate._simulator: the one specialised for fill `close` with no stop, target
+    or max_hold (`at_close`) or the general one, each compiled without the short side for programs
     with no short or cover rule (`long_only`). `evaluate_arrays` sorts the programs. numba reads
     the flags as constants and compiles only the simulator the branch calls, so a first backtest
-    compiles one simulator, and every simulator is the same source: the same bits whichever scores."""
+    compiles one simulator, and every simulator is the same source: the same bits whichever scores.
+
+    Per period, each program is traded with its metrics summed bar by bar (no equity or trade
+    arrays), its daily returns left in its row of `rets`; then `sharpe_rows_nb` runs the group's
+    Sharpe passes side by side, each in its own order: the bits of one program scored alone.
+    """
 
     @njit(cache=True)
-    def score_program_nb(regs, rules, warmup, exits, open_, high, low, close, spans, fill_close,
-                         commission, slippage, capital, out):
-        # Metrics are summed while the period is traded: no equity or trade arrays are kept.
+    def score_group_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
+                       commission, slippage, capital, out, rets):
         for s in range(spans.shape[0]):
-            if at_close:
-                if long_only:
-                    simulate_close_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup,
-                                           True, commission, slippage, exits[0], exits[1], exits[2], int(exits[3]),
-                                           capital, False, out[s])
+            a, b = spans[s, 0], spans[s, 1]
+            for j in range(rules.shape[0]):
+                e = exits[j]
+                if at_close:
+                    if long_only:
+                        simulate_close_long_nb(open_, high, low, close, regs, rules[j], a, b, warmups[j], True,
+                                               commission, slippage, e[0], e[1], e[2], int(e[3]), capital, False,
+                                               out[j, s], rets[j])
+                    else:
+                        simulate_close_nb(open_, high, low, close, regs, rules[j], a, b, warmups[j], True,
+                                          commission, slippage, e[0], e[1], e[2], int(e[3]), capital, False,
+                                          out[j, s], rets[j])
+                elif long_only:
+                    simulate_long_nb(open_, high, low, close, regs, rules[j], a, b, warmups[j], fill_close,
+                                     commission, slippage, e[0], e[1], e[2], int(e[3]), capital, False, out[j, s],
+                                     rets[j])
                 else:
-                    simulate_close_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, True,
-                                      commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital,
-                                      False, out[s])
-            elif long_only:
-                simulate_long_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
-                                 commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
-                                 out[s])
-            else:
-                simulate_into_nb(open_, high, low, close, regs, rules, spans[s, 0], spans[s, 1], warmup, fill_close,
-                                 commission, slippage, exits[0], exits[1], exits[2], int(exits[3]), capital, False,
-                                 out[s])
+                    simulate_into_nb(open_, high, low, close, regs, rules[j], a, b, warmups[j], fill_close,
+                                     commission, slippage, e[0], e[1], e[2], int(e[3]), capital, False, out[j, s],
+                                     rets[j])
+            sharpe_rows_nb(rets[:rules.shape[0]], b - a - 1, out[:, s])
 
-    return score_program_nb
+    return score_group_nb
 
 
-_score_program_nb = _program_scorer(False, False)
-_score_long_program_nb = _program_scorer(False, True)
-_score_close_program_nb = _program_scorer(True, False)
-_score_close_long_program_nb = _program_scorer(True, True)
+_score_group_nb = _group_scorer(False, False)
+_score_long_group_nb = _group_scorer(False, True)
+_score_close_group_nb = _group_scorer(True, False)
+_score_close_long_group_nb = _group_scorer(True, True)
+
+
+@njit(cache=True)
+def returns_buffer_nb(spans):
+    """A (GROUP, longest period - 1) buffer for a group's daily returns (at least one column)."""
+    longest = 2
+    for s in range(spans.shape[0]):
+        longest = max(longest, spans[s, 1] - spans[s, 0])
+    return np.empty((GROUP, longest - 1))
 
 
 def _batch_scorers(at_close: bool, long_only: bool):
-    """(parallel, serial) kernels scoring a batch's programs with the program scorer of the same
-    flags. The closure holds only the flags, and the program scorers are module globals: numba
-    keys its disk cache by the closure's values, which must be the same in every process (a
-    kernel closing over another kernel would be compiled again in every process)."""
+    """(parallel, serial) kernels scoring a batch's programs, GROUP at a time, with the group
+    scorer of the same flags. The closure holds only the flags, and the group scorers are module
+    globals: numba keys its disk cache by the closure's values, which must be the same in every
+    process (a kernel closing over another kernel would be compiled again in every process)."""
 
     @njit(cache=True, parallel=True)
     def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
                       commission, slippage, capital):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
-        for p in prange(n_prog):
-            args = (regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close, commission,
-                    slippage, capital, out[p])
+        for g in prange((n_prog + GROUP - 1) // GROUP):
+            p, q = g * GROUP, min(g * GROUP + GROUP, n_prog)
+            args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
+                    commission, slippage, capital, out[p:q], returns_buffer_nb(spans))
             if at_close:
                 if long_only:
-                    _score_close_long_program_nb(*args)
+                    _score_close_long_group_nb(*args)
                 else:
-                    _score_close_program_nb(*args)
+                    _score_close_group_nb(*args)
             elif long_only:
-                _score_long_program_nb(*args)
+                _score_long_group_nb(*args)
             else:
-                _score_program_nb(*args)
+                _score_group_nb(*args)
         return out
 
     @njit(cache=True)
@@ -92,18 +113,20 @@ def _batch_scorers(at_close: bool, long_only: bool):
                         commission, slippage, capital):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
-        for p in range(n_prog):
-            args = (regs, rules[p], warmups[p], exits[p], open_, high, low, close, spans, fill_close, commission,
-                    slippage, capital, out[p])
+        rets = returns_buffer_nb(spans)
+        for p in range(0, n_prog, GROUP):
+            q = min(p + GROUP, n_prog)
+            args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
+                    commission, slippage, capital, out[p:q], rets)
             if at_close:
                 if long_only:
-                    _score_close_long_program_nb(*args)
+                    _score_close_long_group_nb(*args)
                 else:
-                    _score_close_program_nb(*args)
+                    _score_close_group_nb(*args)
             elif long_only:
-                _score_long_program_nb(*args)
+                _score_long_group_nb(*args)
             else:
-                _score_program_nb(*args)
+                _score_group_nb(*args)
         return out
 
     return score_many_nb, score_serial_nb

@@ -113,7 +113,7 @@ def format_metric(name: str, value, places: int | None = None) -> str:
 # while it trades (autostrat.sim.simulate), so scoring a strategy needs no equity or trade arrays
 # and gives exactly the bits `metrics_nb` gives from those arrays: every sum runs in the same order.
 
-BAR_START = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # prev, ret_total, down, peak, max_dd, held, equity_total
+BAR_START = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # prev, ret_total, down, peak, trough, max_dd, held, equity_total
 
 
 @njit(cache=True, inline="always")
@@ -123,8 +123,13 @@ def bar_nb(acc, t, e, held_now, rets):
     The return is divided out on every bar, flat ones included: e / e - 1 is exactly 0 for a
     finite e > 0, the bits a skipped division would give, and without that branch scoring 1,000
     crossovers ran about a tenth faster, side by side.
+
+    The drawdown divides once per peak, not once per bar: between two peaks the deepest
+    e / peak - 1 is the lowest equity's (`trough`), because a correctly rounded division and
+    subtraction never turn a smaller operand into a larger result. `drawdown_nb` takes a finished
+    stretch into max_dd, so the result is the bits of the per-bar minimum.
     """
-    prev, ret_total, down, peak, max_dd, held, equity_total = acc
+    prev, ret_total, down, peak, trough, max_dd, held, equity_total = acc
     if t > 0:
         r = e / prev - 1.0 if prev > 0.0 else 0.0
         rets[t - 1] = r
@@ -133,15 +138,27 @@ def bar_nb(acc, t, e, held_now, rets):
         # Adding 0.0 to the non-negative sums leaves them as they were, bit for bit.
         dn = r if r < 0.0 else 0.0
         down += dn * dn
-        peak = max(peak, e)
+        if e > peak:
+            max_dd = drawdown_nb(max_dd, peak, trough)
+            peak = e
+            trough = e
+        else:
+            trough = min(trough, e)
     else:
         peak = e
+        trough = e
     prev = e
-    if peak > 0.0 and e < peak:
-        max_dd = min(max_dd, e / peak - 1.0)
     held += 1.0 if held_now else 0.0
     equity_total += e
-    return prev, ret_total, down, peak, max_dd, held, equity_total
+    return prev, ret_total, down, peak, trough, max_dd, held, equity_total
+
+
+@njit(cache=True, inline="always")
+def drawdown_nb(max_dd, peak, trough):
+    """max_dd after a stretch between peaks whose lowest equity was `trough` (bar_nb)."""
+    if peak > 0.0 and trough < peak:
+        return min(max_dd, trough / peak - 1.0)
+    return max_dd
 
 
 @njit(cache=True, inline="always")
@@ -176,23 +193,19 @@ def trade_nb(acc, r, entry_price, exit_price):
 
 
 @njit(cache=True)
-def finish_nb(bars, trades, rets, n, close, start, stop, initial_capital, out):
-    """Write the metrics of a period of n bars into `out` from the finished sums (module docstring)."""
-    final, ret_total, down, _, max_dd, held, equity_total = bars
+def finish_nb(bars, trades, rets, n, close, start, stop, initial_capital, out, own_sharpe=True):
+    """Write the metrics of a period of n bars into `out` from the finished sums (module docstring).
+
+    With `own_sharpe` False the Sharpe ratio's second pass is left to the caller: out[M.sharpe]
+    holds the mean daily return until `sharpe_rows_nb` replaces it by the ratio.
+    """
+    final, ret_total, down, peak, trough, max_dd, held, equity_total = bars
+    max_dd = drawdown_nb(max_dd, peak, trough)
     k, wins, gain, loss, ret_sum, notional = trades[0], trades[1], trades[2], trades[3], trades[4], trades[5]
     years = n / TRADING_DAYS
-    # A second pass for the deviations from the mean: two-pass is exact enough to agree with
-    # pandas to ~1e-12 relative.
     m = n - 1
     mean = ret_total / m if m > 0 else 0.0
-    sharpe = 0.0
-    if m >= 2:
-        ss = 0.0
-        for i in range(m):
-            ss += (rets[i] - mean) ** 2
-        std = math.sqrt(ss / (m - 1))
-        if std != 0.0:
-            sharpe = mean / std * math.sqrt(TRADING_DAYS)
+    sharpe = sharpe_nb(deviations_nb(rets, m, mean), mean, m) if own_sharpe else mean
     sortino = 0.0
     if m >= 1:
         down = math.sqrt(down / m)
@@ -227,6 +240,60 @@ def finish_nb(bars, trades, rets, n, close, start, stop, initial_capital, out):
     out[M.final_equity] = final
     out[M.buy_hold_return] = buy_hold
     out[M.excess_return] = total - buy_hold
+
+
+# The Sharpe ratio takes a second pass over the period's returns, for the squared deviations from
+# the mean: two-pass is exact enough to agree with pandas to ~1e-12 relative. Its sum is one chain
+# of dependent adds (a bar's add waits for the last one), so it runs at the adder's latency; a
+# scorer that holds several programs' returns runs their chains side by side (`sharpe_rows_nb`),
+# each summed in the same order, so the bits are those of one program alone.
+
+
+@njit(cache=True, inline="always")
+def deviations_nb(rets, m, mean):
+    """The sum of (r - mean) ** 2 over rets[:m], in order (0.0 when m < 2: no Sharpe ratio)."""
+    ss = 0.0
+    if m >= 2:
+        for i in range(m):
+            ss += (rets[i] - mean) ** 2
+    return ss
+
+
+@njit(cache=True, inline="always")
+def sharpe_nb(ss, mean, m):
+    """The annualised Sharpe ratio of m daily returns from their mean and squared deviations."""
+    if m >= 2:
+        std = math.sqrt(ss / (m - 1))
+        if std != 0.0:
+            return mean / std * math.sqrt(TRADING_DAYS)
+    return 0.0
+
+
+@njit(cache=True)
+def sharpe_rows_nb(rets, m, outs):
+    """Finish the Sharpe ratio of each row j of `rets` (m daily returns of one period) in outs[j],
+    whose M.sharpe slot holds the mean (finish_nb with own_sharpe False). Four rows at a time
+    share one loop: four independent chains, each with the bits `deviations_nb` gives it alone."""
+    k = rets.shape[0]
+    j = 0
+    if m >= 2:
+        while j + 4 <= k:
+            r0, r1, r2, r3 = rets[j], rets[j + 1], rets[j + 2], rets[j + 3]
+            u0, u1, u2, u3 = outs[j, M.sharpe], outs[j + 1, M.sharpe], outs[j + 2, M.sharpe], outs[j + 3, M.sharpe]
+            s0 = s1 = s2 = s3 = 0.0
+            for i in range(m):
+                s0 += (r0[i] - u0) ** 2
+                s1 += (r1[i] - u1) ** 2
+                s2 += (r2[i] - u2) ** 2
+                s3 += (r3[i] - u3) ** 2
+            outs[j, M.sharpe] = sharpe_nb(s0, u0, m)
+            outs[j + 1, M.sharpe] = sharpe_nb(s1, u1, m)
+            outs[j + 2, M.sharpe] = sharpe_nb(s2, u2, m)
+            outs[j + 3, M.sharpe] = sharpe_nb(s3, u3, m)
+            j += 4
+    for q in range(j, k):
+        u = outs[q, M.sharpe]
+        outs[q, M.sharpe] = sharpe_nb(deviations_nb(rets[q], m, u), u, m)
 
 
 @njit(cache=True)

@@ -198,7 +198,7 @@ def simulate_nb(open_, high, low, close, long_entry, long_exit, short_entry, sho
         rules[j, 1] = j
     return simulate_into_nb(open_, high, low, close, signals, rules, start, stop, warmup, fill_close,
                             commission, slippage, stop_loss, take_profit, trailing_stop, max_hold,
-                            initial_capital, True, np.empty(0))
+                            initial_capital, True, np.empty(0), np.empty(0))
 
 
 def _simulator(shorts: bool, general: bool = True):
@@ -212,7 +212,8 @@ def _simulator(shorts: bool, general: bool = True):
 
     @njit(cache=True)
     def simulate_into_nb(open_, high, low, close, regs, rules, start, stop, warmup, fill_close, commission,
-                         slippage, stop_loss, take_profit, trailing_stop, max_hold, initial_capital, record, out):
+                         slippage, stop_loss, take_profit, trailing_stop, max_hold, initial_capital, record, out,
+                         rets):
         """simulate_nb with the rules read from registers, and the period's metrics written into `out`
         when it is not empty.
 
@@ -220,8 +221,11 @@ def _simulator(shorts: bool, general: bool = True):
         short, cover (autostrat.tape.compile.Tape.rules; `rule_bits_nb`). With record False no equity,
         position or trade array is kept (empty ones are returned): the metrics are summed bar by bar
         and trade by trade as the period is traded (autostrat.sim.metrics: bar_nb, trade_nb,
-        finish_nb), which is how a search scores a strategy. The step numbers below refer to the
-        rules in the module docstring.
+        finish_nb), which is how a search scores a strategy. `rets`, when not empty, is a buffer of at
+        least stop - start - 1 floats the period's daily returns are left in, for a caller that
+        finishes the Sharpe ratios of several programs at once (finish_nb's own_sharpe,
+        sharpe_rows_nb); when empty the Sharpe ratio is finished here. The step numbers below refer
+        to the rules in the module docstring.
         """
         if not general:  # the caller guarantees these (see _simulator)
             fill_close = True
@@ -235,7 +239,9 @@ def _simulator(shorts: bool, general: bool = True):
         equity = np.empty(n if record else 0, dtype=np.float64)
         position = np.zeros(n if record else 0, dtype=np.int8)
         trades = np.empty((n + 1 if record else 0, 8), dtype=np.float64)  # at most one entry per bar
-        rets = np.empty(max(n - 1, 0) if score else 0, dtype=np.float64)
+        own_sharpe = rets.shape[0] == 0
+        if own_sharpe:
+            rets = np.empty(max(n - 1, 0) if score else 0, dtype=np.float64)
         bars = BAR_START
         acc = trade_start_nb(initial_capital)
 
@@ -380,7 +386,7 @@ def _simulator(shorts: bool, general: bool = True):
                 bars = bar_nb(bars, i, e, held != 0, rets)
 
         if score:
-            finish_nb(bars, acc, rets, n, close, start, stop, initial_capital, out)
+            finish_nb(bars, acc, rets, n, close, start, stop, initial_capital, out, own_sharpe)
         return equity, position, trades[:int(acc[0])].copy()
     return simulate_into_nb
 
