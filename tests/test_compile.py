@@ -247,6 +247,33 @@ def test_long_program_reuses_registers():
     assert tape.n_regs == min_registers(tape)
 
 
+def test_registers_only_fused_comparisons_write_come_last():
+    """run_code never writes a fused comparison's register, so those are numbered after every
+    other: a run of a batch of crossovers allocates a row per average, not one per comparison too.
+    With registers reused (the last batch), a comparison that took over a dead intermediate's
+    register keeps it among the others."""
+    from autostrat.sim.evaluate import SMALL_FILE, run_registers
+
+    def crossovers(fasts, slows):
+        return [load(f"buy when sma(close, {f}) > sma(close, {s})\nsell when sma(close, {f}) < sma(close, {s})\n")
+                for f in fasts for s in slows]
+
+    chain = "x = (sma(close, 3) + 1) * 2\nbuy when x > close\nsell when x < close\n"
+    for batch in (crossovers((5, 10), (50, 60, 70)), crossovers((5, 10), (50, 60)) + [load(chain)], [load(chain)]):
+        tape = compile_many(batch)
+        written = set(tape.run_code[:, 1].tolist())
+        read = {r for r in tape.rules[:, :, 1:].ravel().tolist() if r >= 0}
+        top = max(written | read | {FIRST_FREE_REG - 1}) + 1
+        only_fused = set(range(FIRST_FREE_REG, tape.n_regs)) - written
+        assert all(r >= top for r in only_fused)  # nothing the run needs lies above them
+        assert tape.n_regs - top == len(only_fused)
+    big = compile_many(crossovers(range(5, 50, 5), range(50, 100, 10)))  # 9 + 5 averages, 90 comparisons
+    assert big.n_regs > SMALL_FILE
+    assert run_registers(big.run_code, big.rules, big.n_regs) == FIRST_FREE_REG + 14
+    small = compile_many(crossovers((5,), (50,)))
+    assert run_registers(small.run_code, small.rules, small.n_regs) == small.n_regs  # not worth measuring
+
+
 def test_a_batch_with_every_register_kept_skips_the_allocation_with_the_same_tape(monkeypatch):
     """Crossovers write only averages (a fused rule's operands) and comparisons (rule outputs), all
     live to the end: the allocation pass is skipped, and the tape is the one the pass would make."""

@@ -161,3 +161,17 @@ def test_a_point_block_of_a_grid_that_sets_no_exit_shares_the_base_exits():
     block = sweep_points(typed, {"fast": [5.0, 10.0], "k": [1.0, 2.0, 3.0]})
     assert block.exit_overrides() is None  # no per-point dicts when no grid param sets an exit
     assert all(t.exits == typed.exits for t in block)
+
+
+def test_set_param_keeps_every_field_of_the_statement():
+    """set_param builds the statement with its constructor (faster than dataclasses.replace): every
+    field but the value, and a range widened to hold it, is the original's, layout included."""
+    typed = check(parse("# tuned\nparam n = 20 in 5..50  # window\nbuy when close > sma(close, n)\n"
+                        "sell when close < sma(close, n)\n"))
+    p = typed.params["n"]
+    for value, lo, hi in ((30.0, 5.0, 50.0), (2.0, 2.0, 50.0), (80.0, 5.0, 80.0)):
+        q = set_param(p, value)
+        assert (q.value.value, q.lo.value, q.hi.value) == (value, lo, hi)
+        for f in dataclasses.fields(N.Param):
+            if f.name not in ("value", "lo", "hi"):
+                assert getattr(q, f.name) == getattr(p, f.name), f.name

@@ -98,6 +98,15 @@ class ParamVariants:
         program = dataclasses.replace(base.program, statements=tuple(statements))
         c = _Checker(program, base.max_lookback)
         c.params = {**base.params, **params}
+        exits = self.check_sites(c, params)
+        if c.diags:
+            raise StrategyError(c.diags)
+        return program, c, exits
+
+    def check_sites(self, c: _Checker, params: dict[str, N.Param]) -> dict[str, float]:
+        """Run the value-dependent checks of `params` on checker `c` (whose params hold them);
+        return the exits. Failures are left in c.diags."""
+        base = self.base
         memo = self._memo
         if len(memo) > _MEMO_LIMIT:
             memo.clear()
@@ -120,9 +129,7 @@ class ParamVariants:
                 hit = memo[(k, id(p))] = (p, value)
             if what == "exit":
                 exits[site.kind] = hit[1]
-        if c.diags:
-            raise StrategyError(c.diags)
-        return program, c, exits
+        return exits
 
 
 _MEMO_LIMIT = 100_000
@@ -149,12 +156,16 @@ class GridVariants:
         self.exits: dict[str, list[dict]] = {}  # per value, the exits its param sets
         driven = {name: [site.kind for what, n, site in variants._sites if what == "exit" and n == name]
                   for name in statements}
+        # Each value alone, on one checker of the base program (a value's checks read only its own
+        # statement, and the source lines a diagnostic quotes are the base's): ParamVariants.checked
+        # without a program and a checker per value. The warm-up: for a block at once (_warmups).
+        c = _Checker(typed.program, typed.max_lookback)
         for name, values in statements.items():
             ok, exits = np.zeros(len(values), dtype=bool), []
             for i, p in enumerate(values):
-                try:
-                    _, _, alone = variants.checked({name: p})  # the warm-up: for a block at once (_warmups)
-                except StrategyError:
+                c.params, c.diags = {**typed.params, name: p}, []
+                alone = variants.check_sites(c, {name: p})
+                if c.diags:
                     exits.append({})
                     continue
                 ok[i] = True

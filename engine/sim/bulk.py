@@ -285,14 +285,16 @@ def per_asset_dicts(values: np.ndarray, periods: list[str], assets: list[str]) -
     return out
 
 
-def metrics_frame(values: np.ndarray, spans, names) -> pd.DataFrame:
-    """The metrics array as a flat DataFrame with `period.metric` columns."""
+def metrics_frame(values: np.ndarray, spans, names=None) -> pd.DataFrame:
+    """The metrics array as a flat DataFrame with `period.metric` columns, after a `name` column
+    when `names` are given. The metrics are one float block (the array's rows, reshaped): a
+    column at a time, pandas took about 0.6 ms a thousand rows."""
     import pandas as pd
-    cols = {"name": list(names)}
-    for j, period in enumerate(spans):
-        for m, metric in enumerate(METRIC_NAMES):
-            cols[f"{period}.{metric}"] = values[:, j, m]
-    return pd.DataFrame(cols)
+    columns = [f"{period}.{metric}" for period in spans for metric in METRIC_NAMES]
+    block = pd.DataFrame(values.reshape(values.shape[0], len(columns)), columns=columns)
+    if names is None:
+        return block
+    return pd.concat([pd.DataFrame({"name": list(names)}), block], axis=1)
 
 
 # --- sweeps (the grid and its variants: autostrat.sim.grid) ----------------------------------
@@ -320,5 +322,4 @@ def sweep(strategy, grid: dict[str, list[float]], data="synthetic", settings: Se
         out = pd.concat([params, frame], axis=1)
         return out if isinstance(data, Universe) else out.drop(columns="asset")
     spans = period_spans(data, s, periods)
-    frame = metrics_frame(metrics_array(typed, data, spans, s, chunk_size), spans, typed.names)
-    return pd.concat([params, frame.drop(columns="name")], axis=1)
+    return pd.concat([params, metrics_frame(metrics_array(typed, data, spans, s, chunk_size), spans)], axis=1)

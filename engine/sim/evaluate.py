@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from autostrat.sim.metrics import METRIC_NAMES, sharpe_rows_nb
 from autostrat.sim.simulate import (evaluation_args, simulate_close_long_nb, simulate_close_nb, simulate_into_nb,
                                     simulate_long_nb)
 from autostrat.tape.kernel_table import kernel_table
+from autostrat.tape.opcodes import FIRST_FREE_REG
 from autostrat.tape.prefix import input_prefixes, no_prefixes
 from autostrat.tape.vm import run_tape_nb
 
@@ -74,12 +75,13 @@ _score_close_long_group_nb = _group_scorer(True, True)
 
 
 @njit(cache=True)
-def returns_buffer_nb(spans):
-    """A (GROUP, longest period - 1) buffer for a group's daily returns (at least one column)."""
+def returns_buffer_nb(spans, n_prog):
+    """A buffer for the daily returns of a group of up to n_prog programs: (min(GROUP, n_prog),
+    longest period - 1), at least one column."""
     longest = 2
     for s in range(spans.shape[0]):
         longest = max(longest, spans[s, 1] - spans[s, 0])
-    return np.empty((GROUP, longest - 1))
+    return np.empty((min(GROUP, n_prog), longest - 1))
 
 
 def _batch_scorers(at_close: bool, long_only: bool):
@@ -90,22 +92,29 @@ def _batch_scorers(at_close: bool, long_only: bool):
 
     @njit(cache=True, parallel=True)
     def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                      commission, slippage, capital):
+                      commission, slippage, capital, threads):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
-        for g in prange((n_prog + GROUP - 1) // GROUP):
-            p, q = g * GROUP, min(g * GROUP + GROUP, n_prog)
-            args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
-                    commission, slippage, capital, out[p:q], returns_buffer_nb(spans))
-            if at_close:
-                if long_only:
-                    _score_close_long_group_nb(*args)
+        n_groups = (n_prog + GROUP - 1) // GROUP
+        n_parts = max(min(threads, n_groups), 1)
+        # One part per thread (`threads`: numba's thread count, which a kernel cannot read and
+        # still be cached), each with one returns buffer: a buffer per group (158 KB for the
+        # default periods) was mapped and faulted in afresh by every group.
+        for part in prange(n_parts):
+            rets = returns_buffer_nb(spans, n_prog)
+            for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
+                p, q = g * GROUP, min(g * GROUP + GROUP, n_prog)
+                args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
+                        commission, slippage, capital, out[p:q], rets)
+                if at_close:
+                    if long_only:
+                        _score_close_long_group_nb(*args)
+                    else:
+                        _score_close_group_nb(*args)
+                elif long_only:
+                    _score_long_group_nb(*args)
                 else:
-                    _score_close_group_nb(*args)
-            elif long_only:
-                _score_long_group_nb(*args)
-            else:
-                _score_group_nb(*args)
+                    _score_group_nb(*args)
         return out
 
     @njit(cache=True)
@@ -113,7 +122,7 @@ def _batch_scorers(at_close: bool, long_only: bool):
                         commission, slippage, capital):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
-        rets = returns_buffer_nb(spans)
+        rets = returns_buffer_nb(spans, n_prog)
         for p in range(0, n_prog, GROUP):
             q = min(p + GROUP, n_prog)
             args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
@@ -170,8 +179,8 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
         return out
     # The rules' operand registers (a comparison's two, or a register) are read after the run.
     given = input_prefixes(close) if kept_prefix else no_prefixes(close.shape[0])
-    regs = run_tape_nb(code, consts, n_regs, kernel_table(code), open_, high, low, close, volume,
-                       rules[:, :, 1:].reshape(-1), *given)
+    regs = run_tape_nb(code, consts, run_registers(code, rules, n_regs), kernel_table(code), open_, high, low, close,
+                       volume, rules[:, :, 1:].reshape(-1), *given)
     args = (open_, high, low, close, spans, bool(fill_close), float(commission), float(slippage), float(capital))
     if rules.shape[0] == 1:  # one backtest: its flags without array operations, which cost more here
         e, r = exits[0].tolist(), rules[0]
@@ -189,9 +198,50 @@ def evaluate_arrays(code, consts, n_regs, rules, warmups, exits, open_, high, lo
     return out
 
 
-def _score(kind: int, parallel: bool, regs, rules, *args) -> np.ndarray:
+SMALL_FILE = 64  # register rows below which run_registers does not look for unused ones
+
+
+def run_registers(code: np.ndarray, rules: np.ndarray, n_regs: int) -> int:
+    """The rows of the register file a run of `code` needs: up to the last register it writes or a
+    rule reads. A tape numbers its fused comparisons' registers last (autostrat.tape.compile.assemble),
+    and `code` (a run_code) never writes them, so a batch of crossovers allocates a row per average,
+    not one per comparison too. A register file of a few rows per program stays within what the
+    allocator keeps for reuse; one of 2,115 rows for 1,000 crossovers (110 written) was mapped and
+    faulted in afresh on every run, which took three quarters of the run. A file of up to
+    SMALL_FILE rows (a backtest's) is returned as it is: measuring it costs more than it saves."""
+    if n_regs <= SMALL_FILE:
+        return int(n_regs)
+    used = FIRST_FREE_REG
+    if code.shape[0]:
+        used = max(used, int(code[:, 1].max()) + 1)
+    if rules.size:
+        used = max(used, int(rules[:, :, 1:].max()) + 1)
+    return min(int(n_regs), used)
+
+
+def _score(kind: int, parallel: bool, regs, rules, warmups, exits, *args) -> np.ndarray:
+    """Score the programs with the batch scorer of their flags (`kind`), in `locality_order`."""
     many, serial = _SCORERS[(bool(kind & 2), bool(kind & 1))]
-    return (many if parallel and rules.shape[0] > 1 else serial)(regs, rules, *args)
+    if rules.shape[0] == 1:
+        return serial(regs, rules, warmups, exits, *args)
+    order = locality_order(rules)
+    rules, warmups, exits = rules[order], warmups[order], exits[order]
+    if parallel:
+        scored = many(regs, rules, warmups, exits, *args, get_num_threads())
+    else:
+        scored = serial(regs, rules, warmups, exits, *args)
+    out = np.empty_like(scored)
+    out[order] = scored
+    return out
+
+
+def locality_order(rules: np.ndarray) -> np.ndarray:
+    """The order to score programs in: by the registers their buy rule reads (the second operand,
+    then the first), so programs reading the same rows score one after another while those rows
+    are in cache. A grid of crossovers lists the points fast average first; in this order each
+    slow average is read by ten programs in a row, and two threads scored them about a fifth
+    faster. Each program is scored alone, so the order changes no result."""
+    return np.lexsort((rules[:, 0, 1], rules[:, 0, 2]))
 
 
 def spans_array(spans: dict[str, tuple[int, int]]) -> np.ndarray:

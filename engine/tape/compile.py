@@ -271,14 +271,16 @@ def compile(typed: TypedProgram) -> Tape:  # noqa: A001 - the pipeline stage's n
 FUSED_OPS = frozenset(CODE[op] for op in ("lt", "le", "gt", "ge", "eq", "ne", "cross_above", "cross_below"))
 _FUSED = np.array(sorted(FUSED_OPS), dtype=np.int64)
 _N_SRC = tuple(m.regs for m in META)  # source registers per opcode
+_N_SRC_ARRAY = np.array(_N_SRC, dtype=np.int64)
 
 
-def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = True):
+def assemble(rows, outputs, allocate: bool = True):
     """(code, n_regs, outputs, rules, run_code) of a Tape from its instruction rows in virtual registers.
 
-    `rows` are (op, dst, a, b, c, n1, n2, n3, k) lists, row i defining register FIRST_FREE_REG + i
-    and reading only registers defined before it; `outputs` holds each program's buy, sell, short,
-    cover register (NO_REG when absent). Rule forms (`Tape.rules`): a rule whose instruction is a
+    `rows` are (op, dst, a, b, c, n1, n2, n3, k) rows (lists, or an int64 (n, WIDTH) array), row i
+    defining register FIRST_FREE_REG + i and reading only registers defined before it; `outputs`
+    holds each program's buy, sell, short, cover register (NO_REG when absent), as lists or an
+    int64 (n_programs, 4) array. Rule forms (`Tape.rules`): a rule whose instruction is a
     comparison that no other instruction reads becomes (opcode, a, b), so the simulator compares
     registers a and b at each bar instead of reading a register of 1.0/0.0 the VM wrote; the
     instruction leaves run_code and its operands stay live to the end. Any other rule is (-1,
@@ -286,10 +288,10 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
     reused physical ones (`_allocate`); otherwise each instruction keeps its own register. Array
     operations throughout, but for the allocation's one pass over the rows.
     """
-    n = len(rows)
-    code = _int_array(rows, WIDTH)
-    out = _int_array(outputs, 4)
-    last_read = _last_reads(rows)
+    code = rows.copy() if isinstance(rows, np.ndarray) else _int_array(rows, WIDTH)
+    out = outputs.copy() if isinstance(outputs, np.ndarray) else _int_array(outputs, 4)
+    n = code.shape[0]
+    last_read = _last_reads(code)
     row = out - FIRST_FREE_REG
     defined = (row >= 0) & (row < n)
     row = np.where(defined, row, 0)
@@ -299,20 +301,41 @@ def assemble(rows: list[list[int]], outputs: list[list[int]], allocate: bool = T
     live: set[int] = set()
     if n:
         op = code[row, 0]
-        unread = np.array(last_read, dtype=np.int64)[np.where(defined, out, 0)] < 0
+        unread = last_read[np.where(defined, out, 0)] < 0
         fuse = defined & np.isin(op, _FUSED) & unread
         rules[fuse] = code[row[fuse]][:, [0, 2, 3]]
         fused[row[fuse]] = True
         live = set(rules[fuse][:, 1:].ravel().tolist())
     if allocate and not _all_kept(n, out, live):
-        n_regs, mapping = _allocate(rows, out, live, last_read)
-        m = np.array(mapping, dtype=np.int64)
-        code[:, 1:5] = m[code[:, 1:5]]  # unused source fields are 0, which maps to itself
-        out = np.where(out != NO_REG, m[out], NO_REG)
-        rules[:, :, 1:] = np.where(rules[:, :, 1:] != NO_REG, m[rules[:, :, 1:]], NO_REG)
+        listed = rows if isinstance(rows, list) else code.tolist()
+        n_regs, mapping = _allocate(listed, out, live, last_read.tolist())
+        _renumber(code, out, rules, np.array(mapping, dtype=np.int64))
     else:
         n_regs = FIRST_FREE_REG + n
+    if fused.any():
+        _fused_last(code, out, rules, fused, n_regs)
     return code, n_regs, out, rules, np.ascontiguousarray(code[~fused])
+
+
+def _renumber(code: np.ndarray, out: np.ndarray, rules: np.ndarray, m: np.ndarray) -> None:
+    """Map every register of code, outputs and rule forms through m (in place)."""
+    code[:, 1:5] = m[code[:, 1:5]]  # unused source fields are 0, which maps to itself
+    out[:] = np.where(out != NO_REG, m[out], NO_REG)
+    rules[:, :, 1:] = np.where(rules[:, :, 1:] != NO_REG, m[rules[:, :, 1:]], NO_REG)
+
+
+def _fused_last(code: np.ndarray, out: np.ndarray, rules: np.ndarray, fused: np.ndarray, n_regs: int) -> None:
+    """Renumber registers (in place) so that those only fused comparisons write come last, the
+    others keeping their order: run_code never writes those, so a run allocates only the rows
+    below them (autostrat.sim.evaluate.run_registers)."""
+    last = np.zeros(n_regs, dtype=bool)
+    last[code[fused, 1]] = True
+    last[code[~fused, 1]] = False  # reused by an earlier, dead intermediate: run_code writes it
+    if not last[n_regs - int(last.sum()):].all():
+        order = np.concatenate([np.flatnonzero(~last[FIRST_FREE_REG:]), np.flatnonzero(last[FIRST_FREE_REG:])])
+        m = np.arange(n_regs, dtype=np.int64)
+        m[FIRST_FREE_REG + order] = np.arange(FIRST_FREE_REG, n_regs, dtype=np.int64)
+        _renumber(code, out, rules, m)
 
 
 def _all_kept(n: int, outputs: np.ndarray, live: set[int]) -> bool:
@@ -329,17 +352,16 @@ def _int_array(rows: list[list[int]], width: int) -> np.ndarray:
     return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * width).reshape(-1, width)
 
 
-def _last_reads(rows: list[list[int]]) -> list[int]:
-    """The index of the last row reading each register (-1 when none does)."""
-    last = [-1] * (FIRST_FREE_REG + len(rows))
-    for i, row in enumerate(rows):
-        m = _N_SRC[row[0]]
-        if m:
-            last[row[2]] = i
-            if m > 1:
-                last[row[3]] = i
-                if m > 2:
-                    last[row[4]] = i
+def _last_reads(code: np.ndarray) -> np.ndarray:
+    """The index of the last row of `code` reading each register (-1 when none does)."""
+    n = code.shape[0]
+    last = np.full(FIRST_FREE_REG + n, -1, dtype=np.int64)
+    if n:
+        reads = _N_SRC_ARRAY[code[:, 0]]
+        index = np.arange(n, dtype=np.int64)
+        for j in range(3):
+            mask = reads > j
+            np.maximum.at(last, code[mask, 2 + j], index[mask])
     return last
 
 

@@ -130,9 +130,7 @@ def compile_variants(programs: list[TypedProgram] | PointBlock) -> Tape:
         return slots[inverse.reshape(-1)]
 
     regs = {r: np.full(n, r, dtype=np.int64) for r in range(FIRST_FREE_REG)}
-    emitted: dict[tuple, int] = {}
-    rows: list[tuple] = []
-    next_reg = FIRST_FREE_REG
+    emitted = _Emitted()
     keys = np.zeros((n, WIDTH - 1), dtype=np.int64)  # opcode, 3 sources, 3 windows, constant
     for dst, code, srcs, windows, k in recorder.recipe:
         keys[:, 0] = code
@@ -143,15 +141,7 @@ def compile_variants(programs: list[TypedProgram] | PointBlock) -> Tape:
             keys[:, 4 + j] = param(w[1]).astype(np.int64) if isinstance(w, _Param) else w
         keys[:, 7] = const_slots(k)
         distinct, inverse = unique_rows(keys)
-        reg_of = np.empty(len(distinct), dtype=np.int64)
-        for i, key in enumerate(map(tuple, distinct.tolist())):
-            reg = emitted.get(key)
-            if reg is None:
-                reg = emitted[key] = next_reg
-                next_reg += 1
-                rows.append((key[0], reg, *key[1:]))
-            reg_of[i] = reg
-        regs[dst] = reg_of[inverse.reshape(-1)]
+        regs[dst] = emitted.registers(code, distinct)[inverse]
     out = np.full((n, 4), NO_REG, dtype=np.int64)
     for j, r in enumerate(template):
         if r != NO_REG:
@@ -160,9 +150,9 @@ def compile_variants(programs: list[TypedProgram] | PointBlock) -> Tape:
     # tape. Reuse can only recycle registers that are not rule outputs, live to the end; when
     # those are at most a tenth of the tape (a sweep: mostly each variant's own comparisons), the
     # Python allocation pass costs more than the memory it could save.
+    rows = emitted.code()
     intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
-    code_arr, n_regs, out, rules, run_code = assemble([list(row) for row in rows], out.tolist(),
-                                                      allocate=intermediates > len(rows) // 10)
+    code_arr, n_regs, out, rules, run_code = assemble(rows, out, allocate=intermediates > len(rows) // 10)
     if block:
         warmups = programs.warmups.astype(np.int64)
         overrides = programs.exit_overrides()
@@ -175,6 +165,43 @@ def compile_variants(programs: list[TypedProgram] | PointBlock) -> Tape:
         names, sources = tuple(t.name for t in programs), tuple(t.program.source for t in programs)
     return Tape(code=code_arr, consts=np.array(consts, dtype=np.float64), n_regs=n_regs, outputs=out,
                 rules=rules, run_code=run_code, warmups=warmups, exits=exits, names=names, sources=sources)
+
+
+class _Emitted:
+    """The instructions a batch emitted so far, in order, each writing its own register
+    (FIRST_FREE_REG + its index), kept as int64 blocks: a step's distinct keys are matched
+    against the earlier ones of the same opcode with array operations, not one at a time."""
+
+    def __init__(self):
+        self.blocks: list[np.ndarray] = []  # (op, dst, a, b, c, n1, n2, n3, k) rows
+        self.by_op: dict[int, list[np.ndarray]] = {}  # opcode -> its blocks' keys with dst in column 1
+        self.count = 0
+
+    def registers(self, op: int, distinct: np.ndarray) -> np.ndarray:
+        """The register of each of a step's distinct keys (rows of opcode `op`, sorted as
+        unique_rows sorts them): an earlier instruction's when one has the same key, else a new
+        one, numbered in the order of the keys."""
+        reg = np.full(len(distinct), -1, dtype=np.int64)
+        earlier = self.by_op.get(op)
+        if earlier:
+            old = np.concatenate(earlier)
+            both, inverse = unique_rows(np.concatenate([np.delete(old, 1, axis=1), distinct]))
+            owner = np.full(len(both), -1, dtype=np.int64)
+            owner[inverse[:len(old)]] = old[:, 1]  # each earlier key is distinct: one owner a group
+            reg = owner[inverse[len(old):]]
+        new = reg < 0
+        fresh = FIRST_FREE_REG + self.count + np.arange(int(new.sum()), dtype=np.int64)
+        reg[new] = fresh
+        if fresh.size:
+            block = np.insert(distinct[new], 1, fresh, axis=1)
+            self.blocks.append(block)
+            self.by_op.setdefault(op, []).append(block)
+            self.count += fresh.size
+        return reg
+
+    def code(self) -> np.ndarray:
+        """Every emitted instruction as an int64 (n, WIDTH) array, in emission order."""
+        return np.concatenate(self.blocks) if self.blocks else np.zeros((0, WIDTH), dtype=np.int64)
 
 
 def unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
