@@ -157,7 +157,7 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
     Scoring runs evaluate_arrays' serial kernel (the one a single-threaded worker uses), so its
     time compares with the floor's single-threaded pass.
     """
-    from autostrat.sim.evaluate import _SCORERS, spans_array
+    from autostrat.sim.evaluate import _SCORERS, locality_order, run_registers, spans_array
     from autostrat.sim.simulate import backtest_args
     from autostrat.tape.kernel_table import kernel_table
     from autostrat.tape.prefix import input_prefixes
@@ -168,17 +168,19 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
     fill_close, commission, slippage, capital = backtest_args(settings.backtest)
     serial = _SCORERS[(bool(fill_close), True)][1]  # the crossover programs are long only, without exits
     bounds = spans_array(spans)
+    order = locality_order(tape.rules)  # as evaluate_arrays scores them
+    rules, warmups, exits = tape.rules[order], tape.warmups[order], tape.exits[order]
 
     def run():
-        return run_tape_nb(tape.run_code, tape.consts, tape.n_regs, kernel_table(tape.run_code), m.open, m.high,
-                           m.low, m.close, m.volume, tape.rules[:, :, 1:].reshape(-1),
-                           *input_prefixes(m.close))
+        return run_tape_nb(tape.run_code, tape.consts, run_registers(tape.run_code, tape.rules, tape.n_regs),
+                           kernel_table(tape.run_code), m.open, m.high, m.low, m.close, m.volume,
+                           tape.rules[:, :, 1:].reshape(-1), *input_prefixes(m.close))
 
     regs = run()
     parts = {
         "compile": lambda: compile_batch(programs),
         "run the tape": run,
-        "score": lambda: serial(regs, tape.rules, tape.warmups, tape.exits, m.open, m.high, m.low, m.close, bounds,
+        "score": lambda: serial(regs, rules, warmups, exits, m.open, m.high, m.low, m.close, bounds,
                                 fill_close, commission, slippage, capital),
         "floor": floor,
     }
