@@ -157,7 +157,7 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
     Scoring runs evaluate_arrays' serial kernel (the one a single-threaded worker uses), so its
     time compares with the floor's single-threaded pass.
     """
-    from autostrat.sim.evaluate import _SCORERS, locality_order, run_registers, spans_array
+    from autostrat.sim.evaluate import _SCORERS, locality_order, longest_period, run_registers, spans_array
     from autostrat.sim.simulate import backtest_args
     from autostrat.tape.kernel_table import kernel_table
     from autostrat.tape.prefix import input_prefixes
@@ -181,7 +181,7 @@ def bulk_parts(programs, market, settings, spans, repeat: int, floor) -> None:
         "compile": lambda: compile_batch(programs),
         "run the tape": run,
         "score": lambda: serial(regs, rules, warmups, exits, m.open, m.high, m.low, m.close, bounds,
-                                fill_close, commission, slippage, capital),
+                                fill_close, commission, slippage, capital, longest_period(bounds)),
         "floor": floor,
     }
     for fn in parts.values():

@@ -74,14 +74,9 @@ _score_close_group_nb = _group_scorer(True, False)
 _score_close_long_group_nb = _group_scorer(True, True)
 
 
-@njit(cache=True)
-def returns_buffer_nb(spans, n_prog):
-    """A buffer for the daily returns of a group of up to n_prog programs: (min(GROUP, n_prog),
-    longest period - 1), at least one column."""
-    longest = 2
-    for s in range(spans.shape[0]):
-        longest = max(longest, spans[s, 1] - spans[s, 0])
-    return np.empty((min(GROUP, n_prog), longest - 1))
+def longest_period(spans: np.ndarray) -> int:
+    """Bars in the longest period (at least 2): a group's returns buffer holds one less per program."""
+    return max([2] + [b - a for a, b in spans.tolist()])  # a list: a backtest's two rows, no array calls
 
 
 def _batch_scorers(at_close: bool, long_only: bool):
@@ -92,7 +87,7 @@ def _batch_scorers(at_close: bool, long_only: bool):
 
     @njit(cache=True, parallel=True)
     def score_many_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                      commission, slippage, capital, threads):
+                      commission, slippage, capital, longest, threads):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
         n_groups = (n_prog + GROUP - 1) // GROUP
@@ -101,7 +96,7 @@ def _batch_scorers(at_close: bool, long_only: bool):
         # still be cached), each with one returns buffer: a buffer per group (158 KB for the
         # default periods) was mapped and faulted in afresh by every group.
         for part in prange(n_parts):
-            rets = returns_buffer_nb(spans, n_prog)
+            rets = np.empty((min(GROUP, n_prog), longest - 1))
             for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
                 p, q = g * GROUP, min(g * GROUP + GROUP, n_prog)
                 args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
@@ -119,10 +114,10 @@ def _batch_scorers(at_close: bool, long_only: bool):
 
     @njit(cache=True)
     def score_serial_nb(regs, rules, warmups, exits, open_, high, low, close, spans, fill_close,
-                        commission, slippage, capital):
+                        commission, slippage, capital, longest):
         n_prog = rules.shape[0]
         out = np.empty((n_prog, spans.shape[0], N_METRICS))
-        rets = returns_buffer_nb(spans, n_prog)
+        rets = np.empty((min(GROUP, n_prog), longest - 1))  # a group's daily returns
         for p in range(0, n_prog, GROUP):
             q = min(p + GROUP, n_prog)
             args = (regs, rules[p:q], warmups[p:q], exits[p:q], open_, high, low, close, spans, fill_close,
@@ -222,14 +217,15 @@ def run_registers(code: np.ndarray, rules: np.ndarray, n_regs: int) -> int:
 def _score(kind: int, parallel: bool, regs, rules, warmups, exits, *args) -> np.ndarray:
     """Score the programs with the batch scorer of their flags (`kind`), in `locality_order`."""
     many, serial = _SCORERS[(bool(kind & 2), bool(kind & 1))]
+    longest = longest_period(args[4])  # args: open, high, low, close, spans, ...
     if rules.shape[0] == 1:
-        return serial(regs, rules, warmups, exits, *args)
+        return serial(regs, rules, warmups, exits, *args, longest)
     order = locality_order(rules)
     rules, warmups, exits = rules[order], warmups[order], exits[order]
     if parallel:
-        scored = many(regs, rules, warmups, exits, *args, get_num_threads())
+        scored = many(regs, rules, warmups, exits, *args, longest, get_num_threads())
     else:
-        scored = serial(regs, rules, warmups, exits, *args)
+        scored = serial(regs, rules, warmups, exits, *args, longest)
     out = np.empty_like(scored)
     out[order] = scored
     return out

@@ -275,6 +275,7 @@ def sharpe_rows_nb(rets, m, outs):
     whose M.sharpe slot holds the mean (finish_nb with own_sharpe False). Four rows at a time
     share one loop: four independent chains, each with the bits `deviations_nb` gives it alone."""
     k = rets.shape[0]
+    ss = np.zeros(k)
     j = 0
     if m >= 2:
         while j + 4 <= k:
@@ -286,15 +287,12 @@ def sharpe_rows_nb(rets, m, outs):
                 s1 += (r1[i] - u1) ** 2
                 s2 += (r2[i] - u2) ** 2
                 s3 += (r3[i] - u3) ** 2
-            outs[j, M.sharpe] = sharpe_nb(s0, u0, m)
-            outs[j + 1, M.sharpe] = sharpe_nb(s1, u1, m)
-            outs[j + 2, M.sharpe] = sharpe_nb(s2, u2, m)
-            outs[j + 3, M.sharpe] = sharpe_nb(s3, u3, m)
+            ss[j], ss[j + 1], ss[j + 2], ss[j + 3] = s0, s1, s2, s3
             j += 4
     for q in range(j, k):
-        u = outs[q, M.sharpe]
-        outs[q, M.sharpe] = sharpe_nb(deviations_nb(rets[q], m, u), u, m)
-
+        ss[q] = deviations_nb(rets[q], m, outs[q, M.sharpe])
+    for q in range(k):
+        outs[q, M.sharpe] = sharpe_nb(ss[q], outs[q, M.sharpe], m)
 
 @njit(cache=True)
 def metrics_nb(equity, position, trades, close, start, stop, initial_capital, out):
