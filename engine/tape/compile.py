@@ -298,17 +298,17 @@ def assemble(rows, outputs, allocate: bool = True):
     rules = np.full((*out.shape, 3), NO_REG, dtype=np.int64)
     rules[:, :, 1] = out
     fused = np.zeros(n, dtype=bool)
-    live: set[int] = set()
+    live = np.zeros(0, dtype=np.int64)  # fused rules' operand registers
     if n:
         op = code[row, 0]
         unread = last_read[np.where(defined, out, 0)] < 0
         fuse = defined & np.isin(op, _FUSED) & unread
         rules[fuse] = code[row[fuse]][:, [0, 2, 3]]
         fused[row[fuse]] = True
-        live = set(rules[fuse][:, 1:].ravel().tolist())
+        live = rules[fuse][:, 1:].ravel()
     if allocate and not _all_kept(n, out, live):
         listed = rows if isinstance(rows, list) else code.tolist()
-        n_regs, mapping = _allocate(listed, out, live, last_read.tolist())
+        n_regs, mapping = _allocate(listed, out, set(live.tolist()), last_read.tolist())
         _renumber(code, out, rules, np.array(mapping, dtype=np.int64))
     else:
         n_regs = FIRST_FREE_REG + n
@@ -338,13 +338,14 @@ def _fused_last(code: np.ndarray, out: np.ndarray, rules: np.ndarray, fused: np.
         _renumber(code, out, rules, m)
 
 
-def _all_kept(n: int, outputs: np.ndarray, live: set[int]) -> bool:
-    """Whether all n instructions write a rule's register or a fused rule's operand, which stay
-    live to the end: then `_allocate` frees nothing and maps every register to itself, and the pass
-    is skipped (a batch of crossovers is all averages and comparisons: a tenth of its compile)."""
-    kept = set(outputs[outputs >= FIRST_FREE_REG].tolist())
-    kept.update(r for r in live if r >= FIRST_FREE_REG)
-    return len(kept) == n
+def _all_kept(n: int, outputs: np.ndarray, live: np.ndarray) -> bool:
+    """Whether all n instructions write a rule's register or a fused rule's operand (`live`), which
+    stay live to the end: then `_allocate` frees nothing and maps every register to itself, and the
+    pass is skipped (a batch of crossovers is all averages and comparisons: a tenth of its compile)."""
+    kept = np.zeros(FIRST_FREE_REG + n, dtype=bool)
+    kept[outputs[outputs >= FIRST_FREE_REG]] = True
+    kept[live[live >= FIRST_FREE_REG]] = True
+    return int(kept[FIRST_FREE_REG:].sum()) == n
 
 
 def _int_array(rows: list[list[int]], width: int) -> np.ndarray:

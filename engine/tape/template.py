@@ -151,7 +151,9 @@ def compile_variants(programs: list[TypedProgram] | PointBlock) -> Tape:
     # those are at most a tenth of the tape (a sweep: mostly each variant's own comparisons), the
     # Python allocation pass costs more than the memory it could save.
     rows = emitted.code()
-    intermediates = len(rows) - len(np.unique(out[out >= FIRST_FREE_REG]))
+    outputs = np.zeros(FIRST_FREE_REG + len(rows), dtype=bool)
+    outputs[out[out >= FIRST_FREE_REG]] = True
+    intermediates = len(rows) - int(outputs.sum())
     code_arr, n_regs, out, rules, run_code = assemble(rows, out, allocate=intermediates > len(rows) // 10)
     if block:
         warmups = programs.warmups.astype(np.int64)
