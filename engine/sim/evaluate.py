@@ -93,8 +93,8 @@ def _batch_scorers(at_close: bool, long_only: bool):
         n_groups = (n_prog + GROUP - 1) // GROUP
         n_parts = max(min(threads, n_groups), 1)
         # One part per thread (`threads`: numba's thread count, which a kernel cannot read and
-        # still be cached), each with one returns buffer: a buffer per group (158 KB for the
-        # default periods) was mapped and faulted in afresh by every group.
+        # still be cached), each allocating one returns buffer (158 KB for the default periods)
+        # for all its groups, not one per group.
         for part in prange(n_parts):
             rets = np.empty((min(GROUP, n_prog), longest - 1))
             for g in range(part * n_groups // n_parts, (part + 1) * n_groups // n_parts):
@@ -201,8 +201,9 @@ def run_registers(code: np.ndarray, rules: np.ndarray, n_regs: int) -> int:
     rule reads. A tape numbers its fused comparisons' registers last (autostrat.tape.compile.assemble),
     and `code` (a run_code) never writes them, so a batch of crossovers allocates a row per average,
     not one per comparison too. A register file of a few rows per program stays within what the
-    allocator keeps for reuse; one of 2,115 rows for 1,000 crossovers (110 written) was mapped and
-    faulted in afresh on every run, which took three quarters of the run. A file of up to
+    allocator keeps for reuse; one of 2,115 rows for 1,000 crossovers (110 written) was mapped
+    afresh on every run, its written rows faulted in (1,467 page faults a run, against none),
+    and that took three quarters of the run. A file of up to
     SMALL_FILE rows (a backtest's) is returned as it is: measuring it costs more than it saves."""
     if n_regs <= SMALL_FILE:
         return int(n_regs)
@@ -235,8 +236,9 @@ def locality_order(rules: np.ndarray) -> np.ndarray:
     """The order to score programs in: by the registers their buy rule reads (the second operand,
     then the first), so programs reading the same rows score one after another while those rows
     are in cache. A grid of crossovers lists the points fast average first; in this order each
-    slow average is read by ten programs in a row, and two threads scored them about a fifth
-    faster. Each program is scored alone, so the order changes no result."""
+    slow average is read by ten programs in a row: two threads scored bench_engine's 1,000
+    crossovers 19% faster, and its sweep, end to end, 2 to 4%. Each program is scored alone, so
+    the order changes no result."""
     return np.lexsort((rules[:, 0, 1], rules[:, 0, 2]))
 
 
